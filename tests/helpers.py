@@ -1,0 +1,59 @@
+"""Helpers shared by the test modules."""
+
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import zoo
+
+
+def make_model(
+    name: str, seed: int, **overrides: Any
+) -> tuple[zoo.AbstractModel, eqx.nn.State]:
+    """Build preset ``name`` from an integer seed."""
+    return zoo.create_model(name, key=jax.random.key(seed), **overrides)
+
+
+def random_inputs(
+    model: zoo.AbstractModel, batch: int, seed: int, dtype: Any = jnp.float32
+) -> jax.Array:
+    """A batch of inputs in ``[0, 1)`` shaped for ``model``."""
+    shape = (batch, *model.input_shape)
+    return jax.random.uniform(jax.random.key(seed), shape, dtype=dtype)
+
+
+def params(tree: Any) -> list[jax.Array]:
+    """The floating-point arrays (the trainable parameters) of a pytree."""
+    return jax.tree.leaves(eqx.filter(tree, eqx.is_inexact_array))
+
+
+def weights(model: Any) -> list[jax.Array]:
+    """The weight matrices/kernels of every Linear and Conv layer."""
+    layers = jax.tree.leaves(
+        model, is_leaf=lambda m: isinstance(m, eqx.nn.Linear | eqx.nn.Conv)
+    )
+    return [m.weight for m in layers if isinstance(m, eqx.nn.Linear | eqx.nn.Conv)]
+
+
+_jit_apply = eqx.filter_jit(zoo.apply)
+
+
+@eqx.filter_jit
+def call_one(model: zoo.AbstractModel, state: eqx.nn.State, x: jax.Array) -> jax.Array:
+    """Call the model on ONE example (no vmap), in inference or stateless mode."""
+    if model.stateful:
+        out, _ = model(x, state)  # pyright: ignore[reportCallIssue]
+        return out
+    return model(x)  # pyright: ignore[reportCallIssue]
+
+
+def assert_vmap_matches_loop(
+    model: zoo.AbstractModel, state: eqx.nn.State, xs: jax.Array
+) -> None:
+    """``zoo.apply`` (vmap) on a batch equals calling the model per example."""
+    batched, _ = _jit_apply(model, xs, state)
+    looped = jnp.stack([call_one(model, state, x) for x in xs])
+    np.testing.assert_allclose(batched, looped, rtol=1e-5, atol=1e-5)

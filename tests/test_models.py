@@ -1,0 +1,182 @@
+"""Unit tests for the model constructors, the registry and shape checks."""
+
+import json
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import pytest
+
+import zoo
+from tests.helpers import make_model
+
+
+def test_mlp_widths_and_depth(getkey):
+    model = zoo.MLP(784, 10, width_size=512, depth=2, key=getkey())
+    assert [layer.weight.shape for layer in model.layers] == [
+        (512, 784),
+        (512, 512),
+        (10, 512),
+    ]
+    per_layer = zoo.MLP(3, 2, width_size=[5, 7], key=getkey())
+    assert per_layer.width_sizes == (5, 7)
+    assert per_layer(jnp.ones(3)).shape == (2,)
+
+
+def test_mlp_options(getkey):
+    model = zoo.MLP(
+        4,
+        3,
+        width_size=8,
+        depth=1,
+        activation="tanh",
+        final_activation="log_softmax",
+        use_bias=False,
+        use_final_bias=False,
+        key=getkey(),
+    )
+    assert all(layer.bias is None for layer in model.layers)
+    out = model(jnp.ones(4))
+    assert jnp.allclose(jax.nn.logsumexp(out), 0.0, atol=1e-6)
+
+
+def test_mlp_dtype(getkey):
+    with jax.enable_x64(True):
+        model = zoo.MLP(4, 3, width_size=8, depth=1, dtype="float64", key=getkey())
+        assert model.layers[0].weight.dtype == jnp.float64
+        assert model.config()["dtype"] == "float64"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"width_size": 8}, "needs `depth`"),
+        ({"width_size": [8, 8], "depth": 3}, "depth=3 but 2 widths"),
+        ({"width_size": 0, "depth": 1}, "widths must be >= 1"),
+        ({"width_size": 8, "depth": 1, "dropout": 1.0}, "dropout"),
+        ({"width_size": 8, "depth": 1, "activation": "relux"}, "Unknown activation"),
+        ({"width_size": 8, "depth": 1, "dtype": "int32"}, "Unsupported parameter"),
+    ],
+)
+def test_mlp_rejects_bad_arguments(kwargs, message, getkey):
+    with pytest.raises(ValueError, match=message):
+        zoo.MLP(4, 3, **kwargs, key=getkey())
+
+
+def test_dropout_needs_a_key_in_training_and_not_in_inference(getkey):
+    model = zoo.MLP(4, 3, width_size=64, depth=1, dropout=0.5, key=getkey())
+    with pytest.raises(ValueError, match="needs `key=`"):
+        model(jnp.ones(4))
+    a = model(jnp.ones(4), key=jax.random.key(1))
+    b = model(jnp.ones(4), key=jax.random.key(2))
+    assert not jnp.allclose(a, b)
+    frozen = eqx.nn.inference_mode(model)
+    assert jnp.array_equal(frozen(jnp.ones(4)), frozen(jnp.ones(4)))
+
+
+def test_cnn_stax_architecture(getkey):
+    model, _state = zoo.create_model("stax_cnn", key=getkey())
+    assert isinstance(model, zoo.CNN)
+    convs = [block.conv for block in model.blocks]
+    assert [c.out_channels for c in convs] == [32, 32, 10, 10]
+    assert [c.kernel_size for c in convs] == [(5, 5), (5, 5), (3, 3), (3, 3)]
+    assert all(c.stride == (2, 2) for c in convs)
+    assert all(block.norm is not None for block in model.blocks)
+    # 28 -> 14 -> 7 -> 4 -> 2 with SAME padding: 10 * 2 * 2 features.
+    assert model.output.in_features == 40
+    assert model.output.out_features == 10
+
+
+def test_cnn_running_statistics_move_in_training_only(getkey):
+    model, state = zoo.create_model("stax_cnn", key=getkey())
+    xs = jax.random.uniform(getkey(), (8, 1, 28, 28))
+    _, trained = zoo.apply(model, xs, state)
+    assert not bool(eqx.tree_equal(state, trained))
+    _, unchanged = zoo.apply(eqx.nn.inference_mode(model), xs, trained)
+    assert bool(eqx.tree_equal(trained, unchanged))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"channels": [4] * 6, "strides": 2, "pool_sizes": 2}, "too small"),
+        ({"channels": [4], "kernel_sizes": 9, "paddings": "VALID"}, "too small"),
+        ({"channels": [4, 4], "strides": [1, 2, 2]}, "3 entries but there are 2"),
+        ({"channels": []}, "at least one conv block"),
+        ({"channels": [4], "paddings": "FULL"}, "padding"),
+        ({"channels": [0]}, "must all be >= 1"),
+    ],
+)
+def test_cnn_impossible_configurations_fail_at_construction(kwargs, message, getkey):
+    with pytest.raises(ValueError, match=message):
+        zoo.CNN(1, 8, 10, **kwargs, key=getkey())
+
+
+def test_cnn_needs_the_batch_axis_in_training(getkey):
+    model, state = zoo.create_model("stax_cnn", key=getkey())
+    with pytest.raises(NameError, match="axis_name"):
+        model(jnp.zeros((1, 28, 28)), state)
+
+
+def test_registry_lists_every_preset():
+    assert zoo.list_models() == ["mlp", "toy_mlp", "stax_cnn", "cnn"]
+    for name in zoo.list_models():
+        spec = zoo.model_spec(name)
+        assert json.loads(json.dumps(spec.config)) == spec.config
+        assert spec.description
+
+
+@pytest.mark.parametrize("name", zoo.list_models())
+def test_model_rebuilds_from_its_config_alone(name):
+    model, state = make_model(name, 3)
+    config = json.loads(json.dumps(model.config()))
+    rebuilt, rebuilt_state = zoo.build_model(config, key=jax.random.key(3))
+    assert bool(eqx.tree_equal(model, rebuilt))
+    assert bool(eqx.tree_equal(state, rebuilt_state))
+
+
+def test_create_model_overrides_and_suggestions(getkey):
+    model, _ = zoo.create_model("mlp", width_size=[32], key=getkey())
+    assert isinstance(model, zoo.MLP)
+    assert model.width_sizes == (32,)
+    with pytest.raises(KeyError, match="Did you mean 'cnn'"):
+        zoo.create_model("cnm", key=getkey())
+    with pytest.raises(ValueError, match="Invalid MLP config"):
+        zoo.create_model("mlp", widht_size=3, key=getkey())
+    with pytest.raises(ValueError, match="family"):
+        zoo.build_model({"family": "RNN"}, key=getkey())
+
+
+def test_shape_checks_name_the_argument_and_expected_shape(getkey):
+    model, _ = zoo.create_model("mlp", key=getkey())
+    with pytest.raises(ValueError, match=r"`x` has shape \(783,\), expected \(784,\)"):
+        model(jnp.zeros(783))
+    with pytest.raises(ValueError, match=r"\(32, 784\), expected \(784,\).*jax.vmap"):
+        model(jnp.zeros((32, 784)))
+
+
+def test_dtype_checks_refuse_integer_inputs_and_can_be_turned_off(getkey):
+    model, _ = zoo.create_model("mlp", key=getkey())
+    with pytest.raises(TypeError, match="parameter 'x'"):
+        model(jnp.zeros(784, dtype=jnp.int32))
+    with zoo.shape_checks(False):
+        assert not zoo.shape_checks_enabled()
+        # Without checks the integer input reaches the matmul, which strict
+        # promotion refuses: the check is what turns this into a clear error.
+        with pytest.raises(Exception):  # noqa: B017
+            model(jnp.zeros(784, dtype=jnp.int32))
+    assert zoo.shape_checks_enabled()
+
+
+def test_checks_run_at_trace_time_only(getkey):
+    model, _ = zoo.create_model("mlp", key=getkey())
+    calls = []
+
+    @eqx.filter_jit
+    def forward(m, x):
+        calls.append(None)
+        return jax.vmap(m)(x)
+
+    for _ in range(3):
+        forward(model, jnp.zeros((4, 784)))
+    assert len(calls) == 1

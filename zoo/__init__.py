@@ -1,0 +1,30 @@
+"""zoo: a typed, functional model zoo for JAX, built on Equinox."""
+
+import importlib.metadata
+
+from ._checks import (
+    set_shape_checks as set_shape_checks,
+    shape_checks as shape_checks,
+    shape_checks_enabled as shape_checks_enabled,
+)
+from .models import (
+    ACTIVATIONS as ACTIVATIONS,
+    BATCH_AXIS as BATCH_AXIS,
+    CNN as CNN,
+    FAMILIES as FAMILIES,
+    MLP as MLP,
+    AbstractModel as AbstractModel,
+    ConvBlock as ConvBlock,
+    ModelSpec as ModelSpec,
+    apply as apply,
+    build_model as build_model,
+    create_model as create_model,
+    list_models as list_models,
+    model_spec as model_spec,
+    register_model as register_model,
+)
+
+try:
+    __version__ = importlib.metadata.version("typed-zoo")
+except importlib.metadata.PackageNotFoundError:  # pragma: no cover - source tree
+    __version__ = "0.0.0"

@@ -1,0 +1,109 @@
+"""Runtime shape checks: jaxtyping annotations enforced by beartype.
+
+Checks are on by default. Under ``jax.jit`` they run while tracing only, so a
+compiled step pays nothing for them. Turn them off with the environment variable
+``ZOO_SHAPE_CHECKS=0`` (read at import), with :func:`set_shape_checks`, or for a
+block of code with :func:`shape_checks`.
+"""
+
+import contextlib
+import functools
+import os
+from collections.abc import Callable, Iterator
+from typing import Any, ParamSpec, TypeVar
+
+from beartype import beartype
+from jaxtyping import jaxtyped
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+_enabled: bool = os.environ.get("ZOO_SHAPE_CHECKS", "1").lower() not in {
+    "0",
+    "false",
+    "no",
+    "off",
+}
+
+
+def shape_checks_enabled() -> bool:
+    """Whether zoo's runtime shape checks are on."""
+    return _enabled
+
+
+def set_shape_checks(enabled: bool) -> None:
+    """Turn zoo's runtime shape checks on or off for the whole process.
+
+    Args:
+        enabled: ``True`` to check every public model call, ``False`` to skip it.
+    """
+    global _enabled
+    _enabled = bool(enabled)
+
+
+@contextlib.contextmanager
+def shape_checks(enabled: bool) -> Iterator[None]:
+    """Context manager that sets shape checks for the calls traced inside it.
+
+    Example:
+        >>> import zoo
+        >>> with zoo.shape_checks(False):
+        ...     assert not zoo.shape_checks_enabled()
+        >>> zoo.shape_checks_enabled()
+        True
+    """
+    global _enabled
+    previous = _enabled
+    _enabled = bool(enabled)
+    try:
+        yield
+    finally:
+        _enabled = previous
+
+
+def checked(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Decorate a public call so its jaxtyping annotations are enforced.
+
+    The check is skipped when :func:`shape_checks_enabled` is ``False``.
+    """
+    typechecked: Callable[..., Any] = jaxtyped(typechecker=beartype)(fn)
+
+    @functools.wraps(fn)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        if _enabled:
+            return typechecked(*args, **kwargs)
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
+def checked_model_call(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Decorate a model's ``__call__(self, x, ...)``: exact shape, then types.
+
+    The shape of ``x`` is compared with ``self.input_shape`` first, always (it
+    costs a tuple comparison, at trace time under ``jit``), so a wrong shape fails
+    with the argument, the actual and the expected shape in numbers. The
+    jaxtyping/beartype check of every annotation follows when enabled.
+    """
+    inner = checked(fn)
+
+    @functools.wraps(fn)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        model, x = args[0], args[1]
+        expected = tuple(model.input_shape)  # pyright: ignore[reportAttributeAccessIssue]
+        shape = tuple(getattr(x, "shape", ()))
+        if shape != expected:
+            hint = (
+                "Models take ONE example: batch with jax.vmap(model)(xs) or "
+                "zoo.apply(model, xs, state)."
+                if shape[1:] == expected
+                else "Reshape the input, or build the model for this shape."
+            )
+            raise ValueError(
+                f"{type(model).__name__} argument `x` has shape {shape}, expected "
+                f"{expected} (the model's input_shape). "
+                f"{hint}"
+            )
+        return inner(*args, **kwargs)
+
+    return wrapper

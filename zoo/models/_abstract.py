@@ -1,0 +1,81 @@
+"""The interface every zoo model shares."""
+
+import abc
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+BATCH_AXIS = "batch"
+"""The ``jax.vmap`` axis name over which BatchNorm computes batch statistics."""
+
+ACTIVATIONS = {
+    "relu": jax.nn.relu,
+    "gelu": jax.nn.gelu,
+    "silu": jax.nn.silu,
+    "selu": jax.nn.selu,
+    "elu": jax.nn.elu,
+    "tanh": jnp.tanh,
+    "sigmoid": jax.nn.sigmoid,
+    "softplus": jax.nn.softplus,
+    "log_softmax": jax.nn.log_softmax,
+    "identity": lambda x: x,
+}
+"""Activations by name. Names, not functions, keep a model's config JSON."""
+
+
+def get_activation(name: str) -> Any:
+    """Look up an activation by name, failing with the list of valid names."""
+    try:
+        return ACTIVATIONS[name]
+    except KeyError:
+        raise ValueError(
+            f"Unknown activation {name!r}; choose one of {sorted(ACTIVATIONS)}."
+        ) from None
+
+
+DTYPES = {"float32": jnp.float32, "float64": jnp.float64, "bfloat16": jnp.bfloat16}
+
+
+def parse_dtype(dtype: Any) -> str | None:
+    """Normalise a dtype argument to a JSON-friendly name (``None`` = default)."""
+    if dtype is None:
+        return None
+    name = jnp.dtype(dtype).name
+    if name not in DTYPES:
+        raise ValueError(
+            f"Unsupported parameter dtype {name!r}; choose one of {sorted(DTYPES)}."
+        )
+    return name
+
+
+class AbstractModel(eqx.Module):
+    """A zoo classifier: maps ONE unbatched example to class logits.
+
+    Stateless models are called as ``model(x, key=key) -> logits``. Stateful models
+    (those with BatchNorm) are called as ``model(x, state, key=key) -> (logits,
+    state)`` inside ``jax.vmap(..., axis_name=zoo.BATCH_AXIS)``. Use
+    [`zoo.apply`][] to call either kind the same way.
+    """
+
+    out_size: eqx.AbstractVar[int]
+    stateful: ClassVar[bool]
+    """Whether calls take and return an ``eqx.nn.State`` (BatchNorm)."""
+
+    @property
+    @abc.abstractmethod
+    def input_shape(self) -> tuple[int, ...]:
+        """The shape of ONE input example, e.g. ``(784,)`` or ``(1, 28, 28)``."""
+
+    if TYPE_CHECKING:
+
+        def __call__(self, *args: Any, **kwargs: Any) -> Any: ...
+
+    @abc.abstractmethod
+    def config(self) -> dict[str, Any]:
+        """The JSON-serialisable constructor arguments, with a ``"family"`` key.
+
+        ``zoo.build_model(model.config(), key=key)`` builds a model with the same
+        structure (and, with the same key, the same parameters).
+        """

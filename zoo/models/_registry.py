@@ -1,0 +1,172 @@
+"""Named model presets, each rebuilt from a JSON config alone."""
+
+import copy
+import dataclasses
+import difflib
+import json
+from collections.abc import Callable, Mapping
+from typing import Any, cast
+
+import equinox as eqx
+from jaxtyping import PRNGKeyArray
+
+from ._abstract import AbstractModel
+from ._cnn import CNN
+from ._mlp import MLP
+
+FAMILIES: dict[str, type[AbstractModel]] = {"MLP": MLP, "CNN": CNN}
+"""Model classes by the ``"family"`` name stored in their configs."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """A registered preset: its name, JSON config and a line about it."""
+
+    name: str
+    config: Mapping[str, Any]
+    description: str
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register_model(name: str, config: Mapping[str, Any], description: str) -> None:
+    """Add a preset. ``config`` must be JSON with a ``"family"`` key.
+
+    Raises:
+        ValueError: the name is taken, the config is not JSON, or its family
+            is unknown.
+    """
+    if name in _REGISTRY:
+        raise ValueError(f"A model named {name!r} is already registered.")
+    try:
+        frozen = json.loads(json.dumps(dict(config)))
+    except TypeError as error:
+        raise ValueError(
+            f"Config of {name!r} is not JSON-serialisable: {error}"
+        ) from None
+    _family(frozen)
+    _REGISTRY[name] = ModelSpec(name, frozen, description)
+
+
+def list_models() -> list[str]:
+    """Names of every registered preset, in registration order."""
+    return list(_REGISTRY)
+
+
+def model_spec(name: str) -> ModelSpec:
+    """The preset called ``name``.
+
+    Raises:
+        KeyError: no such preset; the message suggests the nearest names.
+    """
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, _REGISTRY, n=3, cutoff=0.4)
+        hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
+        raise KeyError(
+            f"Unknown model {name!r}.{hint} Registered models: {list_models()}."
+        ) from None
+
+
+def build_model(
+    config: Mapping[str, Any], *, key: PRNGKeyArray
+) -> tuple[AbstractModel, eqx.nn.State]:
+    """Build a model and its initial state from a config (``model.config()``).
+
+    Stateless models come back with an empty ``eqx.nn.State``.
+
+    Raises:
+        ValueError: unknown family or invalid arguments for it.
+    """
+    kwargs = copy.deepcopy(dict(config))
+    family = _family(kwargs)
+    del kwargs["family"]
+    try:
+        constructor = cast(Callable[..., AbstractModel], family)
+        return eqx.nn.make_with_state(constructor)(**kwargs, key=key)
+    except TypeError as error:
+        raise ValueError(
+            f"Invalid {family.__name__} config {config}: {error}"
+        ) from None
+
+
+def create_model(
+    name: str, *, key: PRNGKeyArray, **overrides: Any
+) -> tuple[AbstractModel, eqx.nn.State]:
+    """Build the preset ``name``, with any constructor argument overridden.
+
+    Example:
+        >>> import jax, zoo
+        >>> model, state = zoo.create_model("mlp", key=jax.random.key(0))
+        >>> model.config()["width_size"]
+        [512, 512]
+
+    Returns:
+        ``(model, state)``; ``state`` is empty for stateless models.
+    """
+    return build_model({**model_spec(name).config, **overrides}, key=key)
+
+
+def _family(config: Mapping[str, Any]) -> type[AbstractModel]:
+    family = config.get("family")
+    if family not in FAMILIES:
+        raise ValueError(
+            f"Model config needs 'family' set to one of {sorted(FAMILIES)}, "
+            f"got {family!r}."
+        )
+    return FAMILIES[family]
+
+
+register_model(
+    "mlp",
+    {"family": "MLP", "in_size": 784, "out_size": 10, "width_size": [512, 512]},
+    "784-512-512-10 ReLU MLP of the JAX MNIST tutorials (seeds 000 and 003).",
+)
+register_model(
+    "toy_mlp",
+    {
+        "family": "MLP",
+        "in_size": 2,
+        "out_size": 2,
+        "width_size": [10],
+        "final_activation": "log_softmax",
+    },
+    "MLPClassifier(hidden_layers=1, hidden_dim=10, n_classes=2) for the 2-D toy "
+    "set (seed 001); returns log-probabilities.",
+)
+register_model(
+    "stax_cnn",
+    {
+        "family": "CNN",
+        "in_channels": 1,
+        "image_size": [28, 28],
+        "out_size": 10,
+        "channels": [32, 32, 10, 10],
+        "kernel_sizes": [5, 5, 3, 3],
+        "strides": 2,
+        "paddings": "SAME",
+        "batch_norm": True,
+    },
+    "Four stride-2 conv-BatchNorm-ReLU blocks (32/32/10/10 channels, 5x5/5x5/3x3/"
+    "3x3) and a dense 10 (seed 002).",
+)
+register_model(
+    "cnn",
+    {
+        "family": "CNN",
+        "in_channels": 1,
+        "image_size": [28, 28],
+        "out_size": 10,
+        "channels": [32, 64],
+        "kernel_sizes": 5,
+        "paddings": "SAME",
+        "pool_sizes": 2,
+        "batch_norm": True,
+        "hidden_sizes": [256],
+        "dropout": 0.3,
+    },
+    "Strongest preset: conv5x5(32)-BN-ReLU-pool, conv5x5(64)-BN-ReLU-pool, "
+    "dense 256 with dropout, dense 10.",
+)
