@@ -1,0 +1,111 @@
+"""Input pipeline throughput: zoo's batch-level Grain pipeline vs per-record Grain.
+
+Times one MNIST training epoch at batch 128 through ``zoo.data.train_pipeline``
+(``uint8`` batches, the default) and, in the same run, through the textbook
+per-record pipeline ``MapDataset.source(ds).shuffle().map(to_float).batch(128)``.
+Both are iterated fully in Python. zoo's epoch is timed ``--repeats`` times
+(a new shuffle each time) and the median reported, with variants: no prefetch,
+and ``scale=True``. Prints one JSON line.
+
+Run:
+    ZOO_DATA_DIR=/path/to/data python benchmarks/pipeline.py
+    python benchmarks/pipeline.py --data-dir /path/to/data
+"""
+
+import argparse
+import json
+import statistics
+import time
+from collections.abc import Iterable
+
+import grain
+import numpy as np
+
+from zoo.data import ArrayDataset, Batch, load_mnist, train_pipeline
+
+BATCH_SIZE = 128
+SEED = 0
+
+
+def to_float_record(record: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Scale one image to ``float32`` in ``[0, 1]``, per record."""
+    return {
+        "inputs": record["inputs"].astype(np.float32) / np.float32(255.0),
+        "labels": record["labels"],
+    }
+
+
+def time_epoch(batches: Iterable[dict[str, np.ndarray]]) -> tuple[int, float]:
+    """Iterate every batch, materialising it as NumPy; return (examples, seconds)."""
+    start = time.perf_counter()
+    examples = 0
+    for batch in batches:
+        inputs = np.asarray(batch["inputs"])
+        labels = np.asarray(batch["labels"])
+        mask = batch.get("mask")
+        examples += int(mask.sum()) if mask is not None else labels.shape[0]
+        del inputs
+    return examples, time.perf_counter() - start
+
+
+def zoo_rate(
+    dataset: ArrayDataset, repeats: int, *, prefetch: int = 2, scale: bool = False
+) -> list[float]:
+    """Examples per second over ``repeats`` epochs, each from a fresh pipeline."""
+    rates = []
+    for repeat in range(repeats):
+        pipeline = train_pipeline(
+            dataset,
+            batch_size=BATCH_SIZE,
+            seed=SEED + repeat,
+            num_epochs=1,
+            scale=scale,
+            prefetch=prefetch,
+        )
+        examples, seconds = time_epoch(pipeline)
+        rates.append(examples / seconds)
+    return rates
+
+
+def per_record_rate(dataset: ArrayDataset) -> float:
+    """Examples per second for one epoch of per-record Grain."""
+    pipeline = (
+        grain.MapDataset.source(dataset)
+        .shuffle(seed=SEED)
+        .map(to_float_record)
+        .batch(BATCH_SIZE)
+    )
+    batches: Iterable[Batch] = pipeline
+    examples, seconds = time_epoch(batches)
+    return examples / seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Input pipeline throughput.")
+    parser.add_argument("--data-dir", default=None, help="defaults to $ZOO_DATA_DIR")
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+
+    dataset = load_mnist("train", data_dir=args.data_dir)
+    zoo = zoo_rate(dataset, args.repeats)
+    no_prefetch = zoo_rate(dataset, args.repeats, prefetch=0)
+    scaled = zoo_rate(dataset, args.repeats, scale=True)
+    per_record = per_record_rate(dataset)
+    median = statistics.median(zoo)
+    result = {
+        "benchmark": "pipeline",
+        "zoo_examples_per_s": round(median),
+        "per_record_examples_per_s": round(per_record),
+        "ratio": round(median / per_record, 1),
+        "batch_size": BATCH_SIZE,
+        "examples_per_epoch": len(dataset),
+        "zoo_first_epoch_examples_per_s": round(zoo[0]),
+        "zoo_no_prefetch_examples_per_s": round(statistics.median(no_prefetch)),
+        "zoo_scaled_examples_per_s": round(statistics.median(scaled)),
+        "repeats": args.repeats,
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

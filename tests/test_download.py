@@ -1,0 +1,271 @@
+"""The downloader, against a real HTTP server on 127.0.0.1.
+
+The server serves the original files from the shared data folder under a path
+prefix that picks its behaviour: ``/good/``, ``/corrupt/`` (one byte flipped),
+``/truncated/`` (Content-Length promises the whole file, half is sent, the
+connection closes), ``/404/``, ``/500/`` and ``/slow/`` (answers after a
+second). A closed port stands in for a server that is down.
+"""
+
+import hashlib
+import http.server
+import os
+import pathlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import cast
+
+import pytest
+
+from zoo.data import REMOTE_DATASETS, DataError, _download, default_data_dir, fetch
+
+TEST_FILES = ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    root: pathlib.Path
+    requests: list[str]
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        del format, args
+
+    def do_GET(self) -> None:
+        server = cast(_Server, self.server)
+        server.requests.append(self.path)
+        mode, _, rest = self.path.lstrip("/").partition("/")
+        path = server.root / rest
+        if mode in {"404", "500"} or not path.is_file():
+            self.send_error(int(mode) if mode == "500" else 404)
+            return
+        body = path.read_bytes()
+        if mode == "slow":
+            time.sleep(1.0)
+        if mode == "corrupt":
+            body = body[:100] + bytes([body[100] ^ 0xFF]) + body[101:]
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if mode == "truncated":
+            body = body[: len(body) // 2]
+        self.wfile.write(body)
+
+
+@pytest.fixture
+def server(data_dir: pathlib.Path) -> Iterator[_Server]:
+    """A local HTTP server over the shared data folder, counting requests."""
+    httpd = _Server(("127.0.0.1", 0), _Handler)
+    httpd.root = data_dir
+    httpd.requests = []
+    thread = threading.Thread(
+        target=httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
+    )
+    thread.start()
+    yield httpd
+    httpd.shutdown()
+    httpd.server_close()
+    thread.join()
+
+
+def _url(httpd: _Server, mode: str, dataset: str = "mnist") -> str:
+    host, port = httpd.server_address[:2]
+    return f"http://{host!s}:{port}/{mode}/{dataset}/"
+
+
+@pytest.fixture
+def down_url() -> str:
+    """A URL on a port where nothing listens."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/mnist/"
+
+
+def _listing(folder: pathlib.Path) -> list[str]:
+    return sorted(os.listdir(folder)) if folder.exists() else []
+
+
+def test_good_download_then_no_requests(server: _Server, tmp_path: pathlib.Path):
+    cache = tmp_path / "cache"
+    folder = fetch(
+        "mnist", split="test", data_dir=cache, mirrors=[_url(server, "good")]
+    )
+    assert folder == cache / "mnist"
+    assert _listing(folder) == sorted(TEST_FILES)
+    for name in TEST_FILES:
+        digest = hashlib.sha256((folder / name).read_bytes()).hexdigest()
+        assert digest == REMOTE_DATASETS["mnist"].sha256[name]
+    assert len(server.requests) == 2
+
+    fetch("mnist", split="test", data_dir=cache, mirrors=[_url(server, "good")])
+    assert len(server.requests) == 2  # verified files: no network at all
+
+
+def test_only_missing_files_are_downloaded(server: _Server, tmp_path: pathlib.Path):
+    mirrors = [_url(server, "good")]
+    fetch("mnist", split="test", data_dir=tmp_path, mirrors=mirrors)
+    (tmp_path / "mnist" / "t10k-labels-idx1-ubyte.gz").unlink()
+    server.requests.clear()
+    fetch("mnist", split="test", data_dir=tmp_path, mirrors=mirrors)
+    assert server.requests == ["/good/mnist/t10k-labels-idx1-ubyte.gz"]
+
+
+@pytest.mark.parametrize("mode", ["corrupt", "truncated"])
+def test_bad_body_leaves_no_file(server: _Server, tmp_path: pathlib.Path, mode: str):
+    cache = tmp_path / "cache"
+    with pytest.raises(DataError) as info:
+        fetch("mnist", split="test", data_dir=cache, mirrors=[_url(server, mode)])
+    message = str(info.value)
+    assert f"/{mode}/mnist/t10k-images-idx3-ubyte.gz" in message
+    assert "ZOO_DATA_DIR" in message
+    expected = "SHA-256 mismatch" if mode == "corrupt" else "incomplete body"
+    assert expected in message
+    assert _listing(cache / "mnist") == []  # no partial or temporary files
+
+
+@pytest.mark.parametrize("code", ["404", "500"])
+def test_http_errors(server: _Server, tmp_path: pathlib.Path, code: str):
+    with pytest.raises(DataError, match=f"HTTP {code}"):
+        fetch("mnist", split="test", data_dir=tmp_path, mirrors=[_url(server, code)])
+    assert _listing(tmp_path / "mnist") == []
+
+
+def test_server_down_names_urls_and_env(tmp_path: pathlib.Path, down_url: str):
+    with pytest.raises(DataError) as info:
+        fetch("mnist", split="test", data_dir=tmp_path, mirrors=[down_url])
+    message = str(info.value)
+    for name in TEST_FILES:
+        assert f"{tmp_path / 'mnist' / name} (missing)" in message
+        assert down_url + name in message
+    assert "ConnectionRefusedError" in message
+    assert "ZOO_DATA_DIR" in message
+    assert _listing(tmp_path / "mnist") == []
+
+
+def test_fallback_to_second_mirror(
+    server: _Server, tmp_path: pathlib.Path, down_url: str
+):
+    mirrors = [down_url, _url(server, "500"), _url(server, "good")]
+    folder = fetch("mnist", split="test", data_dir=tmp_path, mirrors=mirrors)
+    assert _listing(folder) == sorted(TEST_FILES)
+    assert sorted(server.requests) == sorted(
+        f"/{mode}/mnist/{name}" for mode in ("500", "good") for name in TEST_FILES
+    )
+
+
+def test_timeout(server: _Server, tmp_path: pathlib.Path):
+    start = time.perf_counter()
+    with pytest.raises(DataError, match="timed out"):
+        fetch(
+            "mnist",
+            split="test",
+            data_dir=tmp_path,
+            mirrors=[_url(server, "slow")],
+            timeout=0.1,
+        )
+    assert time.perf_counter() - start < 1.0
+    assert _listing(tmp_path / "mnist") == []
+
+
+def test_present_file_with_wrong_hash(server: _Server, tmp_path: pathlib.Path):
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    bad = folder / "t10k-labels-idx1-ubyte.gz"
+    bad.write_bytes(b"not mnist")
+    with pytest.raises(DataError) as info:
+        fetch("mnist", split="test", data_dir=tmp_path, mirrors=[_url(server, "good")])
+    message = str(info.value)
+    assert str(bad) in message
+    assert REMOTE_DATASETS["mnist"].sha256[bad.name] in message
+    assert hashlib.sha256(b"not mnist").hexdigest() in message
+    assert "delete it" in message
+    assert server.requests == []
+    assert bad.read_bytes() == b"not mnist"  # never deleted behind the user's back
+
+
+def test_keyboard_interrupt_leaves_no_file(
+    server: _Server, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+):
+    real_open = _download._open
+
+    class _Interrupting:
+        def __init__(self, response) -> None:
+            self.response = response
+            self.headers = response.headers
+            self.reads = 0
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.response.close()
+
+        def read(self, amt: int) -> bytes:
+            self.reads += 1
+            if self.reads == 2:
+                raise KeyboardInterrupt
+            return self.response.read(amt)
+
+    monkeypatch.setattr(_download, "_CHUNK", 4096)
+    monkeypatch.setattr(
+        _download, "_open", lambda url, timeout: _Interrupting(real_open(url, timeout))
+    )
+    with pytest.raises(KeyboardInterrupt):
+        fetch("mnist", split="test", data_dir=tmp_path, mirrors=[_url(server, "good")])
+    assert _listing(tmp_path / "mnist") == []
+
+
+def test_file_urls_and_all_files(data_dir: pathlib.Path, tmp_path: pathlib.Path):
+    mirror = (data_dir / "mnist").as_uri() + "/"
+    folder = fetch("mnist", data_dir=tmp_path, mirrors=[mirror])
+    assert _listing(folder) == sorted(REMOTE_DATASETS["mnist"].sha256)
+
+
+def test_present_files_need_no_network(data_dir: pathlib.Path, down_url: str):
+    """The shared (read-only) folder verifies and is used as is."""
+    for name in ("mnist", "fashion_mnist"):
+        folder = fetch(name, data_dir=data_dir, mirrors=[down_url])
+        assert folder.parent == data_dir
+
+
+def test_hashes_match_shared_sha256sums(data_dir: pathlib.Path):
+    for remote in REMOTE_DATASETS.values():
+        sums = (data_dir / remote.folder / "SHA256SUMS").read_text().split()
+        assert dict(zip(sums[1::2], sums[0::2], strict=True)) == remote.sha256
+
+
+def test_canonical_mirrors():
+    assert REMOTE_DATASETS["mnist"].mirrors[0] == (
+        "https://storage.googleapis.com/cvdf-datasets/mnist/"
+    )
+    assert len(REMOTE_DATASETS["fashion_mnist"].mirrors) == 2
+
+
+def test_unknown_name_or_split(tmp_path: pathlib.Path):
+    with pytest.raises(ValueError, match="Unknown dataset"):
+        fetch("cifar", data_dir=tmp_path)
+    with pytest.raises(ValueError, match="Unknown split"):
+        fetch("mnist", split="valid", data_dir=tmp_path)
+
+
+def test_default_data_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path):
+    monkeypatch.setenv("ZOO_DATA_DIR", str(tmp_path / "explicit"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert default_data_dir() == tmp_path / "explicit"
+    monkeypatch.setenv("ZOO_DATA_DIR", "")
+    assert default_data_dir() == tmp_path / "xdg" / "zoo"
+    monkeypatch.delenv("ZOO_DATA_DIR")
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert default_data_dir() == tmp_path / "home" / ".cache" / "zoo"
+
+
+def test_env_var_used_when_no_data_dir(
+    server: _Server, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("ZOO_DATA_DIR", str(tmp_path))
+    folder = fetch("mnist", split="test", mirrors=[_url(server, "good")])
+    assert folder == tmp_path / "mnist"

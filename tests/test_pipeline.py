@@ -1,0 +1,292 @@
+"""Grain pipelines: batch format, shuffling, coverage, resumption, sharding."""
+
+import itertools
+import json
+
+import grain
+import numpy as np
+import pytest
+
+from zoo.data import (
+    ArrayDataset,
+    Batch,
+    epoch_of_step,
+    eval_pipeline,
+    steps_per_epoch,
+    train_pipeline,
+)
+
+
+def _indexed(n: int) -> ArrayDataset:
+    """A dataset whose label is each example's index (and its input, too)."""
+    index = np.arange(n, dtype=np.int32)
+    inputs = np.stack([index, -index], axis=1).astype(np.float32)
+    return ArrayDataset(inputs, index, ("x",), f"indexed/{n}")
+
+
+def _take(pipeline: grain.IterDataset[Batch], count: int) -> list[Batch]:
+    return list(itertools.islice(iter(pipeline), count))
+
+
+def _real(batches: list[Batch]) -> np.ndarray:
+    """The labels of the real (unmasked) rows, in order."""
+    return np.concatenate([b["labels"][b["mask"]] for b in batches])
+
+
+def _assert_same(a: list[Batch], b: list[Batch]) -> None:
+    assert len(a) == len(b)
+    for x, y in zip(a, b, strict=True):
+        assert x.keys() == y.keys()
+        for key in x:
+            np.testing.assert_array_equal(x[key], y[key])
+
+
+def test_steps_per_epoch() -> None:
+    assert steps_per_epoch(60_000, 128, drop_remainder=True) == 468
+    assert steps_per_epoch(60_000, 128, drop_remainder=False) == 469
+    assert steps_per_epoch(10_000, 128, drop_remainder=False) == 79
+    assert steps_per_epoch(256, 128) == 2
+    two = grain.sharding.ShardOptions(shard_index=1, shard_count=2)
+    assert steps_per_epoch(101, 10, drop_remainder=False, shard=two) == 6  # 51 max
+    assert steps_per_epoch(101, 10, drop_remainder=True, shard=two) == 5  # 50 min
+    with pytest.raises(ValueError, match="batch_size"):
+        steps_per_epoch(10, 0)
+
+
+def test_epoch_of_step() -> None:
+    assert [epoch_of_step(k, 3) for k in range(7)] == [0, 0, 0, 1, 1, 1, 2]
+
+
+def test_train_batch_format(mnist_train: ArrayDataset) -> None:
+    batch = next(iter(train_pipeline(mnist_train, batch_size=128, seed=0)))
+    assert set(batch) == {"inputs", "labels", "mask"}
+    assert batch["inputs"].shape == (128, 1, 28, 28)
+    assert batch["inputs"].dtype == np.uint8
+    assert batch["labels"].shape == (128,)
+    assert batch["labels"].dtype == np.int32
+    assert batch["mask"].dtype == np.bool_
+    assert batch["mask"].all()
+
+
+def test_scale(mnist_train: ArrayDataset) -> None:
+    raw = _take(train_pipeline(mnist_train, batch_size=64, seed=3), 2)
+    scaled = _take(train_pipeline(mnist_train, batch_size=64, seed=3, scale=True), 2)
+    for r, s in zip(raw, scaled, strict=True):
+        assert s["inputs"].dtype == np.float32
+        assert s["inputs"].min() >= 0.0 and s["inputs"].max() <= 1.0
+        np.testing.assert_allclose(s["inputs"], r["inputs"] / 255.0, rtol=1e-6)
+        np.testing.assert_array_equal(s["labels"], r["labels"])
+    with pytest.raises(ValueError, match="uint8"):
+        train_pipeline(_indexed(10), batch_size=2, seed=0, scale=True)
+
+
+def test_same_seed_same_batches() -> None:
+    ds = _indexed(50)
+    a = _take(train_pipeline(ds, batch_size=8, seed=7), 20)
+    b = _take(train_pipeline(ds, batch_size=8, seed=7, prefetch=0), 20)
+    _assert_same(a, b)
+
+
+def test_different_seed_or_epoch_different_order() -> None:
+    ds = _indexed(50)
+    epoch0, epoch1 = (
+        _real(_take(train_pipeline(ds, batch_size=10, seed=seed), 10))
+        for seed in (1, 2)
+    )
+    assert not np.array_equal(epoch0, epoch1)
+    both = _real(_take(train_pipeline(ds, batch_size=10, seed=1), 10))
+    first, second = both[:50], both[50:]
+    assert not np.array_equal(first, second)
+    assert not np.array_equal(first, np.arange(50))
+    np.testing.assert_array_equal(np.sort(first), np.sort(second))
+
+
+def test_epochs_are_permutations_when_padding() -> None:
+    ds = _indexed(103)
+    pipeline = train_pipeline(
+        ds, batch_size=16, seed=0, num_epochs=3, drop_remainder=False
+    )
+    batches = list(pipeline)
+    steps = steps_per_epoch(103, 16, drop_remainder=False)
+    assert steps == 7
+    assert len(batches) == 3 * steps
+    for epoch in range(3):
+        chunk = batches[epoch * steps : (epoch + 1) * steps]
+        assert all(b["labels"].shape == (16,) for b in chunk)
+        assert all(b["mask"].all() for b in chunk[:-1])
+        assert chunk[-1]["mask"].sum() == 103 - 6 * 16
+        assert not chunk[-1]["inputs"][~chunk[-1]["mask"]].any()  # zero padding
+        np.testing.assert_array_equal(np.sort(_real(chunk)), np.arange(103))
+
+
+def test_epochs_drop_remainder() -> None:
+    ds = _indexed(103)
+    batches = list(train_pipeline(ds, batch_size=16, seed=0, num_epochs=2))
+    assert len(batches) == 2 * 6
+    for epoch in range(2):
+        labels = _real(batches[epoch * 6 : (epoch + 1) * 6])
+        assert len(labels) == 96
+        assert len(np.unique(labels)) == 96  # distinct: 7 < 16 dropped
+
+
+def test_inputs_follow_labels() -> None:
+    for batch in _take(train_pipeline(_indexed(40), batch_size=8, seed=5), 10):
+        np.testing.assert_array_equal(batch["inputs"][:, 0], batch["labels"])
+        np.testing.assert_array_equal(batch["inputs"][:, 1], -batch["labels"])
+
+
+def test_eval_covers_mnist_test_once(mnist_test: ArrayDataset) -> None:
+    batches = list(eval_pipeline(mnist_test, batch_size=128))
+    assert len(batches) == 79
+    assert all(b["inputs"].shape == (128, 1, 28, 28) for b in batches)
+    assert all(b["mask"].all() for b in batches[:-1])
+    assert batches[-1]["mask"].sum() == 16
+    np.testing.assert_array_equal(_real(batches), mnist_test.labels)
+    total = sum(int(b["inputs"][b["mask"]].sum(dtype=np.int64)) for b in batches)
+    assert total == int(mnist_test.inputs.sum(dtype=np.int64))
+    assert batches[0]["inputs"].dtype == np.uint8
+
+
+def test_eval_scale_and_repeatable(mnist_test: ArrayDataset) -> None:
+    pipeline = eval_pipeline(mnist_test, batch_size=1000, scale=True)
+    first, again = list(pipeline), list(pipeline)
+    _assert_same(first, again)
+    assert first[0]["inputs"].dtype == np.float32
+    np.testing.assert_allclose(
+        first[3]["inputs"], mnist_test.inputs[3000:4000] / 255.0, rtol=1e-6
+    )
+
+
+def test_state_is_json() -> None:
+    it = iter(train_pipeline(_indexed(20), batch_size=4, seed=0))
+    next(it)
+    state = it.get_state()
+    assert json.loads(json.dumps(state)) == state
+
+
+@pytest.mark.parametrize("consumed", [0, 3, 7, 10])
+@pytest.mark.parametrize("prefetch", [0, 2])
+def test_resume(consumed: int, prefetch: int) -> None:
+    """A fresh iterator restored from a saved state continues exactly."""
+    ds = _indexed(100)
+
+    def make() -> grain.IterDataset[Batch]:
+        return train_pipeline(
+            ds,
+            batch_size=16,
+            seed=11,
+            num_epochs=3,
+            drop_remainder=False,
+            prefetch=prefetch,
+        )
+
+    reference = list(make())  # 3 epochs of 7 steps
+    it = iter(make())
+    seen = [next(it) for _ in range(consumed)]
+    state = json.loads(json.dumps(it.get_state()))
+    it.close()
+    fresh = iter(make())
+    fresh.set_state(state)
+    _assert_same(seen + list(fresh), reference)
+
+
+def test_resume_forever_pipeline_across_epochs(mnist_train: ArrayDataset) -> None:
+    steps = steps_per_epoch(len(mnist_train), 512)
+    pipeline = train_pipeline(mnist_train, batch_size=512, seed=0)
+    it = iter(pipeline)
+    for _ in range(steps - 2):
+        next(it)
+    state = it.get_state()
+    expected = [next(it) for _ in range(5)]  # crosses into epoch 1
+    fresh = iter(pipeline)
+    fresh.set_state(state)
+    _assert_same([next(fresh) for _ in range(5)], expected)
+
+
+def _two_shards() -> list[grain.sharding.ShardOptions]:
+    return [grain.sharding.ShardOptions(shard_index=i, shard_count=2) for i in (0, 1)]
+
+
+def test_train_shards_cover_each_epoch_once() -> None:
+    ds = _indexed(101)
+    per_shard = [
+        list(
+            train_pipeline(
+                ds,
+                batch_size=8,
+                seed=4,
+                num_epochs=2,
+                drop_remainder=False,
+                shard=shard,
+            )
+        )
+        for shard in _two_shards()
+    ]
+    steps = steps_per_epoch(101, 8, drop_remainder=False, shard=_two_shards()[0])
+    assert [len(b) for b in per_shard] == [2 * steps, 2 * steps]  # lockstep
+    for epoch in range(2):
+        parts = [_real(b[epoch * steps : (epoch + 1) * steps]) for b in per_shard]
+        assert not set(parts[0]) & set(parts[1])
+        np.testing.assert_array_equal(np.sort(np.concatenate(parts)), np.arange(101))
+
+
+def test_train_shards_drop_remainder_are_disjoint() -> None:
+    ds = _indexed(101)
+    parts = [
+        _real(list(train_pipeline(ds, batch_size=8, seed=4, num_epochs=1, shard=s)))
+        for s in _two_shards()
+    ]
+    assert [len(p) for p in parts] == [48, 48]
+    assert not set(parts[0]) & set(parts[1])
+
+
+def test_eval_shards_cover_once(mnist_test: ArrayDataset) -> None:
+    per_shard = [
+        list(eval_pipeline(mnist_test, batch_size=128, shard=s)) for s in _two_shards()
+    ]
+    assert len(per_shard[0]) == len(per_shard[1]) == 40
+    np.testing.assert_array_equal(
+        np.concatenate([_real(b) for b in per_shard]), mnist_test.labels
+    )
+
+
+def test_eval_shards_uneven() -> None:
+    ds = _indexed(21)
+    shards = [grain.sharding.ShardOptions(i, 4) for i in range(4)]
+    per_shard = [list(eval_pipeline(ds, batch_size=2, shard=s)) for s in shards]
+    assert {len(b) for b in per_shard} == {3}  # 6 examples max -> 3 steps each
+    np.testing.assert_array_equal(
+        np.concatenate([_real(b) for b in per_shard]), np.arange(21)
+    )
+
+
+def test_shard_by_jax_process_single_process() -> None:
+    ds = _indexed(30)
+    batches = list(
+        eval_pipeline(ds, batch_size=8, shard=grain.sharding.ShardByJaxProcess())
+    )
+    np.testing.assert_array_equal(_real(batches), np.arange(30))
+
+
+def test_rejects_bad_arguments() -> None:
+    ds = _indexed(10)
+    with pytest.raises(ValueError, match="batch_size"):
+        train_pipeline(ds, batch_size=0, seed=0)
+    with pytest.raises(ValueError, match="epoch is empty"):
+        train_pipeline(ds, batch_size=11, seed=0)
+    with pytest.raises(ValueError, match="seed"):
+        train_pipeline(ds, batch_size=2, seed=-1)
+    with pytest.raises(ValueError, match="num_epochs"):
+        train_pipeline(ds, batch_size=2, seed=0, num_epochs=0)
+    with pytest.raises(ValueError, match="prefetch"):
+        eval_pipeline(ds, batch_size=2, prefetch=-1)
+    assert (
+        len(
+            list(
+                train_pipeline(
+                    ds, batch_size=11, seed=0, num_epochs=1, drop_remainder=False
+                )
+            )
+        )
+        == 1
+    )

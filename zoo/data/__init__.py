@@ -1,0 +1,33 @@
+"""Datasets and Grain pipelines.
+
+Data flows straight through: IDX bytes (:func:`read_idx`) -> in-memory ``uint8``
+arrays (:class:`ArrayDataset`, from :func:`load_mnist` and friends, fetched and
+verified by :func:`fetch`) -> Grain batches (:func:`train_pipeline`,
+:func:`eval_pipeline`) -> the device.
+"""
+
+from ._datasets import (
+    DATASET_NAMES as DATASET_NAMES,
+    DIGIT_CLASS_NAMES as DIGIT_CLASS_NAMES,
+    FASHION_MNIST_CLASS_NAMES as FASHION_MNIST_CLASS_NAMES,
+    ArrayDataset as ArrayDataset,
+    load_dataset as load_dataset,
+    load_fashion_mnist as load_fashion_mnist,
+    load_mnist as load_mnist,
+    load_toy as load_toy,
+)
+from ._download import (
+    REMOTE_DATASETS as REMOTE_DATASETS,
+    RemoteDataset as RemoteDataset,
+    default_data_dir as default_data_dir,
+    fetch as fetch,
+    sha256_file as sha256_file,
+)
+from ._idx import DataError as DataError, parse_idx as parse_idx, read_idx as read_idx
+from ._pipeline import (
+    Batch as Batch,
+    epoch_of_step as epoch_of_step,
+    eval_pipeline as eval_pipeline,
+    steps_per_epoch as steps_per_epoch,
+    train_pipeline as train_pipeline,
+)
