@@ -2,6 +2,7 @@
 
 import importlib.metadata
 
+from . import data as data, train as train
 from ._checks import (
     set_shape_checks as set_shape_checks,
     shape_checks as shape_checks,
@@ -23,8 +24,26 @@ from .models import (
     model_spec as model_spec,
     register_model as register_model,
 )
+from .train import (
+    Checkpoint as Checkpoint,
+    CheckpointError as CheckpointError,
+    FitResult as FitResult,
+    fit as fit,
+    load_checkpoint as load_checkpoint,
+    load_model as load_model,
+    save_checkpoint as save_checkpoint,
+)
 
 try:
     __version__ = importlib.metadata.version("typed-zoo")
 except importlib.metadata.PackageNotFoundError:  # pragma: no cover - source tree
     __version__ = "0.0.0"
+
+
+def __getattr__(name: str):
+    # ``zoo.plot`` imports matplotlib, so it is loaded on first use.
+    if name == "plot":
+        import importlib
+
+        return importlib.import_module(".plot", __name__)
+    raise AttributeError(f"module 'zoo' has no attribute {name!r}")

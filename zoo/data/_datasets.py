@@ -73,6 +73,21 @@ class ArrayDataset:
         """The number of examples."""
         return int(self.labels.shape[0])
 
+    def take(self, n: int) -> "ArrayDataset":
+        """The first ``n`` examples, as a dataset (views, no copy).
+
+        Raises:
+            ValueError: ``n`` is not in ``[1, len(self)]``.
+        """
+        if not 1 <= n <= len(self):
+            raise ValueError(f"take({n}) needs 1 <= n <= {len(self)} for {self.name}.")
+        return dataclasses.replace(
+            self,
+            inputs=self.inputs[:n],
+            labels=self.labels[:n],
+            name=f"{self.name}[:{n}]",
+        )
+
     def __getitem__(self, index: int) -> dict[str, np.ndarray]:
         """One example as a record ``{"inputs": x, "labels": y}``.
 

@@ -117,7 +117,7 @@ class CNN(AbstractModel):
         paddings: Padding | Sequence[Padding] = "SAME",
         pool_sizes: int | Sequence[int] = 1,
         batch_norm: bool = True,
-        bn_momentum: float = 0.99,
+        bn_momentum: float = 0.9,
         hidden_sizes: Sequence[int] = (),
         dropout: float = 0.0,
         activation: str = "relu",

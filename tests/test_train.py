@@ -1,0 +1,364 @@
+"""Training steps, evaluation, fit, checkpoint resume and numerical faults."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import zoo
+from zoo.data import ArrayDataset
+from zoo.train import (
+    Metrics,
+    NonFiniteLossError,
+    cross_entropy,
+    evaluate,
+    fit,
+    latest_checkpoint,
+    load_checkpoint,
+    make_train_step,
+    prepare_inputs,
+)
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# (preset, overrides): stateless, BatchNorm, and dropout models.
+SMALL_MODELS = {
+    "mlp": ("mlp", {"width_size": [64]}),
+    "batchnorm_cnn": ("stax_cnn", {}),
+    "dropout_mlp": ("mlp", {"width_size": [64], "dropout": 0.3}),
+}
+
+
+@pytest.fixture(scope="module")
+def small_train(mnist_train: ArrayDataset) -> ArrayDataset:
+    return mnist_train.take(1024)
+
+
+@pytest.fixture(scope="module")
+def small_test(mnist_test: ArrayDataset) -> ArrayDataset:
+    return mnist_test.take(1000)
+
+
+def build(kind: str, seed: int = 0):
+    name, overrides = SMALL_MODELS[kind]
+    return zoo.create_model(name, key=jax.random.key(seed), **overrides)
+
+
+def params_of(model) -> list[np.ndarray]:
+    return [np.asarray(p) for p in jax.tree.leaves(eqx.filter(model, eqx.is_array))]
+
+
+def test_cross_entropy_ignores_padding_and_sums_exactly():
+    logits = jnp.array([[2.0, 0.0], [0.0, 3.0], [5.0, -5.0]])
+    labels = jnp.array([0, 0, 1])
+    mask = jnp.array([True, True, False])
+    loss, metrics = cross_entropy(logits, labels, mask)
+    expected = np.log1p(np.exp(-2.0)) + np.log1p(np.exp(3.0))
+    np.testing.assert_allclose(float(metrics.loss_sum), expected, rtol=1e-6)
+    np.testing.assert_allclose(float(loss), expected / 2, rtol=1e-6)
+    assert int(metrics.correct) == 1
+    assert int(metrics.examples) == 2
+    total = metrics + metrics
+    assert total.summary() == pytest.approx(
+        {"loss": expected / 2, "accuracy": 0.5, "count": 4}
+    )
+
+
+def test_prepare_inputs_scales_uint8_flattens_and_refuses_integers(getkey):
+    model, _ = zoo.create_model("mlp", key=getkey())
+    images = jnp.full((2, 1, 28, 28), 255, dtype=jnp.uint8)
+    out = prepare_inputs(model, images)
+    assert out.shape == (2, 784)
+    assert out.dtype == jnp.float32
+    assert float(out.max()) == 1.0
+    with pytest.raises(TypeError, match="int32"):
+        prepare_inputs(model, images.astype(jnp.int32))
+    with pytest.raises(ValueError, match="do not fit"):
+        prepare_inputs(model, jnp.zeros((2, 1, 27, 27)))
+
+
+@pytest.mark.parametrize("kind", sorted(SMALL_MODELS))
+def test_fit_learns_for_every_kind_of_model(kind, small_train, small_test):
+    model, state = build(kind)
+    before = evaluate(model, state, small_test)
+    result = fit(
+        model,
+        state,
+        small_train,
+        optimizer=optax.adam(1e-3),
+        epochs=2,
+        batch_size=64,
+        test_data=small_test,
+        progress=False,
+        log=None,
+    )
+    assert len(result.history) == 2
+    assert result.step == 2 * (1024 // 64)
+    last = result.history[-1]
+    assert last["test_accuracy"] > before["accuracy"] + 0.3
+    assert last["train_loss"] < result.history[0]["train_loss"]
+    if model.stateful:  # BatchNorm running statistics moved
+        assert not bool(eqx.tree_equal(state, result.state))
+
+
+def test_dropout_uses_a_fresh_key_per_step_and_one_seed_reproduces(small_train):
+    model, state = build("dropout_mlp")
+    runs = [
+        fit(
+            model,
+            state,
+            small_train,
+            optimizer=optax.sgd(0.1),
+            epochs=1,
+            batch_size=128,
+            seed=seed,
+            progress=False,
+            log=None,
+        )
+        for seed in (0, 0, 1)
+    ]
+    same = [
+        np.array_equal(a, b) for a, b in zip(*map(params_of, runs[:2]), strict=True)
+    ]
+    assert all(same)
+    assert not all(
+        np.array_equal(a, b)
+        for a, b in zip(params_of(runs[0].model), params_of(runs[2].model), strict=True)
+    )
+    # Different keys per step: the masks of two steps differ.
+    frozen_key = jax.random.key(0)
+    x = jnp.ones(784)
+    a = model(x, key=jax.random.fold_in(frozen_key, 0))  # pyright: ignore[reportCallIssue]
+    b = model(x, key=jax.random.fold_in(frozen_key, 1))  # pyright: ignore[reportCallIssue]
+    assert not jnp.allclose(a, b)
+
+
+@pytest.mark.parametrize("kind", ["mlp", "batchnorm_cnn"])
+def test_step_is_traced_once_across_epochs(kind, small_train):
+    model, state = build(kind)
+    optimizer = optax.sgd(0.05)
+    step = make_train_step(optimizer, max_traces=1)
+    fit(
+        model,
+        state,
+        small_train,
+        optimizer=optimizer,
+        epochs=3,
+        batch_size=128,
+        progress=False,
+        log=None,
+        train_step=step,
+    )
+    assert eqx.debug.get_num_traces(step) == 1  # pyright: ignore[reportArgumentType]
+
+
+def test_evaluate_is_exact_over_every_example(small_test):
+    model, state = build("batchnorm_cnn")
+    model_inf = eqx.nn.inference_mode(model)
+    images = jnp.asarray(small_test.inputs, jnp.float32) / 255.0
+    logits, _ = zoo.apply(model_inf, images, state)
+    labels = jnp.asarray(small_test.labels)
+    expected_acc = int(jnp.sum(jnp.argmax(logits, -1) == labels)) / 1000
+    logp = jax.nn.log_softmax(logits)
+    expected_loss = float(-jnp.mean(jnp.take_along_axis(logp, labels[:, None], 1)))
+    for batch_size in (128, 333, 1000):  # 1000 = 7*128 + 104: a padded batch
+        got = evaluate(model, state, small_test, batch_size=batch_size)
+        assert got["count"] == 1000
+        assert got["accuracy"] == pytest.approx(expected_acc, abs=1e-12)
+        assert got["loss"] == pytest.approx(expected_loss, rel=1e-5)
+
+
+def test_fit_reports_compile_time_apart_and_writes_history(small_train, tmp_path):
+    lines: list[str] = []
+    model, state = build("mlp")
+    result = fit(
+        model,
+        state,
+        small_train,
+        optimizer=optax.sgd(0.05),
+        epochs=2,
+        batch_size=128,
+        test_data=small_train,
+        history_path=tmp_path / "metrics.json",
+        run_config={"model": "mlp"},
+        progress=True,
+        log=lines.append,
+    )
+    assert result.compile_seconds > 0
+    assert len(lines) == 2
+    assert lines[0].startswith("epoch 1/2 in ")
+    assert "train acc" in lines[0] and "test acc" in lines[0] and "ex/s" in lines[0]
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["compile_seconds"] == pytest.approx(result.compile_seconds)
+    assert saved["config"] == {"model": "mlp"}
+    assert [e["epoch"] for e in saved["epochs"]] == [0, 1]
+    keys = {
+        "epoch",
+        "train_seconds",
+        "train_loss",
+        "train_accuracy",
+        "test_loss",
+        "test_accuracy",
+        "examples_per_second",
+    }
+    assert set(saved["epochs"][0]) == keys
+
+
+@pytest.mark.parametrize("kind", ["mlp", "batchnorm_cnn", "dropout_mlp"])
+def test_resume_from_checkpoint_is_bitwise_identical(kind, small_train, tmp_path):
+    model, state = build(kind)
+    common = dict(
+        optimizer=optax.adam(1e-3),
+        batch_size=128,
+        seed=5,
+        steps_per_call=2,
+        progress=False,
+        log=None,
+    )
+    full = fit(model, state, small_train, epochs=2, **common)  # pyright: ignore[reportArgumentType]
+    ckpt = tmp_path / "ckpt"
+    first = fit(
+        model,
+        state,
+        small_train,
+        epochs=1,
+        checkpoint_dir=ckpt,
+        checkpoint_every=2,
+        **common,  # pyright: ignore[reportArgumentType]
+    )
+    assert first.step == 8
+    resumed = fit(
+        model,
+        state,
+        small_train,
+        epochs=2,
+        checkpoint_dir=ckpt,
+        resume=True,
+        **common,  # pyright: ignore[reportArgumentType]
+    )
+    assert resumed.step == 16
+    for a, b in zip(params_of(full.model), params_of(resumed.model), strict=True):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(params_of(full.state), params_of(resumed.state), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert [h["train_loss"] for h in full.history] == pytest.approx(
+        [h["train_loss"] for h in resumed.history], rel=1e-6
+    )
+    reloaded, _ = zoo.load_model(ckpt)
+    for a, b in zip(params_of(resumed.model), params_of(reloaded), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def _run(args: list[str]) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=REPO)
+    return subprocess.Popen(
+        [sys.executable, os.path.join(REPO, "tests", "_fit_runner.py"), *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def test_sigkill_then_resume_gives_bitwise_identical_parameters(tmp_path):
+    reference = _run([str(tmp_path / "ref_ckpt"), str(tmp_path / "ref.eqx")])
+    ckpt = tmp_path / "ckpt"
+    victim = _run([str(ckpt), str(tmp_path / "victim.eqx")])
+    deadline = time.monotonic() + 120
+    # Wait until training is under way (a checkpoint exists), then kill it hard.
+    while latest_checkpoint(ckpt) is None and time.monotonic() < deadline:
+        if victim.poll() is not None:
+            break
+        time.sleep(0.005)
+    victim.send_signal(signal.SIGKILL)
+    victim.communicate()
+    assert victim.returncode == -signal.SIGKILL, "the run ended before the kill"
+    assert not (tmp_path / "victim.eqx").exists()
+    killed_at = load_checkpoint(ckpt).step
+    assert 0 < killed_at < 128
+    resumed = _run([str(ckpt), str(tmp_path / "victim.eqx"), "--resume"])
+    _, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err.decode()
+    _, err = reference.communicate(timeout=300)
+    assert reference.returncode == 0, err.decode()
+    assert (tmp_path / "ref.eqx").read_bytes() == (tmp_path / "victim.eqx").read_bytes()
+
+
+def test_non_finite_loss_stops_with_step_and_epoch_and_keeps_checkpoint(
+    small_train, tmp_path
+):
+    inputs = small_train.inputs.astype(np.float32) / 255.0
+    inputs[700:] = np.nan  # some batches of the first epoch are poisoned
+    poisoned = ArrayDataset(inputs, small_train.labels, small_train.class_names, "x")
+    model, state = build("mlp")
+    ckpt = tmp_path / "ckpt"
+    fit(
+        model,
+        state,
+        small_train,
+        optimizer=optax.sgd(0.01),
+        epochs=1,
+        batch_size=128,
+        checkpoint_dir=ckpt,
+        progress=False,
+        log=None,
+    )
+    before = latest_checkpoint(ckpt)
+    with pytest.raises(NonFiniteLossError, match=r"epoch 2 within steps \d+-\d+"):
+        fit(
+            model,
+            state,
+            poisoned,
+            optimizer=optax.sgd(0.01),
+            epochs=2,
+            batch_size=128,
+            checkpoint_dir=ckpt,
+            resume=True,
+            progress=False,
+            log=None,
+        )
+    assert latest_checkpoint(ckpt) == before
+    restored = load_checkpoint(ckpt)
+    assert restored.step == 8
+    assert all(np.all(np.isfinite(p)) for p in params_of(restored.model))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"epochs": 0}, ValueError, "epochs must be >= 1"),
+        ({"batch_size": 0}, ValueError, "batch_size must be >= 1"),
+        ({"batch_size": 5000}, ValueError, "exceeds the 1024"),
+        ({"steps_per_call": 0}, ValueError, "steps_per_call"),
+        ({"resume": True}, ValueError, "needs a checkpoint_dir"),
+    ],
+)
+def test_fit_refuses_bad_arguments_up_front(kwargs, error, message, small_train):
+    model, state = build("mlp")
+    args = dict(optimizer=optax.sgd(0.1), epochs=1, progress=False, log=None)
+    with pytest.raises(error, match=message):
+        fit(model, state, small_train, **{**args, **kwargs})  # pyright: ignore[reportArgumentType]
+
+
+def test_fit_refuses_out_of_range_labels_and_unwritable_dirs(small_train, tmp_path):
+    model, state = zoo.create_model("mlp", out_size=5, key=jax.random.key(0))
+    args = dict(optimizer=optax.sgd(0.1), epochs=1, progress=False, log=None)
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 5\)"):
+        fit(model, state, small_train, **args)  # pyright: ignore[reportArgumentType]
+    model, state = build("mlp")
+    blocker = tmp_path / "file"
+    blocker.write_text("in the way")
+    with pytest.raises(zoo.CheckpointError, match="file"):
+        fit(model, state, small_train, checkpoint_dir=blocker, **args)  # pyright: ignore[reportArgumentType]
+
+
+def test_metrics_zero_summary_is_nan():
+    assert Metrics.zero().summary()["count"] == 0

@@ -1,0 +1,26 @@
+"""Training: pure jitted steps, the ``fit`` loop, metrics and checkpoints."""
+
+from ._checkpoint import (
+    Checkpoint as Checkpoint,
+    CheckpointError as CheckpointError,
+    ensure_writable as ensure_writable,
+    latest_checkpoint as latest_checkpoint,
+    load_checkpoint as load_checkpoint,
+    load_model as load_model,
+    save_checkpoint as save_checkpoint,
+)
+from ._loop import (
+    FitResult as FitResult,
+    NonFiniteLossError as NonFiniteLossError,
+    chunk_size as chunk_size,
+    evaluate as evaluate,
+    fit as fit,
+    format_epoch as format_epoch,
+)
+from ._metrics import Metrics as Metrics, cross_entropy as cross_entropy
+from ._step import (
+    eval_step as eval_step,
+    make_train_step as make_train_step,
+    predict as predict,
+    prepare_inputs as prepare_inputs,
+)

@@ -1,0 +1,379 @@
+"""``fit``: epochs over a Grain pipeline, with progress, history and checkpoints."""
+
+import dataclasses
+import json
+import math
+import os
+import pathlib
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, cast
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jaxtyping import PRNGKeyArray
+from tqdm.auto import tqdm
+
+from ..data import ArrayDataset, eval_pipeline, steps_per_epoch, train_pipeline
+from ..models import AbstractModel
+from ._checkpoint import (
+    ensure_writable,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
+from ._metrics import Metrics
+from ._step import TrainStep, eval_step, loss_flops, make_train_step
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training produced a NaN or infinite loss; the message names the step."""
+
+
+@dataclasses.dataclass
+class FitResult:
+    """What [`fit`][zoo.train.fit] returns."""
+
+    model: AbstractModel
+    state: eqx.nn.State
+    opt_state: optax.OptState
+    history: list[dict[str, Any]]
+    """One dict per epoch: ``epoch``, ``train_seconds``, ``train_loss``,
+    ``train_accuracy``, ``test_loss``, ``test_accuracy``, ``examples_per_second``."""
+    compile_seconds: float
+    step: int
+
+
+def evaluate(
+    model: AbstractModel,
+    state: eqx.nn.State,
+    dataset: ArrayDataset,
+    *,
+    batch_size: int = 1000,
+) -> dict[str, float]:
+    """Exact loss and accuracy of ``model`` (inference mode) over all of ``dataset``.
+
+    Every example counts once: the last batch is padded and the padding masked.
+
+    Returns:
+        ``{"loss": ..., "accuracy": ..., "count": len(dataset)}``.
+    """
+    total = Metrics.zero()
+    for batch in eval_pipeline(dataset, batch_size=batch_size):
+        total = total + eval_step(model, state, batch)
+    return total.summary()
+
+
+FLOPS_PER_CALL = 4e9
+"""Work per device call that makes Python's per-call cost (~1 ms) negligible."""
+
+
+def chunk_size(steps: int, requested: int) -> int:
+    """The largest divisor of ``steps`` not above ``requested``.
+
+    Chunks then tile every epoch exactly, so the fused step has one shape and
+    compiles once.
+    """
+    return max(d for d in range(1, min(steps, max(requested, 1)) + 1) if steps % d == 0)
+
+
+def fit(
+    model: AbstractModel,
+    state: eqx.nn.State,
+    train_data: ArrayDataset,
+    *,
+    optimizer: optax.GradientTransformation,
+    epochs: int,
+    batch_size: int = 128,
+    seed: int = 0,
+    test_data: ArrayDataset | None = None,
+    steps_per_call: int | None = None,
+    eval_batch_size: int = 1000,
+    checkpoint_dir: str | os.PathLike[str] | None = None,
+    checkpoint_every: int | None = None,
+    resume: bool = False,
+    history_path: str | os.PathLike[str] | None = None,
+    run_config: dict[str, Any] | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] | None = print,
+    train_step: TrainStep | None = None,
+) -> FitResult:
+    """Train ``model`` for ``epochs`` epochs over a shuffled Grain pipeline.
+
+    Batches reach the device in chunks of up to ``steps_per_call`` (the next chunk
+    is copied while the current one trains), and each chunk is one jitted call.
+    Compilation happens before the first epoch and is reported apart
+    (``compile_seconds``). After every epoch one line is logged, the history is
+    written to ``history_path`` (JSON) and a checkpoint to ``checkpoint_dir``.
+
+    Args:
+        model: the model to train (from ``zoo.create_model`` or a constructor).
+        state: its state (empty for stateless models).
+        train_data: the training set; images may stay ``uint8``.
+        optimizer: any optax transformation.
+        epochs: number of passes over ``train_data`` (>= 1).
+        batch_size: examples per optimiser step; the remainder of each epoch is
+            dropped so every step sees a full batch.
+        seed: seeds the data order and the dropout keys.
+        test_data: evaluated exactly (every example once) after each epoch.
+        steps_per_call: optimiser steps fused into one device call. By default
+            enough steps to make about 4 GFLOP of work per call (XLA's cost
+            analysis of one step): several for small models, one for big ones,
+            whose compile time grows with the number of fused steps.
+        eval_batch_size: batch size for evaluation.
+        checkpoint_dir: where to write checkpoints (checked writable up front).
+        checkpoint_every: also checkpoint every this many steps (rounded up to a
+            whole chunk); by default only at the end of each epoch.
+        resume: continue from the latest checkpoint in ``checkpoint_dir``.
+        history_path: where to write ``{"epochs": [...], "compile_seconds": ...,
+            "config": run_config}`` after every epoch.
+        run_config: JSON facts about the run, stored with the history.
+        progress: show a tqdm progress bar.
+        log: called with one line per epoch (``None`` for silence).
+        train_step: a step from ``make_train_step(optimizer)``, e.g. with
+            ``max_traces=1`` to guard against recompilation.
+
+    Returns:
+        The trained model, state and optimiser state, the history, the compile
+        time and the number of optimiser steps taken.
+
+    Raises:
+        ValueError: bad arguments (before any work is done).
+        zoo.train.CheckpointError: an unwritable ``checkpoint_dir``, or a
+            checkpoint that does not match this model on resume.
+        NonFiniteLossError: a NaN or infinite loss; the message names the epoch
+            and steps, and the last checkpoint is left as it was.
+    """
+    _check_arguments(model, train_data, test_data, epochs, batch_size, steps_per_call)
+    if resume and checkpoint_dir is None:
+        raise ValueError("resume=True needs a checkpoint_dir to resume from.")
+    ckpt_dir = ensure_writable(checkpoint_dir) if checkpoint_dir is not None else None
+    history_file = _writable_file(history_path) if history_path is not None else None
+
+    spe = steps_per_epoch(len(train_data), batch_size, drop_remainder=True)
+    if steps_per_call is None:
+        example = train_data[0]["inputs"]
+        flops = loss_flops(model, state, example, batch_size)
+        steps_per_call = max(1, min(16, int(FLOPS_PER_CALL // max(flops, 1.0))))
+    k = chunk_size(spe, steps_per_call)
+    every = None if checkpoint_every is None else k * math.ceil(checkpoint_every / k)
+    step_fn = train_step if train_step is not None else make_train_step(optimizer)
+    key: PRNGKeyArray = jax.random.key(seed)
+    opt_state = optimizer.init(eqx.filter(model, eqx.is_inexact_array))
+    step, history, partial = 0, [], Metrics.zero()
+    pipeline = train_pipeline(
+        train_data, batch_size=batch_size, seed=seed, num_epochs=epochs
+    )
+    iterator = iter(pipeline)
+    if resume and ckpt_dir is not None and latest_checkpoint(ckpt_dir) is not None:
+        ckpt = load_checkpoint(ckpt_dir, optimizer=optimizer, like=(model, state))
+        model, state, key = ckpt.model, ckpt.state, ckpt.key
+        opt_state = ckpt.opt_state if ckpt.opt_state is not None else opt_state
+        step, history = ckpt.step, list(ckpt.metadata.get("history", []))
+        partial = Metrics(*(jnp.asarray(v) for v in ckpt.metadata["partial_epoch"]))
+        if ckpt.data_state is not None:
+            iterator.set_state(ckpt.data_state)  # pyright: ignore[reportAttributeAccessIssue]
+        if log is not None:
+            log(f"resumed from step {step} (epoch {step // spe + 1}) in {ckpt_dir}")
+
+    chunks = _device_chunks(iterator, k)
+    total_steps = epochs * spe
+    if step >= total_steps:
+        return FitResult(model, state, opt_state, history, 0.0, step)
+
+    start = time.perf_counter()
+    first, first_data_state = next(chunks)
+    compiled = (
+        cast(Any, step_fn)
+        .lower(model, state, opt_state, first, key, jnp.int32(step))
+        .compile()
+    )
+    compile_seconds = time.perf_counter() - start
+    pending: tuple[dict[str, jax.Array], dict[str, Any]] | None = (
+        first,
+        first_data_state,
+    )
+    data_state = first_data_state
+
+    def save(data_state: dict[str, Any]) -> None:
+        if ckpt_dir is None:
+            return
+        save_checkpoint(
+            ckpt_dir,
+            model=model,
+            state=state,
+            opt_state=opt_state,
+            step=step,
+            key=key,
+            data_state=data_state,
+            metadata={
+                "history": history,
+                "partial_epoch": [v.item() for v in jax.device_get(tuple(partial))],
+                "config": run_config or {},
+            },
+        )
+
+    while step < total_steps:
+        epoch = step // spe
+        epoch_start_step = step
+        bar = tqdm(
+            total=spe,
+            initial=step - epoch * spe,
+            desc=f"epoch {epoch + 1}/{epochs}",
+            unit="step",
+            leave=False,
+            disable=not progress,
+            dynamic_ncols=True,
+        )
+        epoch_metrics, previous = partial, None
+        t0 = last_shown = time.perf_counter()
+        while step < (epoch + 1) * spe:
+            assert pending is not None
+            chunk, data_state = pending
+            model, state, opt_state, metrics = compiled(
+                model, state, opt_state, chunk, key, jnp.int32(step)
+            )
+            step += k
+            # Copy the next chunk while this one trains.
+            pending = next(chunks, None) if step < total_steps else None
+            if previous is not None:
+                _check_finite(previous, epoch, step - 2 * k, k)
+            previous = metrics
+            epoch_metrics = epoch_metrics + metrics
+            bar.update(k)
+            now = time.perf_counter()
+            if progress and now - last_shown > 0.5:
+                seen = (step - epoch_start_step) * batch_size
+                bar.set_postfix(
+                    loss=f"{float(metrics.loss_sum) / (k * batch_size):.4f}",
+                    ex_per_s=f"{seen / (now - t0):,.0f}",
+                )
+                last_shown = now
+            if every is not None and step % every == 0 and step % spe != 0:
+                partial = epoch_metrics
+                _check_finite(metrics, epoch, step - k, k)
+                save(data_state)
+        assert previous is not None
+        _check_finite(previous, epoch, step - k, k)
+        train = epoch_metrics.summary()  # waits for the epoch's last step
+        seconds = time.perf_counter() - t0
+        bar.close()
+        record: dict[str, Any] = {
+            "epoch": epoch,
+            "train_seconds": seconds,
+            "train_loss": train["loss"],
+            "train_accuracy": train["accuracy"],
+            "examples_per_second": (step - epoch_start_step) * batch_size / seconds,
+        }
+        if test_data is not None:
+            test = evaluate(model, state, test_data, batch_size=eval_batch_size)
+            record["test_loss"] = test["loss"]
+            record["test_accuracy"] = test["accuracy"]
+        history.append(record)
+        partial = Metrics.zero()
+        if log is not None:
+            log(format_epoch(record, epochs))
+        if history_file is not None:
+            write_json(
+                history_file,
+                {
+                    "epochs": history,
+                    "compile_seconds": compile_seconds,
+                    "config": run_config or {},
+                },
+            )
+        save(data_state)
+    return FitResult(model, state, opt_state, history, compile_seconds, step)
+
+
+def format_epoch(record: dict[str, Any], epochs: int) -> str:
+    """One line per epoch, as the JAX MNIST tutorial prints it, plus throughput."""
+    line = (
+        f"epoch {record['epoch'] + 1}/{epochs} in {record['train_seconds']:.2f} s"
+        f" | train loss {record['train_loss']:.4f}"
+        f" | train acc {100 * record['train_accuracy']:.2f}%"
+    )
+    if "test_accuracy" in record:
+        line += f" | test acc {100 * record['test_accuracy']:.2f}%"
+    return line + f" | {record['examples_per_second']:,.0f} ex/s"
+
+
+def write_json(path: pathlib.Path, payload: Any) -> None:
+    """Write JSON atomically (temporary file in the same folder, then rename)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(payload, f, indent=2)
+        os.replace(tmp, path)
+    except BaseException:
+        pathlib.Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _device_chunks(
+    iterator: Iterator[dict[str, np.ndarray]], k: int
+) -> Iterator[tuple[dict[str, jax.Array], dict[str, Any]]]:
+    """Stack ``k`` batches, start their copy to the device, note the data state."""
+    while True:
+        batches = []
+        for _ in range(k):
+            batch = next(iterator, None)
+            if batch is None:
+                return
+            batches.append(batch)
+        stacked = {name: np.stack([b[name] for b in batches]) for name in batches[0]}
+        data_state = iterator.get_state()  # pyright: ignore[reportAttributeAccessIssue]
+        yield jax.device_put(stacked), data_state
+
+
+def _check_finite(metrics: Metrics, epoch: int, first_step: int, k: int) -> None:
+    loss = float(metrics.loss_sum)
+    if not math.isfinite(loss):
+        raise NonFiniteLossError(
+            f"Loss became {loss} in epoch {epoch + 1} within steps {first_step + 1}-"
+            f"{first_step + k}. Training stopped; the last checkpoint (if any) is "
+            "from before. Lower the learning rate, check the inputs for NaN/inf, "
+            "or clip gradients (optax.clip_by_global_norm)."
+        )
+
+
+def _check_arguments(
+    model: AbstractModel,
+    train_data: ArrayDataset,
+    test_data: ArrayDataset | None,
+    epochs: int,
+    batch_size: int,
+    steps_per_call: int | None,
+) -> None:
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}.")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+    if batch_size > len(train_data):
+        raise ValueError(
+            f"batch_size {batch_size} exceeds the {len(train_data)} training examples."
+        )
+    if steps_per_call is not None and steps_per_call < 1:
+        raise ValueError(f"steps_per_call must be >= 1, got {steps_per_call}.")
+    for name, data in [("train_data", train_data), ("test_data", test_data)]:
+        if data is None:
+            continue
+        labels = np.asarray(data.labels)
+        if labels.size and (labels.min() < 0 or labels.max() >= model.out_size):
+            raise ValueError(
+                f"{name} has labels in [{labels.min()}, {labels.max()}] but the model "
+                f"has {model.out_size} outputs: labels must be in [0, "
+                f"{model.out_size})."
+            )
+
+
+def _writable_file(path: str | os.PathLike[str]) -> pathlib.Path:
+    path = pathlib.Path(path)
+    if path.is_dir():
+        raise ValueError(f"history_path {path} is a directory; give a file name.")
+    ensure_writable(path.parent)
+    return path

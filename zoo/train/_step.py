@@ -1,0 +1,175 @@
+"""Pure, jitted training and evaluation steps for any zoo model.
+
+One training call runs ``K`` optimiser steps over a chunk of ``K`` batches already
+on the device, so Python dispatches once per chunk. Each
+step's dropout key is ``fold_in(key, step)``: a run is reproducible from one key
+and resumes exactly from a step number.
+"""
+
+from collections.abc import Callable
+from typing import Any, cast
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import optax
+from jaxtyping import Array, Int, PRNGKeyArray, Shaped
+
+from ..models import AbstractModel, apply
+from ._metrics import Metrics, cross_entropy
+
+Chunk = dict[str, Any]
+"""``K`` stacked batches: ``inputs (K, B, ...)``, ``labels (K, B)``, ``mask (K, B)``."""
+
+
+def prepare_inputs(
+    model: AbstractModel, inputs: Shaped[Array, "batch ..."]
+) -> jax.Array:
+    """Turn a batch of raw inputs into what ``model`` takes.
+
+    ``uint8`` images are scaled to ``[0, 1]`` as ``float32`` (on the device, so
+    the host moves 4x fewer bytes); floating inputs pass through; any other dtype
+    is refused. Each example is reshaped to ``model.input_shape`` when its size
+    matches (images into an MLP are flattened).
+
+    Raises:
+        TypeError: inputs of an integer dtype other than ``uint8``.
+        ValueError: examples whose size does not match the model's input.
+    """
+    if inputs.dtype == jnp.uint8:
+        inputs = inputs.astype(jnp.float32) / 255.0
+    elif not jnp.issubdtype(inputs.dtype, jnp.floating):
+        raise TypeError(
+            f"Inputs of dtype {inputs.dtype} are not supported: pass uint8 images "
+            "(scaled to [0, 1] here) or floating-point arrays."
+        )
+    batch, example = inputs.shape[0], tuple(inputs.shape[1:])
+    if example != model.input_shape:
+        size = 1
+        for d in example:
+            size *= d
+        expected = 1
+        for d in model.input_shape:
+            expected *= d
+        if size != expected:
+            raise ValueError(
+                f"Examples of shape {example} do not fit {type(model).__name__} "
+                f"with input_shape {model.input_shape}."
+            )
+        inputs = inputs.reshape(batch, *model.input_shape)
+    return inputs
+
+
+def _loss(
+    model: AbstractModel,
+    state: eqx.nn.State,
+    batch: Chunk,
+    key: PRNGKeyArray,
+) -> tuple[jax.Array, tuple[eqx.nn.State, Metrics]]:
+    inputs = prepare_inputs(model, batch["inputs"])
+    logits, new_state = apply(model, inputs, state, key=key)
+    loss, metrics = cross_entropy(logits, batch["labels"], batch["mask"])
+    return loss, (new_state if new_state is not None else state, metrics)
+
+
+TrainStep = Callable[..., Any]
+
+
+def loss_flops(
+    model: AbstractModel, state: eqx.nn.State, example: Any, batch_size: int
+) -> float:
+    """XLA's estimate of the floating-point operations of one gradient step.
+
+    Args:
+        model: the model.
+        state: its state.
+        example: one input example (any array with the dataset's shape/dtype).
+        batch_size: examples per step.
+    """
+    example = jnp.asarray(example)
+    batch = {
+        "inputs": jnp.zeros((batch_size, *example.shape), example.dtype),
+        "labels": jnp.zeros((batch_size,), jnp.int32),
+        "mask": jnp.ones((batch_size,), jnp.bool_),
+    }
+    grad = eqx.filter_jit(eqx.filter_grad(_loss, has_aux=True))
+    lowered = cast(Any, grad).lower(model, state, batch, jax.random.key(0))
+    cost = lowered.lowered.cost_analysis()
+    if isinstance(cost, list | tuple):  # older JAX: one dict per device
+        cost = cost[0] if cost else {}
+    return float((cost or {}).get("flops", 0.0))
+
+
+def make_train_step(
+    optimizer: optax.GradientTransformation, *, max_traces: int | None = None
+) -> TrainStep:
+    """Build the jitted training call for ``optimizer``.
+
+    The returned function is
+    ``step(model, state, opt_state, chunk, key, step) -> (model, state, opt_state,
+    metrics)``: it runs one optimiser step per batch of ``chunk`` (shape
+    ``(K, B, ...)``) in one compiled program and returns the updated pytrees and the
+    summed training [`Metrics`][zoo.train.Metrics] of the chunk. It works for
+    stateless models, BatchNorm models (``state`` threads through) and dropout
+    (the key of step ``s`` is ``fold_in(key, s)``).
+
+    Args:
+        optimizer: any optax transformation; its state comes from
+            ``optimizer.init(eqx.filter(model, eqx.is_inexact_array))``.
+        max_traces: if set, tracing more often than this raises (a guard
+            against silent recompilation; see ``eqx.debug.assert_max_traces``).
+    """
+
+    @eqx.filter_jit
+    @eqx.debug.assert_max_traces(max_traces=max_traces)
+    def train_chunk(
+        model: AbstractModel,
+        state: eqx.nn.State,
+        opt_state: optax.OptState,
+        chunk: Chunk,
+        key: PRNGKeyArray,
+        step: Int[Array, ""],
+    ) -> tuple[AbstractModel, eqx.nn.State, optax.OptState, Metrics]:
+        params, static = eqx.partition(model, eqx.is_inexact_array)
+        total = Metrics.zero()
+        # A Python loop, unrolled into straight-line code: XLA:CPU runs
+        # convolutions inside a while loop (lax.scan) up to 9x slower.
+        for i in range(chunk["labels"].shape[0]):
+            batch = {name: value[i] for name, value in chunk.items()}
+            model = eqx.combine(params, static)
+            grads, (state, metrics) = eqx.filter_grad(_loss, has_aux=True)(
+                model, state, batch, jax.random.fold_in(key, step + i)
+            )
+            # optax mixes Python floats with int32 counters (adam's bias
+            # correction), which strict dtype promotion would refuse.
+            with jax.numpy_dtype_promotion("standard"):
+                updates, opt_state = optimizer.update(grads, opt_state, params)
+            params = eqx.apply_updates(params, updates)
+            total = total + metrics
+        return eqx.combine(params, static), state, opt_state, total
+
+    return train_chunk
+
+
+@eqx.filter_jit
+def eval_step(model: AbstractModel, state: eqx.nn.State, batch: Chunk) -> Metrics:
+    """Summed loss and accuracy of ``model`` in inference mode on one batch.
+
+    Padding rows (``batch["mask"]`` False) are ignored, so summing the results
+    over an evaluation pipeline gives exact totals over the data set.
+    """
+    model = eqx.nn.inference_mode(model)
+    inputs = prepare_inputs(model, batch["inputs"])
+    logits, _ = apply(model, inputs, state)
+    _, metrics = cross_entropy(logits, batch["labels"], batch["mask"])
+    return metrics
+
+
+@eqx.filter_jit
+def predict(
+    model: AbstractModel, state: eqx.nn.State, inputs: Shaped[Array, "batch ..."]
+) -> Int[Array, " batch"]:
+    """Predicted classes of a batch, in inference mode."""
+    model = eqx.nn.inference_mode(model)
+    logits, _ = apply(model, prepare_inputs(model, inputs), state)
+    return jnp.argmax(logits, axis=-1)
