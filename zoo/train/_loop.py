@@ -101,6 +101,7 @@ def fit(
     progress: bool = True,
     log: Callable[[str], None] | None = print,
     train_step: TrainStep | None = None,
+    check_finite: bool = True,
 ) -> FitResult:
     """Train ``model`` for ``epochs`` epochs over a shuffled Grain pipeline.
 
@@ -136,6 +137,9 @@ def fit(
         log: called with one line per epoch (``None`` for silence).
         train_step: a step from ``make_train_step(optimizer)``, e.g. with
             ``max_traces=1`` to guard against recompilation.
+        check_finite: stop at the first chunk whose loss is NaN or infinite
+            (the loss of chunk ``i`` is read while chunk ``i + 1`` runs; the
+            epoch's total is always checked).
 
     Returns:
         The trained model, state and optimiser state, the history, the compile
@@ -229,7 +233,7 @@ def fit(
             disable=not progress,
             dynamic_ncols=True,
         )
-        epoch_metrics, previous = partial, None
+        epoch_metrics, previous, last_loss = partial, None, float("nan")
         t0 = last_shown = time.perf_counter()
         while step < (epoch + 1) * spe:
             assert pending is not None
@@ -240,8 +244,12 @@ def fit(
             step += k
             # Copy the next chunk while this one trains.
             pending = next(chunks, None) if step < total_steps else None
-            if previous is not None:
-                _check_finite(previous, epoch, step - 2 * k, k)
+            if previous is not None and (check_finite or progress):
+                # The previous chunk is done or nearly so (this one is queued
+                # behind it), so reading its loss keeps the device busy.
+                last_loss = float(previous.loss_sum)
+                if check_finite:
+                    _check_finite(last_loss, epoch, step - 2 * k, k)
             previous = metrics
             epoch_metrics = epoch_metrics + metrics
             bar.update(k)
@@ -249,16 +257,16 @@ def fit(
             if progress and now - last_shown > 0.5:
                 seen = (step - epoch_start_step) * batch_size
                 bar.set_postfix(
-                    loss=f"{float(metrics.loss_sum) / (k * batch_size):.4f}",
+                    loss=f"{last_loss / (k * batch_size):.4f}",
                     ex_per_s=f"{seen / (now - t0):,.0f}",
                 )
                 last_shown = now
             if every is not None and step % every == 0 and step % spe != 0:
                 partial = epoch_metrics
-                _check_finite(metrics, epoch, step - k, k)
+                _check_finite(float(metrics.loss_sum), epoch, step - k, k)
                 save(data_state)
         assert previous is not None
-        _check_finite(previous, epoch, step - k, k)
+        _check_finite(float(previous.loss_sum), epoch, step - k, k)
         train = epoch_metrics.summary()  # waits for the epoch's last step
         seconds = time.perf_counter() - t0
         bar.close()
@@ -330,8 +338,8 @@ def _device_chunks(
         yield jax.device_put(stacked), data_state
 
 
-def _check_finite(metrics: Metrics, epoch: int, first_step: int, k: int) -> None:
-    loss = float(metrics.loss_sum)
+def _check_finite(loss: float, epoch: int, first_step: int, k: int) -> None:
+    """Raise if a chunk's loss is NaN or infinite, naming the epoch and steps."""
     if not math.isfinite(loss):
         raise NonFiniteLossError(
             f"Loss became {loss} in epoch {epoch + 1} within steps {first_step + 1}-"

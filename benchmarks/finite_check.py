@@ -1,0 +1,61 @@
+"""Cost of fit's per-chunk NaN/inf check on the MLP, whose steps are the shortest.
+
+Runs ``zoo.train.fit`` on MNIST with ``check_finite=True`` and ``False``,
+interleaved, and prints one JSON line with the median seconds per epoch of
+each (compilation excluded) and their ratio.
+
+Run: ``python benchmarks/finite_check.py [--rounds N] [--data-dir D]``
+"""
+
+import argparse
+import json
+import statistics
+
+import jax
+import optax
+
+import zoo
+from zoo.data import load_mnist
+from zoo.train import fit
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--data-dir", default=None)
+    args = parser.parse_args()
+    train = load_mnist("train", data_dir=args.data_dir)
+    model, state = zoo.create_model("mlp", key=jax.random.key(0))
+    seconds: dict[bool, list[float]] = {True: [], False: []}
+    for _ in range(args.rounds):
+        for check in (True, False):
+            result = fit(
+                model,
+                state,
+                train,
+                optimizer=optax.sgd(0.01),
+                epochs=args.epochs,
+                progress=False,
+                log=None,
+                check_finite=check,
+            )
+            seconds[check] += [e["train_seconds"] for e in result.history[1:]]
+    on, off = statistics.median(seconds[True]), statistics.median(seconds[False])
+    print(
+        json.dumps(
+            {
+                "benchmark": "finite_check",
+                "model": "mlp",
+                "batch_size": 128,
+                "epoch_seconds_checked": round(on, 4),
+                "epoch_seconds_unchecked": round(off, 4),
+                "ratio": round(on / off, 4),
+                "epochs_measured": len(seconds[True]),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
