@@ -189,9 +189,14 @@ def load_fashion_mnist(
 
 
 def _blobs(
-    rng: np.random.Generator, n_per_blob: int, std: float
+    rng: np.random.RandomState, n_per_blob: int, std: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Two Gaussian blobs, centres uniform in ``[-10, 10]^2`` (as make_blobs)."""
+    """Two Gaussian blobs, centres uniform in ``[-10, 10]^2``.
+
+    The draws follow scikit-learn's ``make_blobs`` (centres first, then each
+    blob's points from one legacy ``RandomState``), so a seed gives the centres
+    the tutorial's ``random_state`` gives.
+    """
     centres = rng.uniform(-10.0, 10.0, size=(2, 2))
     points = [rng.normal(loc=c, scale=std, size=(n_per_blob, 2)) for c in centres]
     labels = np.repeat(np.arange(2), n_per_blob)
@@ -199,7 +204,7 @@ def _blobs(
 
 
 def _circles(
-    rng: np.random.Generator, n_outer: int, n_inner: int, factor: float, noise: float
+    rng: np.random.RandomState, n_outer: int, n_inner: int, factor: float, noise: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """Two concentric circles with Gaussian noise (as make_circles)."""
 
@@ -235,9 +240,11 @@ def load_toy(split: Split = "train", *, seed: int = 42) -> ArrayDataset:
         ValueError: unknown split.
     """
     _check_split(split)
+    blob_x, blob_y = _blobs(np.random.RandomState(seed), n_per_blob=100, std=1.9)
+    ring_x, ring_y = _circles(
+        np.random.RandomState(seed), n_outer=600, n_inner=200, factor=0.1, noise=0.05
+    )
     rng = np.random.default_rng(seed)
-    blob_x, blob_y = _blobs(rng, n_per_blob=100, std=1.9)
-    ring_x, ring_y = _circles(rng, n_outer=600, n_inner=200, factor=0.1, noise=0.05)
     ring_x = ring_x * 3.0 + np.array([2.5, -7.0])
     inputs = np.concatenate([blob_x, ring_x]).astype(np.float32)
     labels = np.concatenate([blob_y, ring_y]).astype(np.int32)

@@ -122,7 +122,7 @@ def _family(config: Mapping[str, Any]) -> type[AbstractModel]:
 register_model(
     "mlp",
     {"family": "MLP", "in_size": 784, "out_size": 10, "width_size": [512, 512]},
-    "784-512-512-10 ReLU MLP of the JAX MNIST tutorials (seeds 000 and 003).",
+    "784-512-512-10 ReLU MLP of the JAX MNIST tutorials.",
 )
 register_model(
     "toy_mlp",
@@ -133,8 +133,9 @@ register_model(
         "width_size": [10],
         "final_activation": "log_softmax",
     },
-    "MLPClassifier(hidden_layers=1, hidden_dim=10, n_classes=2) for the 2-D toy "
-    "set (seed 001); returns log-probabilities.",
+    "One hidden layer of 10 ReLU units for the 2-D toy set (the Flax "
+    "MLPClassifier(hidden_layers=1, hidden_dim=10, n_classes=2)); returns "
+    "log-probabilities.",
 )
 register_model(
     "stax_cnn",
@@ -150,7 +151,8 @@ register_model(
         "batch_norm": True,
     },
     "Four stride-2 conv-BatchNorm-ReLU blocks (32/32/10/10 channels, 5x5/5x5/3x3/"
-    "3x3) and a dense 10 (seed 002).",
+    "3x3) and a dense 10: the stax CNN of the JAX basics tutorial, with real "
+    "BatchNorm.",
 )
 register_model(
     "cnn",

@@ -507,7 +507,7 @@ def load_checkpoint(
     arrays come back bitwise identical to those saved, the PRNG key included.
 
     Args:
-        directory: a run's checkpoint directory (see [`zoo.latest_checkpoint`][]
+        directory: a run's checkpoint directory (see [`zoo.train.latest_checkpoint`][]
             for which version is read), or one version directory inside it.
         optimizer: the run's optimiser. Its ``init`` on the model's inexact
             arrays gives the structure the saved optimiser state is loaded into;

@@ -1,0 +1,129 @@
+"""Train a small MLP classifier on the 2-D toy set and draw its decision boundary.
+
+The toy set is 1,000 points in the plane: two Gaussian blobs beside two nested
+circles, split 800/200 into train and test. The model is the ``toy_mlp`` preset
+(one hidden layer of 10 ReLU units, log-probabilities out), trained with Adam at
+learning rate 0.01, batch 32, for 100 epochs. The script prints the loss and
+accuracy of the untrained model on the first batch, a line every 10 epochs and the
+test accuracy, and writes two figures: the data (``toy_data.png``) and the decision
+boundary over the test points (``toy_decision_boundary.png``).
+
+Run it from the repository root (about 10 s on 2 CPU cores)::
+
+    python examples/toy.py                    # figures go to runs/toy/
+    python examples/toy.py --epochs 20 --out /tmp/toy --no-progress
+"""
+
+import argparse
+import pathlib
+import time
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import zoo
+import zoo.plot
+from zoo.data import load_toy
+from zoo.train import evaluate, fit, format_epoch, predict
+
+# ---------------------------------------------------------------- constants --
+LEARNING_RATE = 0.01
+BATCH_SIZE = 32  # 800 training points -> 25 optimiser steps per epoch
+EPOCHS = 100
+# Optimiser steps fused into one device call. 5 divides the 25 steps of an epoch;
+# measured on 2 CPU cores: 1 step per call trains in ~3.1 s, 5 in ~1.1 s, and 25
+# trains in 0.5 s but takes ~18 s to compile (the fused steps are unrolled).
+STEPS_PER_CALL = 5
+DATA_SEED = 42  # fixes the blob centres, the noise and the 800/200 split
+LOG_EVERY = 10  # print one line every this many epochs
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--epochs", type=int, default=EPOCHS)
+    parser.add_argument(
+        "--seed", type=int, default=1, help="seeds the model and the batch order"
+    )
+    parser.add_argument(
+        "--out", type=pathlib.Path, default=pathlib.Path("runs/toy"), help="figures"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> float:
+    """Run the example; return the test accuracy (a fraction)."""
+    args = parse_args(argv)
+
+    # -------------------------------------------------------------------- data --
+    train = load_toy("train", seed=DATA_SEED)
+    test = load_toy("test", seed=DATA_SEED)
+    print(f"{train}\n{test}")
+    data_png = zoo.plot.plot_splits(
+        {"train": (train.inputs, train.labels), "test": (test.inputs, test.labels)},
+        args.out / "toy_data.png",
+        title="Toy set: two blobs and two nested circles",
+    )
+
+    # ------------------------------------------------------------------- model --
+    # MLPClassifier(hidden_layers=1, hidden_dim=10, n_classes=2): 2-10-2, ReLU,
+    # log_softmax on the output. Each call takes ONE point of shape (2,).
+    model, state = zoo.create_model("toy_mlp", key=jax.random.key(args.seed))
+
+    # The untrained model on the first batch of the training set.
+    first = evaluate(model, state, train.take(BATCH_SIZE))
+    print(
+        f"untrained, first batch of {first['count']}: loss {first['loss']:.4f}, "
+        f"accuracy {first['accuracy']:.4f}"
+    )
+
+    # -------------------------------------------------- loss, optimiser, loop --
+    # fit() minimises the mean cross-entropy of the model's outputs (for
+    # log-probabilities, softmax changes nothing) with one jitted step per batch.
+    start = time.perf_counter()
+    result = fit(
+        model,
+        state,
+        train,
+        optimizer=optax.adam(LEARNING_RATE),
+        epochs=args.epochs,
+        batch_size=BATCH_SIZE,
+        seed=args.seed,
+        steps_per_call=STEPS_PER_CALL,
+        progress=not args.no_progress,
+        log=None,
+    )
+    seconds = time.perf_counter() - start
+    for record in result.history:
+        if (record["epoch"] + 1) % LOG_EVERY == 0 or record is result.history[-1]:
+            print(format_epoch(record, args.epochs))
+    print(
+        f"trained {result.step} steps in {seconds:.1f} s "
+        f"(compile {result.compile_seconds:.1f} s)"
+    )
+
+    # ---------------------------------------------------------------- results --
+    scores = evaluate(result.model, result.state, test)
+    print(f"test accuracy: {scores['accuracy']:.4f} ({scores['count']} points)")
+
+    def classify(points: np.ndarray) -> jax.Array:
+        return predict(result.model, result.state, jnp.asarray(points))
+
+    boundary_png = zoo.plot.plot_decision_boundary(
+        classify,
+        test.inputs,
+        test.labels,
+        args.out / "toy_decision_boundary.png",
+        title=f"Decision boundary, test accuracy {scores['accuracy']:.1%}",
+    )
+    print(f"wrote {data_png} and {boundary_png}")
+    return scores["accuracy"]
+
+
+if __name__ == "__main__":
+    main()

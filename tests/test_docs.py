@@ -1,0 +1,86 @@
+"""The documentation covers the public API, and its navigation points at real pages."""
+
+import importlib
+import inspect
+import pathlib
+import re
+import types
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+DOCS = REPO / "docs"
+API_PAGES = sorted((DOCS / "api").glob("*.md"))
+DIRECTIVE = re.compile(r"^:::\s+([\w.]+)\s*$", re.MULTILINE)
+
+
+def public_names(module_name: str) -> set[str]:
+    """Dotted names of a module's public API.
+
+    Public means: in the module's namespace, not starting with ``_``, and not a
+    module. For ``zoo.plot``, which imports Matplotlib and NumPy names, only the
+    functions it defines itself.
+    """
+    module = importlib.import_module(module_name)
+    names = set()
+    for name, value in vars(module).items():
+        if name.startswith("_") or isinstance(value, types.ModuleType):
+            continue
+        if module_name == "zoo.plot" and not (
+            inspect.isfunction(value) and value.__module__ == module_name
+        ):
+            continue
+        names.add(f"{module_name}.{name}")
+    return names
+
+
+def documented_names() -> set[str]:
+    return {
+        name
+        for page in API_PAGES
+        for name in DIRECTIVE.findall(page.read_text(encoding="utf-8"))
+    }
+
+
+@pytest.mark.parametrize("module_name", ["zoo", "zoo.data", "zoo.train", "zoo.plot"])
+def test_every_public_name_is_in_the_api_reference(module_name: str):
+    missing = public_names(module_name) - documented_names()
+    assert not missing, (
+        f"Public names missing from docs/api/*.md: {sorted(missing)}. Add a "
+        "`::: name` line for each."
+    )
+
+
+def test_api_reference_names_exist():
+    for name in sorted(documented_names()):
+        module_name, _, attribute = name.rpartition(".")
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError:
+            module = importlib.import_module(module_name)
+            assert hasattr(module, attribute), f"{name} is documented but absent"
+
+
+def nav_files() -> list[str]:
+    """The pages named in mkdocs.yml's ``nav`` (read without a YAML parser)."""
+    text = (REPO / "mkdocs.yml").read_text(encoding="utf-8")
+    match = re.search(r"^nav:\n((?:[ \t]+.*\n?|\n)*)", text, re.MULTILINE)
+    assert match is not None, "mkdocs.yml has no nav"
+    return re.findall(
+        r"^[ \t]*-(?:[^:\n]*:)?[ \t]*(\S+\.md)[ \t]*$", match.group(1), re.M
+    )
+
+
+def test_every_nav_entry_is_a_docs_file():
+    files = nav_files()
+    assert len(files) > 10, f"too few pages found in the nav: {files}"
+    missing = [f for f in files if not (DOCS / f).is_file()]
+    assert not missing, f"mkdocs.yml nav names missing files: {missing}"
+    assert len(files) == len(set(files)), "a page appears twice in the nav"
+
+
+def test_every_image_in_the_docs_exists():
+    for page in DOCS.rglob("*.md"):
+        for target in re.findall(r"!\[[^\]]*\]\(([^)\s]+)", page.read_text("utf-8")):
+            if not target.startswith(("http://", "https://")):
+                assert (page.parent / target).is_file(), f"{page.name}: {target}"
