@@ -54,5 +54,5 @@ def docs(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Benchmarks: each prints one JSON line of figures."""
     _install(session, "dev")
-    for script in sorted((ROOT / "benchmarks").glob("*.py")):
+    for script in sorted((ROOT / "benchmarks").glob("[!_]*.py")):
         session.run("python", str(script), *session.posargs, env=ENV)

@@ -83,7 +83,13 @@ def per_record_rate(dataset: ArrayDataset) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description="Input pipeline throughput.")
     parser.add_argument("--data-dir", default=None, help="defaults to $ZOO_DATA_DIR")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", "--epochs", dest="repeats", type=int, default=5)
+    parser.add_argument(
+        "--limit-steps",
+        type=int,
+        default=None,
+        help="accepted for the benchmarks' common flags; ignored (whole epochs)",
+    )
     args = parser.parse_args()
 
     dataset = load_mnist("train", data_dir=args.data_dir)

@@ -1,0 +1,307 @@
+"""Shared plumbing of the benchmark scripts: flags, timing, machine facts, output.
+
+Not a benchmark: it prints nothing when run. Every script in ``benchmarks/``
+accepts the same flags (``--epochs``, ``--data-dir``, ``--limit-steps``), so
+``nox -s bench -- --epochs 3`` passes one set of flags to all of them.
+
+The machines these run on are small and shared, so every figure that matters is
+a ratio of contenders measured in the same run, interleaved round by round, and
+reported as the median over rounds; compilation is always done before timing.
+"""
+
+import argparse
+import importlib
+import json
+import math
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, cast
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import zoo
+from zoo.data import ArrayDataset
+
+BATCH_SIZE = 128
+MNIST_TRAIN = 60_000
+STEPS_PER_MNIST_EPOCH = MNIST_TRAIN // BATCH_SIZE  # 468, remainder dropped
+FLOPS_PER_CALL: float = getattr(
+    importlib.import_module("zoo.train._loop"), "FLOPS_PER_CALL", 4e9
+)
+"""fit's rule for its default ``steps_per_call``: about this much work per call."""
+
+
+def parser(
+    description: str, *, epochs: int, limit_steps: int | None = None
+) -> argparse.ArgumentParser:
+    """The common command line of every benchmark script."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=epochs,
+        help=f"timed rounds per contender; the median is reported (default {epochs})",
+    )
+    p.add_argument("--data-dir", default=None, help="defaults to $ZOO_DATA_DIR")
+    p.add_argument(
+        "--limit-steps",
+        type=int,
+        default=limit_steps,
+        help="time this many training steps per round and scale to a full MNIST "
+        "epoch (468 steps); 0 means whole epochs"
+        + (f" (default {limit_steps})" if limit_steps else " (default: whole epochs)"),
+    )
+    return p
+
+
+def median(values: Sequence[float]) -> float:
+    """The median of a non-empty sequence."""
+    return statistics.median(values)
+
+
+def ratio(numerator: Sequence[float], denominator: Sequence[float]) -> float:
+    """Median over rounds of the per-round ratio ``numerator[i] / denominator[i]``.
+
+    Contenders of one round ran seconds apart, so a per-round ratio cancels most
+    of the slow drift caused by other jobs on the machine.
+    """
+    return median([a / b for a, b in zip(numerator, denominator, strict=True)])
+
+
+def block(tree: Any) -> Any:
+    """Wait for every array in ``tree``; return it."""
+    return jax.block_until_ready(tree)
+
+
+def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
+    """Run ``fn``, wait for its arrays, return ``(result, seconds)``."""
+    start = time.perf_counter()
+    result = block(fn())
+    return result, time.perf_counter() - start
+
+
+def machine() -> dict[str, Any]:
+    """Facts about the machine and the software, for the JSON line."""
+    cpu = platform.processor() or "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "jax": jax.__version__,
+        "backend": jax.default_backend(),
+        "load_1min_at_end": round(load, 2),
+    }
+
+
+def emit(result: dict[str, Any]) -> None:
+    """Print the one JSON line of a benchmark, machine facts appended."""
+    print(json.dumps({**result, "machine": machine()}))
+
+
+def rounded(values: Sequence[float], digits: int = 3) -> list[float]:
+    """Round a list of seconds for the JSON line."""
+    return [round(v, digits) for v in values]
+
+
+def loss_flops(model: Any, state: Any, example: Any, batch_size: int) -> float:
+    """XLA's estimate of one training step's FLOPs, as ``fit`` computes it."""
+    fn = getattr(zoo.train, "loss_flops", None)
+    if fn is None:  # not re-exported in every version
+        from zoo.train import _step
+
+        fn = _step.loss_flops
+    return float(cast(Callable[..., float], fn)(model, state, example, batch_size))
+
+
+def fit_steps_per_call(
+    model: Any, state: Any, example: Any, steps_per_epoch: int
+) -> int:
+    """The ``steps_per_call`` that ``zoo.train.fit`` picks by default.
+
+    ``fit`` fuses enough steps for about 4 GFLOP per call (at most 16), rounded
+    down to a divisor of the epoch's steps. Passing this number to ``fit``
+    explicitly trains exactly as its default does, without re-lowering the
+    model every round to count FLOPs.
+    """
+    flops = loss_flops(model, state, example, BATCH_SIZE)
+    requested = max(1, min(16, int(FLOPS_PER_CALL // max(flops, 1.0))))
+    return zoo.train.chunk_size(steps_per_epoch, requested)
+
+
+def limited(
+    dataset: ArrayDataset, limit_steps: int | None, multiple: int
+) -> tuple[ArrayDataset, int]:
+    """The training set cut to ``limit_steps`` batches (rounded up to ``multiple``).
+
+    Returns the dataset and its number of steps per epoch; without a limit, the
+    whole set (468 steps for MNIST at batch 128).
+    """
+    full = len(dataset) // BATCH_SIZE
+    if not limit_steps:
+        return dataset, full
+    steps = min(full, multiple * math.ceil(limit_steps / multiple))
+    return dataset.take(steps * BATCH_SIZE), steps
+
+
+def epoch_scale(steps: int) -> float:
+    """Factor turning seconds for ``steps`` steps into seconds per MNIST epoch."""
+    return STEPS_PER_MNIST_EPOCH / steps
+
+
+def device_batches(
+    dataset: ArrayDataset, steps: int, input_shape: tuple[int, ...], seed: int
+) -> tuple[jax.Array, jax.Array]:
+    """One shuffled epoch on the device: ``(steps, B, *input_shape)`` float32
+    inputs scaled to [0, 1], and ``(steps, B)`` int32 labels."""
+    rng = np.random.default_rng(seed)
+    rows = rng.permutation(len(dataset))[: steps * BATCH_SIZE]
+    inputs = dataset.inputs[rows].astype(np.float32) / np.float32(255.0)
+    inputs = inputs.reshape(steps, BATCH_SIZE, *input_shape)
+    labels = dataset.labels[rows].reshape(steps, BATCH_SIZE)
+    return block(jax.device_put((inputs, labels)))
+
+
+def param_count(model: Any) -> int:
+    """Number of trainable scalars."""
+    leaves = jax.tree.leaves(eqx.filter(model, eqx.is_inexact_array))
+    return sum(int(np.prod(x.shape)) for x in leaves)
+
+
+def run_rounds(
+    contenders: dict[str, Callable[[int], float]], rounds: int
+) -> dict[str, list[float]]:
+    """Time every contender once per round, interleaved, the order rotating.
+
+    Each contender is called as ``fn(round_index)`` and returns its seconds for
+    that round (compilation already done). Rotating the order each round keeps
+    any one contender from always following the same neighbour.
+    """
+    names = list(contenders)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds):
+        shift = r % len(names)
+        for name in names[shift:] + names[:shift]:
+            times[name].append(contenders[name](r))
+    return times
+
+
+def targets_met(
+    ratios: dict[str, float], targets: dict[str, tuple[str, float]]
+) -> dict[str, bool]:
+    """Whether each ratio meets its target (``("<=", 1.1)`` or ``(">=", 3.0)``)."""
+    return {
+        name: ratios[name] <= bound if op == "<=" else ratios[name] >= bound
+        for name, (op, bound) in targets.items()
+    }
+
+
+class ZooContenders:
+    """zoo's side of a training benchmark, as two round-timed contenders.
+
+    * ``zoo_fit``: ``zoo.train.fit(..., epochs=1)`` per round, continuing from
+      the previous round's model, ``progress=False``, ``log=None``; the seconds
+      are ``history[0]["train_seconds"]``. One ``make_train_step(optimizer)`` is
+      passed to every call (``train_step=``), so only the first call compiles.
+    * ``zoo_step_on_device``: the same compiled step called on chunks already on
+      the device, with no pipeline and no ``fit`` loop: it splits the gap to the
+      floor into "the step's program" and "everything around it".
+
+    Seconds are scaled by ``scale`` (to a full MNIST epoch).
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        state: Any,
+        optimizer: Any,
+        data: ArrayDataset,
+        *,
+        steps: int,
+        steps_per_call: int,
+        scale: float,
+    ) -> None:
+        self.model, self.state = model, state
+        self.optimizer = optimizer
+        self.data = data
+        self.k = steps_per_call
+        self.scale = scale
+        self.step = zoo.train.make_train_step(optimizer)
+        # Warm up on one chunk: compiles the fused step and fit's small eager ops.
+        warm = self._fit(data.take(self.k * BATCH_SIZE), seed=0)
+        self.compile_seconds = warm.compile_seconds
+        self.model, self.state = warm.model, warm.state
+
+        rng = np.random.default_rng(0)
+        rows = rng.permutation(len(data))[: steps * BATCH_SIZE]
+        n = steps // self.k
+        self.chunks = [
+            jax.device_put(
+                {
+                    "inputs": data.inputs[r],
+                    "labels": data.labels[r],
+                    "mask": np.ones(r.shape, np.bool_),
+                }
+            )
+            for r in rows.reshape(n, self.k, BATCH_SIZE)
+        ]
+        self.device_live = (
+            self.model,
+            self.state,
+            optimizer.init(eqx.filter(self.model, eqx.is_inexact_array)),
+        )
+        self.key = jax.random.key(0)
+        self._on_device(self.chunks[:1])  # compile the call path (filter_jit)
+
+    def _fit(self, data: ArrayDataset, seed: int) -> Any:
+        return zoo.train.fit(
+            self.model,
+            self.state,
+            data,
+            optimizer=self.optimizer,
+            epochs=1,
+            seed=seed,
+            steps_per_call=self.k,
+            progress=False,
+            log=None,
+            train_step=self.step,
+        )
+
+    def fit(self, r: int) -> float:
+        """One epoch of ``fit``; seconds per MNIST epoch."""
+        result = self._fit(self.data, seed=r)
+        self.model, self.state = result.model, result.state
+        return result.history[0]["train_seconds"] * self.scale
+
+    def _on_device(self, chunks: list[Any]) -> None:
+        model, state, opt_state = self.device_live
+        metrics = None
+        for i, chunk in enumerate(chunks):
+            model, state, opt_state, metrics = self.step(
+                model, state, opt_state, chunk, self.key, jnp.int32(i * self.k)
+            )
+        self.device_live = block((model, state, opt_state, metrics))[:3]
+
+    def step_on_device(self, r: int) -> float:
+        """The compiled step over chunks on device; seconds per MNIST epoch."""
+        del r
+        start = time.perf_counter()
+        self._on_device(self.chunks)
+        return (time.perf_counter() - start) * self.scale
+
+    def contenders(self) -> dict[str, Callable[[int], float]]:
+        """``{"zoo_fit": ..., "zoo_step_on_device": ...}`` for :func:`run_rounds`."""
+        return {"zoo_fit": self.fit, "zoo_step_on_device": self.step_on_device}

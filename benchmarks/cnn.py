@@ -1,0 +1,173 @@
+"""CNN training speed on MNIST: zoo's ``fit`` against per-record Grain and the floor.
+
+For the ``stax_cnn`` preset (four stride-2 conv-BatchNorm blocks) and the ``cnn``
+preset (the strongest: two conv-BatchNorm-pool blocks, dense 256, dropout), Adam
+with learning rate 1e-3, BatchNorm in training mode, batch 128, seconds per
+MNIST epoch (compilation excluded) for:
+
+* ``zoo_fit``: ``zoo.train.fit`` (``progress=False``, ``log=None``),
+  ``history[0]["train_seconds"]``, one ``fit(epochs=1)`` per round continuing
+  from the last, with fit's default ``steps_per_call`` and one
+  ``make_train_step`` passed to every call (so only the first compiles).
+* ``zoo_step_on_device`` (diagnostic): that compiled step over chunks already on
+  the device, without Grain or the ``fit`` loop.
+* ``per_record``: Grain used per record feeding an ``eqx.filter_jit`` step.
+* ``floor_step``: a ``jax.jit``'d step per batch, batches already on device.
+* ``floor_chunk4``: one ``jax.jit`` over 4 steps unrolled in Python, batches on
+  device. (A rolled ``lax.scan`` is not a floor here: XLA:CPU runs convolutions
+  inside a while loop several times slower.) The faster of the two is ``floor``.
+
+CNN epochs are slow on a small CPU, so by default each round trains
+``--limit-steps 64`` steps (on the first 8,192 training images, rounded up to
+a whole number of fused chunks) and the seconds are scaled to a 468-step epoch;
+``--limit-steps 0`` times whole epochs. Prints one JSON line.
+
+Run:
+    ZOO_DATA_DIR=/path/to/data python benchmarks/cnn.py [--epochs 3] [--limit-steps 64]
+"""
+
+import math
+import time
+from typing import Any, cast
+
+import _harness as h
+import _references as ref
+import jax
+import optax
+
+import zoo
+from zoo.data import ArrayDataset, load_mnist
+
+PRESETS = ("stax_cnn", "cnn")
+LEARNING_RATE = 1e-3
+FLOOR_CHUNK = 4
+TARGETS = {
+    "zoo_over_floor": ("<=", 1.15),
+    "per_record_over_zoo": (">=", 2.0),
+}
+
+
+def bench_preset(
+    name: str, train: ArrayDataset, rounds: int, limit_steps: int | None
+) -> dict[str, Any]:
+    """Time every contender on preset ``name``; return its figures."""
+    optimizer = optax.adam(LEARNING_RATE)
+    model, state = zoo.create_model(name, key=jax.random.key(0))
+    k = h.fit_steps_per_call(model, state, train.inputs[0], h.STEPS_PER_MNIST_EPOCH)
+    data, steps = h.limited(train, limit_steps, math.lcm(k, FLOOR_CHUNK))
+    scale = h.epoch_scale(steps)
+
+    zoo_side = h.ZooContenders(
+        model, state, optimizer, data, steps=steps, steps_per_call=k, scale=scale
+    )
+
+    # Reference: per-record Grain + an eqx.filter_jit step on the same model.
+    pr_model, pr_state = zoo.create_model(name, key=jax.random.key(0))
+    pr = ref.PerRecordLoop(
+        pr_model, pr_state, optimizer, flatten=False, batch_size=h.BATCH_SIZE
+    )
+    start = time.perf_counter()
+    pr.epoch(data.take(2 * h.BATCH_SIZE), seed=0)  # compile; warm Grain up
+    pr_compile = time.perf_counter() - start
+
+    def per_record(r: int) -> float:
+        return h.timed(lambda: pr.epoch(data, seed=r))[1] * scale
+
+    # Reference: the compute-only floor, batches on device, no while loop.
+    xs, ys = h.device_batches(data, steps, model.input_shape, seed=0)
+    keys = jax.random.split(jax.random.key(1), steps)
+    carry, static = ref.floor_init(model, state, optimizer)
+    per_step = [(xs[i], ys[i], keys[i]) for i in range(steps)]
+    n_chunks = steps // FLOOR_CHUNK
+    chunk_shape = (n_chunks, FLOOR_CHUNK)
+    cx = xs.reshape(*chunk_shape, *xs.shape[1:])
+    cy = ys.reshape(*chunk_shape, *ys.shape[1:])
+    ck = keys.reshape(*chunk_shape)
+    per_chunk = [(cx[i], cy[i], ck[i]) for i in range(n_chunks)]
+    h.block((per_step, per_chunk))
+    floor_compile: dict[str, float] = {}
+    floors: dict[str, tuple[Any, list[tuple[jax.Array, ...]]]] = {}
+    for floor_name, make, args in [
+        ("floor_step", ref.make_floor_step, per_step),
+        (f"floor_chunk{FLOOR_CHUNK}", ref.make_floor_chunk, per_chunk),
+    ]:
+        start = time.perf_counter()
+        fn = cast(Any, make(static, optimizer))
+        floors[floor_name] = (fn.lower(carry, *args[0]).compile(), args)
+        floor_compile[floor_name] = time.perf_counter() - start
+    floor_live = {"carry": carry}
+
+    def floor(floor_name: str) -> Any:
+        compiled, args = floors[floor_name]
+
+        def run(r: int) -> float:
+            del r
+            start = time.perf_counter()
+            floor_live["carry"] = ref.run_steps(compiled, floor_live["carry"], args)
+            return (time.perf_counter() - start) * scale
+
+        return run
+
+    times = h.run_rounds(
+        {
+            **zoo_side.contenders(),
+            "per_record": per_record,
+            **{n: floor(n) for n in floors},
+        },
+        rounds,
+    )
+    floor_name = min(floors, key=lambda n: h.median(times[n]))
+    ratios = {
+        "zoo_over_floor": h.ratio(times["zoo_fit"], times[floor_name]),
+        "per_record_over_zoo": h.ratio(times["per_record"], times["zoo_fit"]),
+    }
+    diagnostics = {
+        "zoo_step_on_device_over_floor": h.ratio(
+            times["zoo_step_on_device"], times[floor_name]
+        ),
+        "zoo_fit_over_zoo_step_on_device": h.ratio(
+            times["zoo_fit"], times["zoo_step_on_device"]
+        ),
+    }
+    return {
+        "seconds_per_epoch": {n: round(h.median(t), 3) for n, t in times.items()},
+        "floor": floor_name,
+        "ratios": {n: round(v, 3) for n, v in ratios.items()},
+        "met": h.targets_met(ratios, TARGETS),
+        "diagnostic_ratios": {n: round(v, 3) for n, v in diagnostics.items()},
+        "steps_timed_per_round": steps,
+        "scaled_to_epoch": steps != h.STEPS_PER_MNIST_EPOCH,
+        "zoo_steps_per_call": k,
+        "parameters": h.param_count(model),
+        "compile_seconds": {
+            "zoo_fit": round(zoo_side.compile_seconds, 2),
+            "per_record_first_two_steps": round(pr_compile, 2),
+            **{n: round(v, 2) for n, v in floor_compile.items()},
+        },
+        "per_round": {n: h.rounded(t) for n, t in times.items()},
+    }
+
+
+def main() -> None:
+    args = h.parser(
+        "CNN training speed: zoo's fit vs references.", epochs=3, limit_steps=64
+    ).parse_args()
+    train = load_mnist("train", data_dir=args.data_dir)
+    results = {
+        name: bench_preset(name, train, args.epochs, args.limit_steps)
+        for name in PRESETS
+    }
+    h.emit(
+        {
+            "benchmark": "cnn",
+            **results,
+            "targets": {n: f"{op} {v}" for n, (op, v) in TARGETS.items()},
+            "rounds": args.epochs,
+            "batch_size": h.BATCH_SIZE,
+            "optimizer": f"adam({LEARNING_RATE})",
+        }
+    )
+
+
+if __name__ == "__main__":
+    main()

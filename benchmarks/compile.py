@@ -1,0 +1,135 @@
+"""Compile time of the first training step, for every preset in ``zoo.list_models()``.
+
+For each preset, with Adam and batch 128:
+
+* ``train_step``: ``zoo.train.make_train_step(optimizer)`` lowered and compiled
+  for one chunk of one batch (inputs ``(1, 128, ...)``), split into ``lower``
+  (tracing, shape checks included, and lowering to StableHLO) and ``compile``
+  (XLA). A fresh step is built for every repeat.
+* ``fit``: ``compile_seconds`` as ``zoo.train.fit`` reports it for its default
+  fused step, which runs ``steps_per_call`` optimiser steps per call. It is
+  measured on the first ``steps_per_call`` batches of the preset's data set, so
+  fit picks the same ``steps_per_call`` (and compiles the same program) as on
+  the whole set.
+
+MNIST presets train on MNIST; 2-D presets on the toy set; any other input shape
+on random data of that shape. The median of ``--epochs`` repeats is reported.
+Prints one JSON line.
+
+Run:
+    ZOO_DATA_DIR=/path/to/data python benchmarks/compile.py [--epochs 3]
+"""
+
+import math
+import time
+from typing import Any, cast
+
+import _harness as h
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import zoo
+from zoo.data import ArrayDataset, load_mnist, load_toy
+
+LEARNING_RATE = 1e-3
+
+
+def dataset_for(model: Any, data_dir: str | None) -> ArrayDataset:
+    """The training set a preset is meant for, by its input shape."""
+    shape = tuple(model.input_shape)
+    if math.prod(shape) == 28 * 28:
+        return load_mnist("train", data_dir=data_dir)
+    if shape == (2,):
+        return load_toy("train")
+    rng = np.random.default_rng(0)
+    n = 16 * h.BATCH_SIZE
+    return ArrayDataset(
+        inputs=rng.standard_normal((n, *shape)).astype(np.float32),
+        labels=rng.integers(0, model.out_size, n).astype(np.int32),
+        class_names=tuple(str(c) for c in range(model.out_size)),
+        name=f"random{list(shape)}",
+    )
+
+
+def bench_preset(name: str, repeats: int, data_dir: str | None) -> dict[str, Any]:
+    """Compile times of ``name``'s training step and of fit's fused step."""
+    optimizer = optax.adam(LEARNING_RATE)
+    model, state = zoo.create_model(name, key=jax.random.key(0))
+    data = dataset_for(model, data_dir)
+    opt_state = optimizer.init(eqx.filter(model, eqx.is_inexact_array))
+    batch = min(h.BATCH_SIZE, len(data))
+    chunk = jax.device_put(
+        {
+            "inputs": data.inputs[None, :batch],
+            "labels": data.labels[None, :batch],
+            "mask": np.ones((1, batch), np.bool_),
+        }
+    )
+    args = (model, state, opt_state, chunk, jax.random.key(0), jnp.int32(0))
+
+    lower, compile_ = [], []
+    for _ in range(repeats):
+        step = cast(Any, zoo.train.make_train_step(optimizer))
+        start = time.perf_counter()
+        lowered = step.lower(*args)
+        middle = time.perf_counter()
+        lowered.compile()
+        lower.append(middle - start)
+        compile_.append(time.perf_counter() - middle)
+
+    spe = len(data) // batch
+    k = h.fit_steps_per_call(model, state, data.inputs[0], spe)
+    fit_data = data.take(k * batch) if k * batch < len(data) else data
+    fit_seconds = []
+    for _ in range(repeats):
+        result = zoo.train.fit(
+            model,
+            state,
+            fit_data,
+            optimizer=optimizer,
+            epochs=1,
+            batch_size=batch,
+            progress=False,
+            log=None,
+        )
+        fit_seconds.append(result.compile_seconds)
+    return {
+        "train_step_lower_seconds": round(h.median(lower), 2),
+        "train_step_compile_seconds": round(h.median(compile_), 2),
+        "train_step_total_seconds": round(h.median(lower) + h.median(compile_), 2),
+        "fit_compile_seconds": round(h.median(fit_seconds), 2),
+        "fit_steps_per_call": k,
+        "data": data.name,
+        "parameters": h.param_count(model),
+        "per_repeat": {
+            "lower": h.rounded(lower, 2),
+            "compile": h.rounded(compile_, 2),
+            "fit": h.rounded(fit_seconds, 2),
+        },
+    }
+
+
+def main() -> None:
+    args = h.parser(
+        "Compile time of the first training step of every preset.", epochs=3
+    ).parse_args()
+    results = {
+        name: bench_preset(name, args.epochs, args.data_dir)
+        for name in zoo.list_models()
+    }
+    h.emit(
+        {
+            "benchmark": "compile",
+            **results,
+            "repeats": args.epochs,
+            "batch_size": h.BATCH_SIZE,
+            "optimizer": f"adam({LEARNING_RATE})",
+        }
+    )
+
+
+if __name__ == "__main__":
+    main()

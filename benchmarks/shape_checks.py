@@ -1,0 +1,136 @@
+"""The steady-state cost of zoo's runtime shape checks: it should be none.
+
+zoo checks every public model call with jaxtyping + beartype. Under ``jit`` the
+checks run while tracing, so a compiled step should run exactly as fast with
+them as without. This builds two training steps with
+``zoo.train.make_train_step``: one traced with checks on, one traced after
+``zoo.set_shape_checks(False)``; checks that both lower to the same program;
+then times single calls of them in strict alternation (one batch of 128 per
+call, the outputs fed back in, each call waited for) for the ``mlp`` and
+``stax_cnn`` presets. The ratio is ``median(on) / median(off)`` over all calls;
+the ratio of 10th percentiles (least disturbed by other jobs) and the median of
+paired ratios are reported beside it. Tracing and
+lowering, where the checks do run, is timed too (fresh steps, alternating).
+Prints one JSON line.
+
+Run:
+    ZOO_DATA_DIR=/path/to/data python benchmarks/shape_checks.py [--epochs 100]
+"""
+
+import time
+from typing import Any, cast
+
+import _harness as h
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import zoo
+from zoo.data import ArrayDataset, load_mnist
+
+PRESETS = {"mlp": 10, "stax_cnn": 6}
+"""Preset -> calls per variant per round (``--epochs`` rounds)."""
+TARGET = ("<=", 1.02)
+LOWER_REPEATS = 4
+
+
+def bench_preset(
+    name: str, train: ArrayDataset, calls: int, rounds: int
+) -> dict[str, Any]:
+    """Checks on vs off for one preset's training step."""
+    optimizer = optax.adam(1e-3)
+    model, state = zoo.create_model(name, key=jax.random.key(0))
+    opt_state = optimizer.init(eqx.filter(model, eqx.is_inexact_array))
+    chunk = h.block(
+        jax.device_put(
+            {
+                "inputs": train.inputs[None, : h.BATCH_SIZE],
+                "labels": train.labels[None, : h.BATCH_SIZE],
+                "mask": np.ones((1, h.BATCH_SIZE), np.bool_),
+            }
+        )
+    )
+    key = jax.random.key(0)
+    step = jnp.int32(0)
+    args = (chunk, key, step)
+
+    previous = zoo.shape_checks_enabled()
+    modes = [("checks_on", True), ("checks_off", False)]
+    # Tracing + lowering, where the checks run: fresh steps, alternating.
+    lower: dict[str, list[float]] = {v: [] for v, _ in modes}
+    programs: dict[str, str] = {}
+    for i in range(LOWER_REPEATS):
+        for variant, enabled in modes[i % 2 :] + modes[: i % 2]:
+            zoo.set_shape_checks(enabled)
+            fn = cast(Any, zoo.train.make_train_step(optimizer))
+            start = time.perf_counter()
+            lowered = fn.lower(model, state, opt_state, *args)
+            lower[variant].append(time.perf_counter() - start)
+            programs[variant] = lowered.lowered.as_text()
+    # The steps timed: the second built and traced after set_shape_checks(False).
+    variants: dict[str, Any] = {}
+    carries: dict[str, tuple[Any, ...]] = {}
+    for variant, enabled in modes:
+        zoo.set_shape_checks(enabled)
+        fn = zoo.train.make_train_step(optimizer)
+        out = h.block(fn(model, state, opt_state, *args))  # trace + compile
+        variants[variant] = fn
+        carries[variant] = tuple(out[:3])
+    zoo.set_shape_checks(previous)
+
+    def one_call(variant: str) -> float:
+        start = time.perf_counter()
+        out = h.block(variants[variant](*carries[variant], *args))
+        carries[variant] = tuple(out[:3])
+        return time.perf_counter() - start
+
+    # Single calls in strict alternation (on, off, on, off, ...; the order of
+    # each pair flips every round), each waited for, so both variants see the
+    # same load from other jobs, sampled finely.
+    names = list(variants)
+    samples: dict[str, list[float]] = {v: [] for v in names}
+    for r in range(rounds):
+        order = names if r % 2 == 0 else names[::-1]
+        for _ in range(calls):
+            for variant in order:
+                samples[variant].append(one_call(variant))
+    on, off = samples["checks_on"], samples["checks_off"]
+    ratio = h.median(on) / h.median(off)
+    return {
+        "ms_per_step": {v: round(1e3 * h.median(t), 3) for v, t in samples.items()},
+        "ratio_on_over_off": round(ratio, 4),
+        "met": h.targets_met({"r": ratio}, {"r": TARGET})["r"],
+        "same_program": programs["checks_on"] == programs["checks_off"],
+        "ratio_of_10th_percentiles": round(
+            float(np.percentile(on, 10) / np.percentile(off, 10)), 4
+        ),
+        "median_of_paired_ratios": round(h.ratio(on, off), 4),
+        "trace_and_lower_seconds": {v: round(h.median(t), 3) for v, t in lower.items()},
+        "calls_per_variant": len(on),
+    }
+
+
+def main() -> None:
+    args = h.parser(
+        "Steady-state cost of runtime shape checks (on vs off).", epochs=100
+    ).parse_args()
+    train = load_mnist("train", data_dir=args.data_dir)
+    results = {
+        name: bench_preset(name, train, calls, args.epochs)
+        for name, calls in PRESETS.items()
+    }
+    h.emit(
+        {
+            "benchmark": "shape_checks",
+            **results,
+            "target": f"ratio_on_over_off {TARGET[0]} {TARGET[1]}",
+            "rounds": args.epochs,
+            "batch_size": h.BATCH_SIZE,
+        }
+    )
+
+
+if __name__ == "__main__":
+    main()
