@@ -137,9 +137,10 @@ def fit(
         log: called with one line per epoch (``None`` for silence).
         train_step: a step from ``make_train_step(optimizer)``, e.g. with
             ``max_traces=1`` to guard against recompilation.
-        check_finite: stop at the first chunk whose loss is NaN or infinite
-            (the loss of chunk ``i`` is read while chunk ``i + 1`` runs; the
-            epoch's total is always checked).
+        check_finite: stop when the loss becomes NaN or infinite. The epoch's
+            running loss is read every half second (from chunks already done,
+            so the device never waits), before each checkpoint and at the end
+            of each epoch; the error names the range of steps.
 
     Returns:
         The trained model, state and optimiser state, the history, the compile
@@ -233,40 +234,43 @@ def fit(
             disable=not progress,
             dynamic_ncols=True,
         )
-        epoch_metrics, previous, last_loss = partial, None, float("nan")
-        t0 = last_shown = time.perf_counter()
+        epoch_metrics = partial
+        checked_step = step  # steps up to here are known to have finite losses
+        t0 = last_check = time.perf_counter()
         while step < (epoch + 1) * spe:
             assert pending is not None
             chunk, data_state = pending
+            done_before = epoch_metrics  # sums of the chunks already queued
             model, state, opt_state, metrics = compiled(
                 model, state, opt_state, chunk, key, jnp.int32(step)
             )
             step += k
+            epoch_metrics = epoch_metrics + metrics
             # Copy the next chunk while this one trains.
             pending = next(chunks, None) if step < total_steps else None
-            if previous is not None and (check_finite or progress):
-                # The previous chunk is done or nearly so (this one is queued
-                # behind it), so reading its loss keeps the device busy.
-                last_loss = float(previous.loss_sum)
-                if check_finite:
-                    _check_finite(last_loss, epoch, step - 2 * k, k)
-            previous = metrics
-            epoch_metrics = epoch_metrics + metrics
             bar.update(k)
             now = time.perf_counter()
-            if progress and now - last_shown > 0.5:
-                seen = (step - epoch_start_step) * batch_size
-                bar.set_postfix(
-                    loss=f"{last_loss / (k * batch_size):.4f}",
-                    ex_per_s=f"{seen / (now - t0):,.0f}",
-                )
-                last_shown = now
+            if (check_finite or progress) and now - last_check > 0.5:
+                # Every chunk before this one is done or nearly so, so reading
+                # their running sum keeps the device busy. A NaN or inf in any
+                # step stays in the sum.
+                loss_sum = float(done_before.loss_sum)
+                if check_finite:
+                    _check_finite(loss_sum, epoch, checked_step, step - k)
+                checked_step = step - k
+                seen = (step - k - epoch_start_step) * batch_size
+                if progress and seen > 0:
+                    rate = (step - epoch_start_step) * batch_size / (now - t0)
+                    bar.set_postfix(
+                        loss=f"{loss_sum / seen:.4f}", ex_per_s=f"{rate:,.0f}"
+                    )
+                last_check = now
             if every is not None and step % every == 0 and step % spe != 0:
+                _check_finite(float(epoch_metrics.loss_sum), epoch, checked_step, step)
+                checked_step = step
                 partial = epoch_metrics
-                _check_finite(float(metrics.loss_sum), epoch, step - k, k)
                 save(data_state)
-        assert previous is not None
-        _check_finite(float(previous.loss_sum), epoch, step - k, k)
+        _check_finite(float(epoch_metrics.loss_sum), epoch, checked_step, step)
         train = epoch_metrics.summary()  # waits for the epoch's last step
         seconds = time.perf_counter() - t0
         bar.close()
@@ -338,12 +342,16 @@ def _device_chunks(
         yield jax.device_put(stacked), data_state
 
 
-def _check_finite(loss: float, epoch: int, first_step: int, k: int) -> None:
-    """Raise if a chunk's loss is NaN or infinite, naming the epoch and steps."""
+def _check_finite(loss: float, epoch: int, first_step: int, last_step: int) -> None:
+    """Raise if a summed loss is NaN or infinite, naming the epoch and steps.
+
+    ``first_step`` is the last step known to be good; the bad one is in
+    ``first_step + 1 .. last_step`` (counting steps from 1).
+    """
     if not math.isfinite(loss):
         raise NonFiniteLossError(
             f"Loss became {loss} in epoch {epoch + 1} within steps {first_step + 1}-"
-            f"{first_step + k}. Training stopped; the last checkpoint (if any) is "
+            f"{last_step}. Training stopped; the last checkpoint (if any) is "
             "from before. Lower the learning rate, check the inputs for NaN/inf, "
             "or clip gradients (optax.clip_by_global_norm)."
         )
