@@ -305,3 +305,15 @@ class ZooContenders:
     def contenders(self) -> dict[str, Callable[[int], float]]:
         """``{"zoo_fit": ..., "zoo_step_on_device": ...}`` for :func:`run_rounds`."""
         return {"zoo_fit": self.fit, "zoo_step_on_device": self.step_on_device}
+
+
+def step_diagnostics(times: dict[str, list[float]], floor: str) -> dict[str, float]:
+    """Where a gap to the floor lies: in zoo's step itself, or in the loop."""
+    return {
+        "zoo_step_on_device_over_floor": ratio(
+            times["zoo_step_on_device"], times[floor]
+        ),
+        "zoo_fit_over_zoo_step_on_device": ratio(
+            times["zoo_fit"], times["zoo_step_on_device"]
+        ),
+    }

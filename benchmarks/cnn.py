@@ -121,14 +121,7 @@ def bench_preset(
         "zoo_over_floor": h.ratio(times["zoo_fit"], times[floor_name]),
         "per_record_over_zoo": h.ratio(times["per_record"], times["zoo_fit"]),
     }
-    diagnostics = {
-        "zoo_step_on_device_over_floor": h.ratio(
-            times["zoo_step_on_device"], times[floor_name]
-        ),
-        "zoo_fit_over_zoo_step_on_device": h.ratio(
-            times["zoo_fit"], times["zoo_step_on_device"]
-        ),
-    }
+    diagnostics = h.step_diagnostics(times, floor_name)
     return {
         "seconds_per_epoch": {n: round(h.median(t), 3) for n, t in times.items()},
         "floor": floor_name,

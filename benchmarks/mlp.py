@@ -132,14 +132,7 @@ def main() -> None:
         "zoo_over_seed003": h.ratio(times["zoo_fit"], times["seed003"]),
         "per_record_over_zoo": h.ratio(times["per_record"], times["zoo_fit"]),
     }
-    diagnostics = {
-        "zoo_step_on_device_over_floor": h.ratio(
-            times["zoo_step_on_device"], times[floor_name]
-        ),
-        "zoo_fit_over_zoo_step_on_device": h.ratio(
-            times["zoo_fit"], times["zoo_step_on_device"]
-        ),
-    }
+    diagnostics = h.step_diagnostics(times, floor_name)
     h.emit(
         {
             "benchmark": "mlp",

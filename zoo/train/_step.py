@@ -6,6 +6,7 @@ step's dropout key is ``fold_in(key, step)``: a run is reproducible from one key
 and resumes exactly from a step number.
 """
 
+import math
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -45,13 +46,7 @@ def prepare_inputs(
         )
     batch, example = inputs.shape[0], tuple(inputs.shape[1:])
     if example != model.input_shape:
-        size = 1
-        for d in example:
-            size *= d
-        expected = 1
-        for d in model.input_shape:
-            expected *= d
-        if size != expected:
+        if math.prod(example) != math.prod(model.input_shape):
             raise ValueError(
                 f"Examples of shape {example} do not fit {type(model).__name__} "
                 f"with input_shape {model.input_shape}."
