@@ -11,6 +11,9 @@ Run:
     python examples/mnist.py                      # the strongest preset
     python examples/mnist.py --model mlp --optimizer sgd --lr 0.01 \\
         --schedule constant --epochs 10           # the tutorial's recipe
+    python examples/mnist.py --devices all        # data parallel, every device
+    python examples/mnist.py --coordinator HOST:PORT --num-processes 2 \\
+        --process-id 0                            # one of two processes
 
 MNIST is read from ``--data-dir``, else ``$ZOO_DATA_DIR``, else downloaded and
 verified into ``~/.cache/zoo``.
@@ -24,6 +27,7 @@ from collections.abc import Sequence
 import jax
 import numpy as np
 import optax
+from jax.sharding import Mesh
 
 import zoo
 from zoo.data import ArrayDataset, load_dataset
@@ -92,10 +96,48 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add("--train-examples", type=positive_int, default=None,
         help="train on the first N examples only (quick trials)")  # fmt: skip
     add("--no-progress", action="store_true", help="hide the progress bar")
+    add("--devices", type=device_count, default=None,
+        help="train data-parallel on this many devices, or 'all' (default: one "
+        "device, or all devices of all processes with --coordinator)")  # fmt: skip
+    add("--coordinator", default=None, metavar="HOST:PORT",
+        help="join a multi-process run: jax.distributed.initialize with this "
+        "coordinator (process 0 listens there)")  # fmt: skip
+    add("--num-processes", type=positive_int, default=None,
+        help="processes in the multi-process run (with --coordinator)")  # fmt: skip
+    add("--process-id", type=int, default=None,
+        help="this process's index, 0 .. N-1 (with --coordinator)")  # fmt: skip
     args = parser.parse_args(argv)
     if args.resume and args.out is None:
         parser.error("--resume needs --out DIR (the run to continue)")
+    distributed = (args.coordinator, args.num_processes, args.process_id)
+    if any(v is not None for v in distributed) and None in distributed:
+        parser.error("--coordinator, --num-processes and --process-id go together")
+    if args.process_id is not None and not 0 <= args.process_id < args.num_processes:
+        parser.error(f"--process-id must be in 0..{args.num_processes - 1}")
     return args
+
+
+def device_count(text: str) -> int | str:
+    """An argparse type: a positive number of devices, or 'all'."""
+    return text if text == "all" else positive_int(text)
+
+
+def make_mesh(args: argparse.Namespace) -> Mesh | None:
+    """The data-parallel mesh the flags ask for (``None``: one device)."""
+    devices = args.devices
+    if args.coordinator is not None:
+        jax.distributed.initialize(
+            args.coordinator,
+            num_processes=args.num_processes,
+            process_id=args.process_id,
+        )
+        devices = devices or "all"
+    if devices in (None, 1):
+        return None
+    available = jax.devices()
+    if devices != "all" and devices > len(available):
+        raise ValueError(f"--devices {devices}, but JAX sees {len(available)}")
+    return zoo.train.data_mesh(available if devices == "all" else available[:devices])
 
 
 def make_optimizer(
@@ -123,13 +165,15 @@ def predictions(model, state, data: ArrayDataset) -> np.ndarray:
     return np.concatenate(chunks)
 
 
-def write_figures(out: pathlib.Path, result, state, test: ArrayDataset) -> None:
+def write_figures(
+    out: pathlib.Path, model, state, history: list[dict], test: ArrayDataset
+) -> None:
     """Curves, a sample grid with mistakes marked, and the confusion matrix."""
-    predicted = predictions(result.model, state, test)
+    predicted = predictions(model, state, test)
     wrong = np.flatnonzero(predicted != test.labels)[: SAMPLES // 2]
     shown = np.concatenate([np.arange(SAMPLES - len(wrong)), wrong])
     names = test.class_names
-    zoo.plot.plot_curves(result.history, out / "curves.png")
+    zoo.plot.plot_curves(history, out / "curves.png")
     zoo.plot.plot_samples(
         test.inputs[shown],
         test.labels[shown],
@@ -145,6 +189,9 @@ def write_figures(out: pathlib.Path, result, state, test: ArrayDataset) -> None:
 def main(argv: Sequence[str] | None = None) -> float:
     """Train, evaluate on the whole test set, and return the test accuracy."""
     args = parse_args(argv)
+    mesh = make_mesh(args)
+    is_main = jax.process_index() == 0  # only process 0 prints and writes
+    say = print if is_main else lambda *_: None
     train = load_dataset(args.dataset, "train", data_dir=args.data_dir)
     test = load_dataset(args.dataset, "test", data_dir=args.data_dir)
     if args.train_examples is not None:
@@ -158,10 +205,15 @@ def main(argv: Sequence[str] | None = None) -> float:
     config = {k: str(v) if isinstance(v, pathlib.Path) else v
               for k, v in vars(args).items()}  # fmt: skip
     config["model_config"] = model.config()
-    if args.out is not None:
+    config["devices"] = 1 if mesh is None else mesh.devices.size
+    config["processes"] = jax.process_count()
+    if args.out is not None and is_main:
         zoo.train.ensure_writable(args.out)  # fail now, not after an epoch
 
-    print(f"{args.model} on {args.dataset}: {len(train)} train / {len(test)} test")
+    say(f"{args.model} on {args.dataset}: {len(train)} train / {len(test)} test")
+    if mesh is not None:
+        say(f"data parallel over {mesh.devices.size} devices in "
+            f"{jax.process_count()} process(es)")  # fmt: skip
     result = fit(
         model,
         state,
@@ -176,17 +228,20 @@ def main(argv: Sequence[str] | None = None) -> float:
         history_path=None if args.out is None else args.out / "metrics.json",
         run_config=config,
         progress=not args.no_progress,
+        mesh=mesh,
     )
-    print(f"compile time {result.compile_seconds:.2f} s (not in the epoch times)")
-    final = evaluate(result.model, result.state, test)
-    print(
+    say(f"compile time {result.compile_seconds:.2f} s (not in the epoch times)")
+    # Every process holds the whole trained model: evaluate it on one device.
+    model, state = zoo.train.local_copy((result.model, result.state))
+    final = evaluate(model, state, test)
+    say(
         f"test accuracy {100 * final['accuracy']:.2f}% "
         f"({round(final['accuracy'] * final['count'])}/{final['count']} images)"
     )
-    if args.out is not None:
-        write_figures(args.out, result, result.state, test)
-        print(f"wrote {args.out}/metrics.json, curves.png, samples.png, "
-              f"confusion.png and checkpoint/")  # fmt: skip
+    if args.out is not None and is_main:
+        write_figures(args.out, model, state, result.history, test)
+        say(f"wrote {args.out}/metrics.json, curves.png, samples.png, "
+            f"confusion.png and checkpoint/")  # fmt: skip
     return final["accuracy"]
 
 

@@ -240,6 +240,29 @@ def test_train_shards_drop_remainder_are_disjoint() -> None:
     assert not set(parts[0]) & set(parts[1])
 
 
+@pytest.mark.parametrize("count", [2, 3])
+def test_sharded_batches_are_shares_of_the_unsharded_batches(count: int) -> None:
+    # What makes data-parallel training independent of the number of processes.
+    ds = _indexed(100)
+    whole = list(train_pipeline(ds, batch_size=6 * count, seed=7, num_epochs=2))
+    shards = [
+        list(
+            train_pipeline(
+                ds,
+                batch_size=6,
+                seed=7,
+                num_epochs=2,
+                shard=grain.sharding.ShardOptions(i, count),
+            )
+        )
+        for i in range(count)
+    ]
+    assert all(len(s) == len(whole) for s in shards)
+    for k, batch in enumerate(whole):
+        parts = np.concatenate([_real([s[k]]) for s in shards])
+        np.testing.assert_array_equal(np.sort(parts), np.sort(_real([batch])))
+
+
 def test_eval_shards_cover_once(mnist_test: ArrayDataset) -> None:
     per_shard = [
         list(eval_pipeline(mnist_test, batch_size=128, shard=s)) for s in _two_shards()

@@ -170,7 +170,13 @@ class _Gather:
 
 
 class _TrainBatch:
-    """Map a global step to its batch: a slice of that epoch's permutation."""
+    """Map a global step to its batch: a slice of that epoch's permutation.
+
+    A shard takes every ``shard_count``-th row of the permutation (Grain's
+    ``dataset[index::count]``), so shard ``i``'s batch ``k`` is its share of the
+    unsharded batch ``k`` of ``shard_count`` times the size: data-parallel
+    training sees the same global batches whatever the number of processes.
+    """
 
     def __init__(
         self,
@@ -178,13 +184,15 @@ class _TrainBatch:
         n: int,
         seed: int,
         steps: int,
-        bounds: tuple[int, int],
+        shard: grain.sharding.ShardOptions,
     ) -> None:
         self.gather = gather
         self.n = n
         self.seed = seed
         self.steps = steps
-        self.start, self.end = bounds
+        count = shard.shard_count
+        usable = (n // count) * count if shard.drop_remainder else n
+        self.rows = slice(shard.shard_index, usable, count)
         self._lock = threading.Lock()
         self._cache: dict[int, np.ndarray] = {}
 
@@ -194,7 +202,7 @@ class _TrainBatch:
             rows = self._cache.get(epoch)
             if rows is None:
                 rng = np.random.default_rng([self.seed, epoch])
-                rows = rng.permutation(self.n)[self.start : self.end]
+                rows = rng.permutation(self.n)[self.rows]
                 if len(self._cache) >= 2:  # prefetch may straddle two epochs
                     del self._cache[min(self._cache)]
                 self._cache[epoch] = rows
@@ -248,8 +256,11 @@ def train_pipeline(
 
     Epoch ``e`` visits the examples in the order
     ``np.random.default_rng([seed, e]).permutation(len(dataset))``. With
-    ``shard``, every process computes the same permutation and takes its own
-    contiguous share of it, so the shards together cover each epoch once.
+    ``shard``, every process computes the same permutation and takes every
+    ``shard_count``-th example of it from ``shard_index`` on, so the shards
+    together cover each epoch once, and batch ``k`` of all shards together is
+    batch ``k`` of an unsharded pipeline with ``shard_count`` times the batch
+    size (in another order).
 
     Example:
         >>> import numpy as np
@@ -302,7 +313,7 @@ def train_pipeline(
             f"{batch_size} per shard: with drop_remainder=True an epoch is empty."
         )
     batch_of_step = _TrainBatch(
-        _Gather(dataset, batch_size, scale), n, seed, steps, _shard_bounds(n, shard)
+        _Gather(dataset, batch_size, scale), n, seed, steps, shard
     )
     steps_ds = grain.MapDataset.range(steps).repeat(num_epochs)
     return _to_iter(steps_ds.map_with_index(batch_of_step), prefetch)

@@ -18,6 +18,15 @@ from ._loop import (
     format_epoch as format_epoch,
 )
 from ._metrics import Metrics as Metrics, cross_entropy as cross_entropy
+from ._parallel import (
+    DATA_AXIS as DATA_AXIS,
+    check_batch_size as check_batch_size,
+    data_mesh as data_mesh,
+    local_copy as local_copy,
+    process_shard as process_shard,
+    replicate as replicate,
+    shard_batch as shard_batch,
+)
 from ._step import (
     eval_step as eval_step,
     make_train_step as make_train_step,

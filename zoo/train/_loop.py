@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh
 from jaxtyping import PRNGKeyArray
 from tqdm.auto import tqdm
 
@@ -27,6 +28,13 @@ from ._checkpoint import (
     save_checkpoint,
 )
 from ._metrics import Metrics
+from ._parallel import (
+    check_batch_size,
+    local_copy,
+    process_shard,
+    replicate,
+    shard_batch,
+)
 from ._step import TrainStep, eval_step, loss_flops, make_train_step
 
 
@@ -54,17 +62,37 @@ def evaluate(
     dataset: ArrayDataset,
     *,
     batch_size: int = 1000,
+    mesh: Mesh | None = None,
 ) -> dict[str, float]:
     """Exact loss and accuracy of ``model`` (inference mode) over all of ``dataset``.
 
     Every example counts once: the last batch is padded and the padding masked.
 
+    Args:
+        model: the model.
+        state: its state.
+        dataset: the examples.
+        batch_size: examples per evaluation step (rounded up to a multiple of
+            the mesh's devices).
+        mesh: evaluate data-parallel on this mesh (see
+            [`data_mesh`][zoo.train.data_mesh]); ``model`` and ``state`` must
+            be replicated on it. Across processes each one reads its share
+            of ``dataset`` and all get the same totals.
+
     Returns:
         ``{"loss": ..., "accuracy": ..., "count": len(dataset)}``.
     """
     total = Metrics.zero()
-    for batch in eval_pipeline(dataset, batch_size=batch_size):
-        total = total + eval_step(model, state, batch)
+    if mesh is None:
+        for batch in eval_pipeline(dataset, batch_size=batch_size):
+            total = total + eval_step(model, state, batch)
+        return total.summary()
+    devices = mesh.devices.size
+    global_batch = devices * math.ceil(batch_size / devices)
+    local_batch = global_batch // jax.process_count()
+    pipeline = eval_pipeline(dataset, batch_size=local_batch, shard=process_shard())
+    for batch in pipeline:
+        total = total + eval_step(model, state, shard_batch(batch, mesh))
     return total.summary()
 
 
@@ -102,6 +130,7 @@ def fit(
     log: Callable[[str], None] | None = print,
     train_step: TrainStep | None = None,
     check_finite: bool = True,
+    mesh: Mesh | None = None,
 ) -> FitResult:
     """Train ``model`` for ``epochs`` epochs over a shuffled Grain pipeline.
 
@@ -141,6 +170,15 @@ def fit(
             running loss is read every half second (from chunks already done,
             so the device never waits), before each checkpoint and at the end
             of each epoch; the error names the range of steps.
+        mesh: train data-parallel on this device mesh (from
+            [`data_mesh`][zoo.train.data_mesh]): parameters and states are
+            replicated, every batch of ``batch_size`` (the global batch, a
+            multiple of the mesh's devices) is split over the devices, and XLA
+            reduces the gradients; BatchNorm statistics span the global batch.
+            After ``jax.distributed.initialize`` every process calls ``fit``
+            with the same arguments, reads only its share of each batch, and
+            only process 0 logs, writes the history and checkpoints. ``None``:
+            one device.
 
     Returns:
         The trained model, state and optimiser state, the history, the compile
@@ -156,8 +194,18 @@ def fit(
     _check_arguments(model, train_data, test_data, epochs, batch_size, steps_per_call)
     if resume and checkpoint_dir is None:
         raise ValueError("resume=True needs a checkpoint_dir to resume from.")
-    ckpt_dir = ensure_writable(checkpoint_dir) if checkpoint_dir is not None else None
-    history_file = _writable_file(history_path) if history_path is not None else None
+    if mesh is not None:
+        check_batch_size(mesh, batch_size)
+    main = jax.process_index() == 0  # the one process that logs and writes
+    progress = progress and main
+    log = log if main else None
+    ckpt_dir = None
+    if checkpoint_dir is not None:
+        path = pathlib.Path(checkpoint_dir)
+        ckpt_dir = ensure_writable(path) if main else path
+    history_file = None
+    if history_path is not None and main:
+        history_file = _writable_file(history_path)
 
     spe = steps_per_epoch(len(train_data), batch_size, drop_remainder=True)
     if steps_per_call is None:
@@ -171,7 +219,11 @@ def fit(
     opt_state = optimizer.init(eqx.filter(model, eqx.is_inexact_array))
     step, history, partial = 0, [], Metrics.zero()
     pipeline = train_pipeline(
-        train_data, batch_size=batch_size, seed=seed, num_epochs=epochs
+        train_data,
+        batch_size=batch_size if mesh is None else batch_size // jax.process_count(),
+        seed=seed,
+        num_epochs=epochs,
+        shard=None if mesh is None else process_shard(),
     )
     iterator = iter(pipeline)
     if resume and ckpt_dir is not None and latest_checkpoint(ckpt_dir) is not None:
@@ -185,7 +237,15 @@ def fit(
         if log is not None:
             log(f"resumed from step {step} (epoch {step // spe + 1}) in {ckpt_dir}")
 
-    chunks = _device_chunks(iterator, k)
+    if mesh is not None:
+        model, state, opt_state, key, partial = replicate(
+            (model, state, opt_state, key, partial), mesh
+        )
+        chunks = _device_chunks(
+            iterator, k, lambda chunk: shard_batch(chunk, mesh, batch_axis=1)
+        )
+    else:
+        chunks = _device_chunks(iterator, k, jax.device_put)
     total_steps = epochs * spe
     if step >= total_steps:
         return FitResult(model, state, opt_state, history, 0.0, step)
@@ -205,19 +265,19 @@ def fit(
     data_state = first_data_state
 
     def save(data_state: dict[str, Any]) -> None:
-        if ckpt_dir is None:
+        if ckpt_dir is None or not main:
             return
         save_checkpoint(
             ckpt_dir,
-            model=model,
-            state=state,
-            opt_state=opt_state,
+            model=local_copy(model),
+            state=local_copy(state),
+            opt_state=local_copy(opt_state),
             step=step,
-            key=key,
+            key=local_copy(key),
             data_state=data_state,
             metadata={
                 "history": history,
-                "partial_epoch": [v.item() for v in jax.device_get(tuple(partial))],
+                "partial_epoch": [_host(v).item() for v in partial],
                 "config": run_config or {},
             },
         )
@@ -254,7 +314,7 @@ def fit(
                 # Every chunk before this one is done or nearly so, so reading
                 # their running sum keeps the device busy. A NaN or inf in any
                 # step stays in the sum.
-                loss_sum = float(done_before.loss_sum)
+                loss_sum = float(_host(done_before.loss_sum))
                 if check_finite:
                     _check_finite(loss_sum, epoch, checked_step, step - k)
                 checked_step = step - k
@@ -266,11 +326,12 @@ def fit(
                     )
                 last_check = now
             if every is not None and step % every == 0 and step % spe != 0:
-                _check_finite(float(epoch_metrics.loss_sum), epoch, checked_step, step)
+                loss_sum = float(_host(epoch_metrics.loss_sum))
+                _check_finite(loss_sum, epoch, checked_step, step)
                 checked_step = step
                 partial = epoch_metrics
                 save(data_state)
-        _check_finite(float(epoch_metrics.loss_sum), epoch, checked_step, step)
+        _check_finite(float(_host(epoch_metrics.loss_sum)), epoch, checked_step, step)
         train = epoch_metrics.summary()  # waits for the epoch's last step
         seconds = time.perf_counter() - t0
         bar.close()
@@ -282,7 +343,9 @@ def fit(
             "examples_per_second": (step - epoch_start_step) * batch_size / seconds,
         }
         if test_data is not None:
-            test = evaluate(model, state, test_data, batch_size=eval_batch_size)
+            test = evaluate(
+                model, state, test_data, batch_size=eval_batch_size, mesh=mesh
+            )
             record["test_loss"] = test["loss"]
             record["test_accuracy"] = test["accuracy"]
         history.append(record)
@@ -326,10 +389,17 @@ def write_json(path: pathlib.Path, payload: Any) -> None:
         raise
 
 
+def _host(value: jax.Array) -> np.ndarray:
+    """A (replicated) device value on the host, from any process."""
+    return np.asarray(local_copy(value))
+
+
 def _device_chunks(
-    iterator: Iterator[dict[str, np.ndarray]], k: int
+    iterator: Iterator[dict[str, np.ndarray]],
+    k: int,
+    put: Callable[[dict[str, np.ndarray]], dict[str, jax.Array]],
 ) -> Iterator[tuple[dict[str, jax.Array], dict[str, Any]]]:
-    """Stack ``k`` batches, start their copy to the device, note the data state."""
+    """Stack ``k`` batches, start their copy to the device(s), note the data state."""
     while True:
         batches = []
         for _ in range(k):
@@ -339,7 +409,7 @@ def _device_chunks(
             batches.append(batch)
         stacked = {name: np.stack([b[name] for b in batches]) for name in batches[0]}
         data_state = iterator.get_state()  # pyright: ignore[reportAttributeAccessIssue]
-        yield jax.device_put(stacked), data_state
+        yield put(stacked), data_state
 
 
 def _check_finite(loss: float, epoch: int, first_step: int, last_step: int) -> None:

@@ -8,6 +8,7 @@ import optax
 from jaxtyping import Array, Bool, Float, Int
 
 from .._checks import checked
+from ._parallel import local_copy
 
 
 class Metrics(NamedTuple):
@@ -33,7 +34,8 @@ class Metrics(NamedTuple):
 
     def summary(self) -> dict[str, float]:
         """Host-side ``{"loss", "accuracy", "count"}`` (one device sync)."""
-        loss_sum, correct, examples = jax.device_get(tuple(self))
+        # local_copy: totals replicated over several processes are read locally.
+        loss_sum, correct, examples = jax.device_get(local_copy(tuple(self)))
         count = int(examples)
         if count == 0:
             return {"loss": float("nan"), "accuracy": float("nan"), "count": 0}
