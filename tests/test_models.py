@@ -6,6 +6,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import pytest
+from hypothesis import assume, given, strategies as st
 
 import zoo
 from tests.helpers import make_model
@@ -180,3 +181,27 @@ def test_checks_run_at_trace_time_only(getkey):
     for _ in range(3):
         forward(model, jnp.zeros((4, 784)))
     assert len(calls) == 1
+
+
+@given(
+    size=st.integers(1, 3),
+    height=st.integers(1, 9),
+    width=st.integers(1, 9),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_max_pool_matches_equinox_values_and_gradients(size, height, width, seed):
+    # zoo.MaxPool exists for speed; it must be eqx.nn.MaxPool2d(size, size) exactly.
+    assume(height >= size and width >= size)
+    x = jax.random.normal(jax.random.key(seed), (2, height, width))
+    ours, theirs = zoo.MaxPool(size), eqx.nn.MaxPool2d(size, size)
+    assert jnp.array_equal(ours(x), theirs(x))
+    cotangent = jax.random.normal(jax.random.key(seed + 1), ours(x).shape)
+    grads = [
+        jax.grad(lambda x, f=f: jnp.vdot(f(x), cotangent))(x) for f in (ours, theirs)
+    ]
+    assert jnp.array_equal(grads[0], grads[1])
+
+
+def test_max_pool_refuses_a_zero_window():
+    with pytest.raises(ValueError, match="size must be >= 1"):
+        zoo.MaxPool(0)

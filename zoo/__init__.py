@@ -16,6 +16,7 @@ from .models import (
     MLP as MLP,
     AbstractModel as AbstractModel,
     ConvBlock as ConvBlock,
+    MaxPool as MaxPool,
     ModelSpec as ModelSpec,
     apply as apply,
     build_model as build_model,

@@ -8,6 +8,7 @@ from ._abstract import (
 from ._apply import apply as apply
 from ._cnn import CNN as CNN, ConvBlock as ConvBlock
 from ._mlp import MLP as MLP
+from ._pool import MaxPool as MaxPool
 from ._registry import (
     FAMILIES as FAMILIES,
     ModelSpec as ModelSpec,

@@ -11,6 +11,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._checks import checked_model_call
 from ._abstract import BATCH_AXIS, DTYPES, AbstractModel, get_activation, parse_dtype
+from ._pool import MaxPool
 
 Padding = str | int
 _T = TypeVar("_T")
@@ -44,7 +45,7 @@ class ConvBlock(eqx.Module):
 
     conv: eqx.nn.Conv2d
     norm: eqx.nn.BatchNorm | None
-    pool: eqx.nn.MaxPool2d | None
+    pool: MaxPool | None
     activation: str = eqx.field(static=True)
 
     def __call__(
@@ -229,7 +230,7 @@ class CNN(AbstractModel):
                         if batch_norm
                         else None
                     ),
-                    pool=eqx.nn.MaxPool2d(pools[i], pools[i]) if pools[i] > 1 else None,
+                    pool=MaxPool(pools[i]) if pools[i] > 1 else None,
                     activation=activation,
                 )
             )
