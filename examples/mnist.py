@@ -30,10 +30,10 @@ import optax
 from jax.sharding import Mesh
 
 import zoo
-from zoo.data import ArrayDataset, load_dataset
+from zoo.data import ArrayDataset, RandomShift, load_dataset
 from zoo.train import evaluate, fit, predict
 
-DEFAULTS = {"model": "cnn", "epochs": 12, "batch_size": 128, "lr": 1e-3}
+DEFAULTS = {"model": "cnn", "epochs": 12, "batch_size": 128, "lr": 1e-3, "shift": 0}
 SAMPLES = 32
 
 
@@ -42,6 +42,14 @@ def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """An argparse type: an integer >= 0."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {value}")
     return value
 
 
@@ -93,6 +101,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "checkpoint here")  # fmt: skip
     add("--resume", action="store_true",
         help="continue from the checkpoint in --out")  # fmt: skip
+    add("--shift", type=non_negative_int, default=DEFAULTS["shift"],
+        help="augment: move each training image by up to this many pixels "
+        "along each axis (0: no augmentation)")  # fmt: skip
     add("--train-examples", type=positive_int, default=None,
         help="train on the first N examples only (quick trials)")  # fmt: skip
     add("--no-progress", action="store_true", help="hide the progress bar")
@@ -229,6 +240,7 @@ def main(argv: Sequence[str] | None = None) -> float:
         run_config=config,
         progress=not args.no_progress,
         mesh=mesh,
+        augment=RandomShift(args.shift) if args.shift else None,
     )
     say(f"compile time {result.compile_seconds:.2f} s (not in the epoch times)")
     # Every process holds the whole trained model: evaluate it on one device.

@@ -6,10 +6,12 @@ import json
 import grain
 import numpy as np
 import pytest
+from hypothesis import given, strategies as st
 
 from zoo.data import (
     ArrayDataset,
     Batch,
+    RandomShift,
     epoch_of_step,
     eval_pipeline,
     steps_per_epoch,
@@ -313,3 +315,64 @@ def test_rejects_bad_arguments() -> None:
         )
         == 1
     )
+
+
+def _shifted(image: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """``image (C, H, W)`` moved down ``dy`` and right ``dx``, zeros shifted in."""
+    out = np.zeros_like(image)
+    _, h, w = image.shape
+    out[:, max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = image[
+        :, max(-dy, 0) : h - max(dy, 0), max(-dx, 0) : w - max(dx, 0)
+    ]
+    return out
+
+
+@given(max_shift=st.integers(0, 3), seed=st.integers(0, 2**32 - 1))
+def test_random_shift_moves_each_image_within_bounds(max_shift: int, seed: int):
+    images = (np.arange(4 * 2 * 6 * 5) % 250 + 1).astype(np.uint8).reshape(4, 2, 6, 5)
+    batch = {"inputs": images, "labels": np.arange(4), "mask": np.ones(4, bool)}
+    out = RandomShift(max_shift).random_map(batch, np.random.default_rng(seed))
+    assert out["labels"] is batch["labels"] and out["mask"] is batch["mask"]
+    assert out["inputs"].dtype == np.uint8 and out["inputs"].shape == images.shape
+    offsets = range(-max_shift, max_shift + 1)
+    for image, moved in zip(images, out["inputs"], strict=True):
+        assert any(
+            np.array_equal(moved, _shifted(image, dy, dx))
+            for dy in offsets
+            for dx in offsets
+        )
+
+
+def test_augmented_pipeline_is_reproducible_and_resumes_exactly(
+    mnist_test: ArrayDataset,
+) -> None:
+    data = mnist_test.take(300)
+
+    def pipeline(seed: int):
+        return train_pipeline(
+            data, batch_size=64, seed=seed, num_epochs=3, augment=RandomShift(2)
+        )
+
+    plain = list(train_pipeline(data, batch_size=64, seed=0, num_epochs=3))
+    first = list(pipeline(0))
+    _assert_same(list(pipeline(0)), first)
+    assert not np.array_equal(first[0]["inputs"], next(iter(pipeline(1)))["inputs"])
+    assert not np.array_equal(first[0]["inputs"], plain[0]["inputs"])
+    for a, b in zip(first, plain, strict=True):  # same examples, moved
+        np.testing.assert_array_equal(a["labels"], b["labels"])
+        assert a["inputs"].sum(dtype=np.int64) <= b["inputs"].sum(dtype=np.int64)
+    it = iter(pipeline(0))
+    for _ in range(5):
+        next(it)
+    fresh = iter(pipeline(0))
+    fresh.set_state(it.get_state())
+    _assert_same(list(fresh), first[5:])
+
+
+def test_random_shift_refuses_bad_arguments():
+    with pytest.raises(ValueError, match="max_shift must be >= 0"):
+        RandomShift(-1)
+    with pytest.raises(ValueError, match=r"shifts images \(batch, channels"):
+        RandomShift(1).random_map(
+            {"inputs": np.zeros((4, 784), np.uint8)}, np.random.default_rng(0)
+        )

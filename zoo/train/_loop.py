@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, cast
 
 import equinox as eqx
+import grain
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -131,6 +132,7 @@ def fit(
     train_step: TrainStep | None = None,
     check_finite: bool = True,
     mesh: Mesh | None = None,
+    augment: grain.transforms.RandomMap | None = None,
 ) -> FitResult:
     """Train ``model`` for ``epochs`` epochs over a shuffled Grain pipeline.
 
@@ -179,6 +181,9 @@ def fit(
             with the same arguments, reads only its share of each batch, and
             only process 0 logs, writes the history and checkpoints. ``None``:
             one device.
+        augment: a random transformation of each training batch, e.g.
+            ``zoo.data.RandomShift(2)``; seeded from ``seed`` and the step, so
+            runs stay reproducible and resume exactly.
 
     Returns:
         The trained model, state and optimiser state, the history, the compile
@@ -224,6 +229,7 @@ def fit(
         seed=seed,
         num_epochs=epochs,
         shard=None if mesh is None else process_shard(),
+        augment=augment,
     )
     iterator = iter(pipeline)
     if resume and ckpt_dir is not None and latest_checkpoint(ckpt_dir) is not None:
