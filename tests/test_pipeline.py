@@ -369,6 +369,30 @@ def test_augmented_pipeline_is_reproducible_and_resumes_exactly(
     _assert_same(list(fresh), first[5:])
 
 
+@pytest.mark.parametrize("count", [2, 3])
+def test_sharded_augmentation_moves_each_example_as_unsharded(count: int) -> None:
+    # Multi-process training with augmentation matches one process only if every
+    # example gets the same shift whichever process reads it.
+    n = 60
+    index = np.arange(n, dtype=np.int32)
+    images = np.random.default_rng(0).integers(1, 256, (n, 1, 7, 7), dtype=np.uint8)
+    ds = ArrayDataset(images, index, ("image",), "indexed-images")
+
+    def moved(batch_size: int, shard: grain.sharding.ShardOptions | None = None):
+        pipeline = train_pipeline(
+            ds, batch_size=batch_size, seed=3, num_epochs=2, shard=shard,
+            augment=RandomShift(2),
+        )  # fmt: skip
+        return [dict(zip(b["labels"], b["inputs"], strict=True)) for b in pipeline]
+
+    whole = moved(4 * count)
+    shards = [moved(4, grain.sharding.ShardOptions(i, count)) for i in range(count)]
+    for k, batch in enumerate(whole):
+        for shard in shards:
+            for label, image in shard[k].items():
+                np.testing.assert_array_equal(image, batch[label])
+
+
 def test_random_shift_refuses_bad_arguments():
     with pytest.raises(ValueError, match="max_shift must be >= 0"):
         RandomShift(-1)

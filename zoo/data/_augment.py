@@ -17,7 +17,10 @@ class RandomShift(grain.transforms.RandomMap):
     It is a ``grain.transforms.RandomMap``: in
     [`train_pipeline`][zoo.data.train_pipeline] Grain seeds it from the
     pipeline's seed and the step, so an augmented run is reproducible and
-    resumes exactly.
+    resumes exactly. When the pipeline is sharded across processes, it calls
+    [`for_shard`][zoo.data.RandomShift.for_shard]: every process then draws the
+    offsets of the whole global batch and keeps its own rows', so each example
+    moves as it would in a one-process run.
 
     Example:
         >>> import numpy as np
@@ -34,9 +37,22 @@ class RandomShift(grain.transforms.RandomMap):
         if max_shift < 0:
             raise ValueError(f"max_shift must be >= 0, got {max_shift}.")
         self.max_shift = max_shift
+        self.shard = grain.sharding.ShardOptions(shard_index=0, shard_count=1)
 
     def __repr__(self) -> str:
         return f"RandomShift(max_shift={self.max_shift})"
+
+    def for_shard(self, shard: grain.sharding.ShardOptions) -> "RandomShift":
+        """The same shift for one process's rows of a sharded pipeline.
+
+        Batch ``k`` of shard ``i`` of ``n`` holds rows ``i, i + n, i + 2n, ...``
+        of global batch ``k`` (see [`train_pipeline`][zoo.data.train_pipeline]),
+        and the returned copy gives each of them the offset that row gets in
+        the unsharded batch.
+        """
+        copy = RandomShift(self.max_shift)
+        copy.shard = shard
+        return copy
 
     # Grain's abstract method has no return annotation, so pyright infers None.
     def random_map(  # pyright: ignore[reportIncompatibleMethodOverride]
@@ -54,8 +70,10 @@ class RandomShift(grain.transforms.RandomMap):
             return element
         batch, _, height, width = images.shape
         padded = np.pad(images, ((0, 0), (0, 0), (m, m), (m, m)))
-        top = rng.integers(0, 2 * m + 1, size=batch)
-        left = rng.integers(0, 2 * m + 1, size=batch)
+        # Draw for the global batch; keep this shard's rows (all when unsharded).
+        count, index = self.shard.shard_count, self.shard.shard_index
+        top = rng.integers(0, 2 * m + 1, size=batch * count)[index::count]
+        left = rng.integers(0, 2 * m + 1, size=batch * count)[index::count]
         rows = (top[:, None] + np.arange(height))[:, None, :, None]
         cols = (left[:, None] + np.arange(width))[:, None, None, :]
         examples = np.arange(batch)[:, None, None, None]

@@ -27,7 +27,7 @@ arguments, continues with exactly the batches the first would have produced.
 """
 
 import threading
-from typing import TypeAlias
+from typing import Protocol, TypeAlias, runtime_checkable
 
 import grain
 import numpy as np
@@ -38,6 +38,15 @@ Batch: TypeAlias = dict[str, np.ndarray]
 """A batch: ``{"inputs": (B, ...), "labels": (B,) int32, "mask": (B,) bool}``."""
 
 _NO_SHARD = grain.sharding.ShardOptions(shard_index=0, shard_count=1)
+
+
+@runtime_checkable
+class _ShardAware(Protocol):
+    """An augmentation that can draw, on one shard, what an unsharded run draws."""
+
+    def for_shard(
+        self, shard: grain.sharding.ShardOptions
+    ) -> grain.transforms.RandomMap: ...
 
 
 def _shard_bounds(n: int, shard: grain.sharding.ShardOptions) -> tuple[int, int]:
@@ -292,7 +301,10 @@ def train_pipeline(
         augment: a random transformation of each whole batch, e.g.
             [`RandomShift`][zoo.data.RandomShift]; Grain seeds it from ``seed``
             and the step, so augmented epochs are reproducible and resume
-            exactly.
+            exactly. With ``shard``, an augmentation that has a
+            ``for_shard(shard)`` method is replaced by what it returns, so
+            that each example gets the draw of an unsharded run (others draw
+            for this process's rows alone).
 
     Returns:
         A ``grain.IterDataset`` of batches ``{"inputs": (B, ...), "labels": (B,)
@@ -323,6 +335,8 @@ def train_pipeline(
     steps_ds = grain.MapDataset.range(steps).repeat(num_epochs)
     batches = steps_ds.map_with_index(batch_of_step)
     if augment is not None:
+        if shard.shard_count > 1 and isinstance(augment, _ShardAware):
+            augment = augment.for_shard(shard)
         batches = batches.random_map(augment, seed=seed)
     return _to_iter(batches, prefetch)
 
