@@ -10,7 +10,6 @@ reported as the median over rounds; compilation is always done before timing.
 """
 
 import argparse
-import importlib
 import json
 import math
 import os
@@ -31,10 +30,6 @@ from zoo.data import ArrayDataset
 BATCH_SIZE = 128
 MNIST_TRAIN = 60_000
 STEPS_PER_MNIST_EPOCH = MNIST_TRAIN // BATCH_SIZE  # 468, remainder dropped
-FLOPS_PER_CALL: float = getattr(
-    importlib.import_module("zoo.train._loop"), "FLOPS_PER_CALL", 4e9
-)
-"""fit's rule for its default ``steps_per_call``: about this much work per call."""
 
 
 def parser(
@@ -132,13 +127,14 @@ def fit_steps_per_call(
 ) -> int:
     """The ``steps_per_call`` that ``zoo.train.fit`` picks by default.
 
-    ``fit`` fuses enough steps for about 4 GFLOP per call (at most 16), rounded
-    down to a divisor of the epoch's steps. Passing this number to ``fit``
+    ``fit`` fuses enough steps for about 4 GFLOP per call (from 2 to 16,
+    ``zoo.train.default_steps_per_call``), rounded down to a divisor of the
+    epoch's steps. Passing this number to ``fit``
     explicitly trains exactly as its default does, without re-lowering the
     model every round to count FLOPs.
     """
     flops = loss_flops(model, state, example, BATCH_SIZE)
-    requested = max(1, min(16, int(FLOPS_PER_CALL // max(flops, 1.0))))
+    requested = zoo.train.default_steps_per_call(flops)
     return zoo.train.chunk_size(steps_per_epoch, requested)
 
 

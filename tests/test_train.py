@@ -19,7 +19,9 @@ from zoo.data import ArrayDataset
 from zoo.train import (
     Metrics,
     NonFiniteLossError,
+    chunk_size,
     cross_entropy,
+    default_steps_per_call,
     evaluate,
     fit,
     latest_checkpoint,
@@ -55,6 +57,17 @@ def build(kind: str, seed: int = 0):
 
 def params_of(model) -> list[np.ndarray]:
     return [np.asarray(p) for p in jax.tree.leaves(eqx.filter(model, eqx.is_array))]
+
+
+def test_default_steps_per_call_fuses_two_to_sixteen_steps():
+    assert default_steps_per_call(6e9) == 2  # the cnn preset: still fused
+    assert default_steps_per_call(1e9) == 4  # about 4 GFLOP per call
+    assert default_steps_per_call(1e3) == 16
+    presets = {"mlp": 9, "stax_cnn": 4, "cnn": 2}  # what fit picks for MNIST
+    for name, expected in presets.items():
+        model, state = zoo.create_model(name, key=jax.random.key(0))
+        flops = zoo.train._step.loss_flops(model, state, np.zeros((1, 28, 28)), 128)
+        assert chunk_size(468, default_steps_per_call(flops)) == expected, name
 
 
 def test_cross_entropy_ignores_padding_and_sums_exactly():

@@ -13,6 +13,7 @@ from ._loop import (
     FitResult as FitResult,
     NonFiniteLossError as NonFiniteLossError,
     chunk_size as chunk_size,
+    default_steps_per_call as default_steps_per_call,
     evaluate as evaluate,
     fit as fit,
     format_epoch as format_epoch,
