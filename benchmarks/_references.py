@@ -240,6 +240,24 @@ def make_eqx_step(optimizer: optax.GradientTransformation) -> Callable[..., Any]
     return make_step
 
 
+def with_equinox_pooling(model: Any) -> Any | None:
+    """The same CNN with Equinox's ``eqx.nn.MaxPool2d`` in every pooling slot.
+
+    A user building the model from Equinox's layers pools with ``MaxPool2d``;
+    it computes the same function as ``zoo.MaxPool`` (same values and
+    gradients), only through ``reduce_window``. ``None`` for a model that does
+    not pool.
+    """
+    blocks = [b for b in getattr(model, "blocks", ()) if b.pool is not None]
+    if not blocks:
+        return None
+    return eqx.tree_at(
+        lambda m: [b.pool for b in m.blocks if b.pool is not None],
+        model,
+        [eqx.nn.MaxPool2d(b.pool.size, stride=b.pool.size) for b in blocks],
+    )
+
+
 class PerRecordLoop:
     """Per-record Grain feeding an ``eqx.filter_jit`` step, one call per batch."""
 

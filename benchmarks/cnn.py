@@ -1,7 +1,7 @@
 """CNN training speed on MNIST: zoo's ``fit`` against per-record Grain and the floor.
 
 For the ``stax_cnn`` preset (four stride-2 conv-BatchNorm blocks) and the ``cnn``
-preset (the strongest: two conv-BatchNorm-pool blocks, dense 256, dropout), Adam
+preset (the strongest: three conv-BatchNorm-pool blocks, dense 256, dropout), Adam
 with learning rate 1e-3, BatchNorm in training mode, batch 128, seconds per
 MNIST epoch (compilation excluded) for:
 
@@ -12,6 +12,9 @@ MNIST epoch (compilation excluded) for:
 * ``zoo_step_on_device`` (diagnostic): that compiled step over chunks already on
   the device, without Grain or the ``fit`` loop.
 * ``per_record``: Grain used per record feeding an ``eqx.filter_jit`` step.
+* ``per_record_eqx_pool`` (``cnn`` only): the same loop on the same model with
+  ``eqx.nn.MaxPool2d`` in place of ``zoo.MaxPool``, as the model reads when
+  built from Equinox's layers.
 * ``floor_step``: a ``jax.jit``'d step per batch, batches already on device.
 * ``floor_chunk4``: one ``jax.jit`` over 4 steps unrolled in Python, batches on
   device. (A rolled ``lax.scan`` is not a floor here: XLA:CPU runs convolutions
@@ -73,6 +76,19 @@ def bench_preset(
     def per_record(r: int) -> float:
         return h.timed(lambda: pr.epoch(data, seed=r))[1] * scale
 
+    # Reference: the same loop on the model as built from Equinox's own layers
+    # (eqx.nn.MaxPool2d in place of zoo.MaxPool), for presets that pool.
+    eqx_pool_model = ref.with_equinox_pooling(pr_model)
+    references = {"per_record": per_record}
+    if eqx_pool_model is not None:
+        pr_eqx = ref.PerRecordLoop(
+            eqx_pool_model, pr_state, optimizer, flatten=False, batch_size=h.BATCH_SIZE
+        )
+        pr_eqx.epoch(data.take(2 * h.BATCH_SIZE), seed=0)
+        references["per_record_eqx_pool"] = lambda r: (
+            h.timed(lambda: pr_eqx.epoch(data, seed=r))[1] * scale
+        )
+
     # Reference: the compute-only floor, batches on device, no while loop.
     xs, ys = h.device_batches(data, steps, model.input_shape, seed=0)
     keys = jax.random.split(jax.random.key(1), steps)
@@ -111,7 +127,7 @@ def bench_preset(
     times = h.run_rounds(
         {
             **zoo_side.contenders(),
-            "per_record": per_record,
+            **references,
             **{n: floor(n) for n in floors},
         },
         rounds,
@@ -122,6 +138,10 @@ def bench_preset(
         "per_record_over_zoo": h.ratio(times["per_record"], times["zoo_fit"]),
     }
     diagnostics = h.step_diagnostics(times, floor_name)
+    if "per_record_eqx_pool" in times:
+        diagnostics["per_record_eqx_pool_over_zoo"] = h.ratio(
+            times["per_record_eqx_pool"], times["zoo_fit"]
+        )
     return {
         "seconds_per_epoch": {n: round(h.median(t), 3) for n, t in times.items()},
         "floor": floor_name,
