@@ -8,9 +8,9 @@ it also writes ``metrics.json``, ``curves.png``, ``samples.png``,
 ``--resume`` continues.
 
 Run:
-    python examples/mnist.py                      # the strongest preset
+    python examples/mnist.py                      # the strongest preset, 6 epochs
     python examples/mnist.py --model mlp --optimizer sgd --lr 0.01 \\
-        --schedule constant --epochs 10           # the tutorial's recipe
+        --schedule constant --epochs 10 --shift 0 # the tutorial's recipe
     python examples/mnist.py --devices all        # data parallel, every device
     python examples/mnist.py --coordinator HOST:PORT --num-processes 2 \\
         --process-id 0                            # one of two processes
@@ -33,7 +33,7 @@ import zoo
 from zoo.data import ArrayDataset, RandomShift, load_dataset
 from zoo.train import evaluate, fit, predict
 
-DEFAULTS = {"model": "cnn", "epochs": 12, "batch_size": 128, "lr": 1e-3, "shift": 0}
+DEFAULTS = {"model": "cnn", "epochs": 6, "batch_size": 128, "lr": 1e-3, "shift": 2}
 SAMPLES = 32
 
 
