@@ -92,8 +92,8 @@ def accuracy(session: nox.Session) -> None:
             "python", "examples/mnist.py", *flags, "--no-progress", "--out", str(out),
             env=ENV,
         )  # fmt: skip
-        reached = json.loads((out / "metrics.json").read_text())["epochs"][-1]
-        accuracy = reached["test_accuracy"]
+        last_epoch = json.loads((out / "metrics.json").read_text())["epochs"][-1]
+        accuracy = last_epoch["test_accuracy"]
         if accuracy < promised:
             session.error(
                 f"{name}: test accuracy {accuracy:.2%}, below the {promised:.1%} "

@@ -3,7 +3,7 @@
 import grain
 import numpy as np
 
-from ._pipeline import Batch
+from ._pipeline import _NO_SHARD, Batch
 
 
 class RandomShift(grain.transforms.RandomMap):
@@ -37,7 +37,7 @@ class RandomShift(grain.transforms.RandomMap):
         if max_shift < 0:
             raise ValueError(f"max_shift must be >= 0, got {max_shift}.")
         self.max_shift = max_shift
-        self.shard = grain.sharding.ShardOptions(shard_index=0, shard_count=1)
+        self.shard = _NO_SHARD
 
     def __repr__(self) -> str:
         return f"RandomShift(max_shift={self.max_shift})"
