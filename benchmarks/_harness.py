@@ -17,7 +17,7 @@ import platform
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, cast
+from typing import Any
 
 import equinox as eqx
 import jax
@@ -112,29 +112,19 @@ def rounded(values: Sequence[float], digits: int = 3) -> list[float]:
     return [round(v, digits) for v in values]
 
 
-def loss_flops(model: Any, state: Any, example: Any, batch_size: int) -> float:
-    """XLA's estimate of one training step's FLOPs, as ``fit`` computes it."""
-    fn = getattr(zoo.train, "loss_flops", None)
-    if fn is None:  # not re-exported in every version
-        from zoo.train import _step
-
-        fn = _step.loss_flops
-    return float(cast(Callable[..., float], fn)(model, state, example, batch_size))
-
-
 def fit_steps_per_call(
     model: Any, state: Any, example: Any, steps_per_epoch: int
 ) -> int:
     """The ``steps_per_call`` that ``zoo.train.fit`` picks by default.
 
-    ``fit`` fuses enough steps for about 4 GFLOP per call (from 2 to 16,
-    ``zoo.train.default_steps_per_call``), rounded down to a divisor of the
-    epoch's steps. Passing this number to ``fit``
+    ``fit`` fuses enough steps for a few GFLOP per call
+    (``zoo.train.default_steps_per_call`` on ``zoo.train.step_cost``), rounded
+    down to a divisor of the epoch's steps. Passing this number to ``fit``
     explicitly trains exactly as its default does, without re-lowering the
     model every round to count FLOPs.
     """
-    flops = loss_flops(model, state, example, BATCH_SIZE)
-    requested = zoo.train.default_steps_per_call(flops)
+    cost = zoo.train.step_cost(model, state, example, BATCH_SIZE)
+    requested = zoo.train.default_steps_per_call(cost.flops, unrolled=cost.unrolled)
     return zoo.train.chunk_size(steps_per_epoch, requested)
 
 

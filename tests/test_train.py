@@ -28,6 +28,7 @@ from zoo.train import (
     load_checkpoint,
     make_train_step,
     prepare_inputs,
+    step_cost,
 )
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -59,15 +60,66 @@ def params_of(model) -> list[np.ndarray]:
     return [np.asarray(p) for p in jax.tree.leaves(eqx.filter(model, eqx.is_array))]
 
 
-def test_default_steps_per_call_fuses_two_to_sixteen_steps():
+def test_default_steps_per_call_fuses_more_steps_in_a_rolled_loop():
+    # Unrolled (convolutions on CPU): about 4 GFLOP per call, 2 to 16 steps.
     assert default_steps_per_call(6e9) == 2  # the cnn preset: still fused
-    assert default_steps_per_call(1e9) == 4  # about 4 GFLOP per call
+    assert default_steps_per_call(1e9) == 4
     assert default_steps_per_call(1e3) == 16
-    presets = {"mlp": 9, "stax_cnn": 4, "cnn": 2}  # what fit picks for MNIST
-    for name, expected in presets.items():
+    # Rolled loop: about 16 GFLOP per call, 2 to 64 steps.
+    assert default_steps_per_call(6e9, unrolled=False) == 2
+    assert default_steps_per_call(1e9, unrolled=False) == 16
+    assert default_steps_per_call(1e3, unrolled=False) == 64
+    presets = {"mlp": (36, False), "stax_cnn": (4, True), "cnn": (2, True)}
+    for name, (expected, unrolled) in presets.items():
         model, state = zoo.create_model(name, key=jax.random.key(0))
-        flops = zoo.train._step.loss_flops(model, state, np.zeros((1, 28, 28)), 128)
-        assert chunk_size(468, default_steps_per_call(flops)) == expected, name
+        cost = step_cost(model, state, np.zeros((1, 28, 28), np.uint8), 128)
+        assert cost.unrolled is unrolled, name
+        assert cost.flops > 0, name
+        requested = default_steps_per_call(cost.flops, unrolled=cost.unrolled)
+        assert chunk_size(468, requested) == expected, name
+
+
+@pytest.mark.parametrize("name", ["mlp", "stax_cnn"])
+def test_fused_steps_run_rolled_unless_convolutions_on_cpu(name):
+    model, state = zoo.create_model(name, key=jax.random.key(0))
+    optimizer = optax.adam(1e-3)
+    opt_state = optimizer.init(eqx.filter(model, eqx.is_inexact_array))
+    chunk = {
+        "inputs": jnp.zeros((3, 8, 1, 28, 28), jnp.uint8),
+        "labels": jnp.zeros((3, 8), jnp.int32),
+        "mask": jnp.ones((3, 8), jnp.bool_),
+    }
+    args = (model, state, opt_state, chunk, jax.random.key(0), jnp.int32(0))
+
+    def has_loop(step) -> bool:
+        return "stablehlo.while" in step.lower(*args).as_text()
+
+    assert has_loop(make_train_step(optimizer)) is (name == "mlp")
+    assert has_loop(make_train_step(optimizer, unroll=False))
+    assert not has_loop(make_train_step(optimizer, unroll=True))
+
+
+@pytest.mark.parametrize("kind", ["mlp", "batchnorm_cnn", "dropout_mlp"])
+def test_rolled_and_unrolled_steps_train_alike(kind, small_train):
+    model, state = build(kind)
+    optimizer = optax.adam(1e-3)
+    opt_state = optimizer.init(eqx.filter(model, eqx.is_inexact_array))
+    chunk = {
+        "inputs": jnp.asarray(small_train.inputs[:512].reshape(4, 128, 1, 28, 28)),
+        "labels": jnp.asarray(small_train.labels[:512].reshape(4, 128)),
+        "mask": jnp.ones((4, 128), jnp.bool_),
+    }
+    results = [
+        make_train_step(optimizer, unroll=unroll)(
+            model, state, opt_state, chunk, jax.random.key(1), jnp.int32(5)
+        )
+        for unroll in (False, True)
+    ]
+    rolled, unrolled = (jax.tree.leaves(eqx.filter(r, eqx.is_array)) for r in results)
+    assert len(rolled) == len(unrolled)
+    for a, b in zip(rolled, unrolled, strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-3, atol=5e-5)
+    assert int(results[0][3].examples) == 512
 
 
 def test_cross_entropy_ignores_padding_and_sums_exactly():

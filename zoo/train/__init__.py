@@ -29,8 +29,11 @@ from ._parallel import (
     shard_batch as shard_batch,
 )
 from ._step import (
+    StepCost as StepCost,
     eval_step as eval_step,
     make_train_step as make_train_step,
     predict as predict,
     prepare_inputs as prepare_inputs,
+    step_cost as step_cost,
+    unrolls_steps as unrolls_steps,
 )

@@ -36,7 +36,7 @@ from ._parallel import (
     replicate,
     shard_batch,
 )
-from ._step import TrainStep, eval_step, loss_flops, make_train_step
+from ._step import TrainStep, eval_step, make_train_step, step_cost
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -98,22 +98,38 @@ def evaluate(
 
 
 FLOPS_PER_CALL = 4e9
-"""Work per device call that makes Python's per-call cost (~1 ms) negligible."""
+"""Work per device call of unrolled steps: makes Python's per-call cost (~1 ms)
+small while the compile time, which grows with every unrolled step, stays short."""
+ROLLED_FLOPS_PER_CALL = 16e9
+"""Work per device call of steps in a rolled loop, whose compile time does not
+grow with the steps fused: enough to make the ~2.5 ms each call costs on 2 CPU
+cores (dispatch, buffers, idle threads) about 2 % of it."""
 MIN_STEPS_PER_CALL = 2
 """Fused even for big models: XLA:CPU runs a lone step of the ``cnn`` preset
 15-20 % slower than the same step next to another in one program (144-150 ms
 against 122-125 ms per step at batch 128, on 2 cores)."""
 MAX_STEPS_PER_CALL = 16
+"""Unrolled steps per call at most (compile time)."""
+MAX_ROLLED_STEPS_PER_CALL = 64
+"""Rolled steps per call at most (the chunk of batches waits on the host)."""
 
 
-def default_steps_per_call(step_flops: float) -> int:
+def default_steps_per_call(step_flops: float, *, unrolled: bool = True) -> int:
     """``fit``'s default ``steps_per_call`` for a step of ``step_flops`` FLOPs.
 
-    About ``FLOPS_PER_CALL`` of work per call, within ``[MIN_STEPS_PER_CALL,
-    MAX_STEPS_PER_CALL]``; the compile time grows with the steps fused.
+    Unrolled steps (convolutional models on CPU): about ``FLOPS_PER_CALL`` of
+    work per call, within ``[MIN_STEPS_PER_CALL, MAX_STEPS_PER_CALL]``, because
+    the compile time grows with the steps fused. Steps in a rolled loop
+    (``unrolled=False``): about ``ROLLED_FLOPS_PER_CALL``, within
+    ``[MIN_STEPS_PER_CALL, MAX_ROLLED_STEPS_PER_CALL]``.
     """
-    steps = int(FLOPS_PER_CALL // max(step_flops, 1.0))
-    return max(MIN_STEPS_PER_CALL, min(MAX_STEPS_PER_CALL, steps))
+    per_call, most = (
+        (FLOPS_PER_CALL, MAX_STEPS_PER_CALL)
+        if unrolled
+        else (ROLLED_FLOPS_PER_CALL, MAX_ROLLED_STEPS_PER_CALL)
+    )
+    steps = int(per_call // max(step_flops, 1.0))
+    return max(MIN_STEPS_PER_CALL, min(most, steps))
 
 
 def chunk_size(steps: int, requested: int) -> int:
@@ -168,9 +184,12 @@ def fit(
         seed: seeds the data order and the dropout keys.
         test_data: evaluated exactly (every example once) after each epoch.
         steps_per_call: optimiser steps fused into one device call. By default
-            enough steps to make about 4 GFLOP of work per call (XLA's cost
-            analysis of one step), from 2 for big models (whose compile time
-            grows with the number of fused steps) to 16 for small ones.
+            enough steps for about 16 GFLOP of work per call (XLA's cost
+            analysis of one step), up to 64, when they run in a rolled loop;
+            and for about 4 GFLOP, from 2 to 16, when they are unrolled
+            (convolutional models on CPU, whose compile time grows with the
+            steps fused). See
+            [`default_steps_per_call`][zoo.train.default_steps_per_call].
         eval_batch_size: batch size for evaluation.
         checkpoint_dir: where to write checkpoints (checked writable up front).
         checkpoint_every: also checkpoint every this many steps (rounded up to a
@@ -230,8 +249,8 @@ def fit(
     spe = steps_per_epoch(len(train_data), batch_size, drop_remainder=True)
     if steps_per_call is None:
         example = train_data[0]["inputs"]
-        flops = loss_flops(model, state, example, batch_size)
-        steps_per_call = default_steps_per_call(flops)
+        cost = step_cost(model, state, example, batch_size)
+        steps_per_call = default_steps_per_call(cost.flops, unrolled=cost.unrolled)
     k = chunk_size(spe, steps_per_call)
     every = None if checkpoint_every is None else k * math.ceil(checkpoint_every / k)
     step_fn = train_step if train_step is not None else make_train_step(optimizer)
