@@ -79,15 +79,16 @@ def test_default_steps_per_call_fuses_more_steps_in_a_rolled_loop():
         assert chunk_size(468, requested) == expected, name
 
 
+@pytest.mark.parametrize("steps", [1, 3])
 @pytest.mark.parametrize("name", ["mlp", "stax_cnn"])
-def test_fused_steps_run_rolled_unless_convolutions_on_cpu(name):
+def test_fused_steps_run_rolled_unless_convolutions_on_cpu(name, steps):
     model, state = zoo.create_model(name, key=jax.random.key(0))
     optimizer = optax.adam(1e-3)
     opt_state = optimizer.init(eqx.filter(model, eqx.is_inexact_array))
     chunk = {
-        "inputs": jnp.zeros((3, 8, 1, 28, 28), jnp.uint8),
-        "labels": jnp.zeros((3, 8), jnp.int32),
-        "mask": jnp.ones((3, 8), jnp.bool_),
+        "inputs": jnp.zeros((steps, 8, 1, 28, 28), jnp.uint8),
+        "labels": jnp.zeros((steps, 8), jnp.int32),
+        "mask": jnp.ones((steps, 8), jnp.bool_),
     }
     args = (model, state, opt_state, chunk, jax.random.key(0), jnp.int32(0))
 

@@ -220,7 +220,11 @@ def make_train_step(
         # Trace the step's Python once; the loop replays its jaxpr.
         jaxpr, body = _trace_once(one_step, carry, jax.tree.map(lambda x: x[0], xs))
         unrolled = unrolls_steps(jaxpr) if unroll is None else unroll
-        carry, _ = jax.lax.scan(body, carry, xs, unroll=True if unrolled else 1)
+        if unrolled:  # (lax.scan(unroll=True) keeps a while loop for one step)
+            for i in range(len(xs[1])):
+                carry, _ = body(carry, jax.tree.map(lambda x, i=i: x[i], xs))
+        else:
+            carry, _ = jax.lax.scan(body, carry, xs)
         params, state, opt_state, total = carry
         return eqx.combine(params, static), state, opt_state, total
 
