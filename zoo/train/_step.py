@@ -220,8 +220,10 @@ def make_train_step(
         # Trace the step's Python once; the loop replays its jaxpr.
         jaxpr, body = _trace_once(one_step, carry, jax.tree.map(lambda x: x[0], xs))
         unrolled = unrolls_steps(jaxpr) if unroll is None else unroll
-        if unrolled:  # (lax.scan(unroll=True) keeps a while loop for one step)
-            for i in range(len(xs[1])):
+        steps = len(xs[1])
+        # (Not lax.scan(unroll=True): it keeps a while loop for a single step.)
+        if unrolled or steps == 1:
+            for i in range(steps):
                 carry, _ = body(carry, jax.tree.map(lambda x, i=i: x[i], xs))
         else:
             carry, _ = jax.lax.scan(body, carry, xs)
