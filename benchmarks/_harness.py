@@ -124,7 +124,11 @@ def fit_steps_per_call(
     model every round to count FLOPs.
     """
     cost = zoo.train.step_cost(model, state, example, BATCH_SIZE)
-    requested = zoo.train.default_steps_per_call(cost.flops, unrolled=cost.unrolled)
+    requested = zoo.train.default_steps_per_call(
+        cost.flops,
+        unrolled=cost.unrolled,
+        batch_bytes=np.asarray(example).nbytes * BATCH_SIZE,
+    )
     return zoo.train.chunk_size(steps_per_epoch, requested)
 
 

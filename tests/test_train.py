@@ -69,6 +69,10 @@ def test_default_steps_per_call_fuses_more_steps_in_a_rolled_loop():
     assert default_steps_per_call(6e9, unrolled=False) == 2
     assert default_steps_per_call(1e9, unrolled=False) == 16
     assert default_steps_per_call(1e3, unrolled=False) == 64
+    # A chunk of inputs stays within 256 MiB, even below 2 steps.
+    mib = 2**20
+    assert default_steps_per_call(1e3, unrolled=False, batch_bytes=8 * mib) == 32
+    assert default_steps_per_call(6e9, batch_bytes=200 * mib) == 1
     presets = {"mlp": (36, False), "stax_cnn": (4, True), "cnn": (2, True)}
     for name, (expected, unrolled) in presets.items():
         model, state = zoo.create_model(name, key=jax.random.key(0))

@@ -112,24 +112,39 @@ MAX_STEPS_PER_CALL = 16
 """Unrolled steps per call at most (compile time)."""
 MAX_ROLLED_STEPS_PER_CALL = 64
 """Rolled steps per call at most (the chunk of batches waits on the host)."""
+MAX_CHUNK_BYTES = 256 * 2**20
+"""Input bytes of one chunk at most (two are alive: the one training and the
+next); this bound wins over ``MIN_STEPS_PER_CALL``, never going below 1."""
 
 
-def default_steps_per_call(step_flops: float, *, unrolled: bool = True) -> int:
+def default_steps_per_call(
+    step_flops: float, *, unrolled: bool = True, batch_bytes: int = 0
+) -> int:
     """``fit``'s default ``steps_per_call`` for a step of ``step_flops`` FLOPs.
 
     Unrolled steps (convolutional models on CPU): about ``FLOPS_PER_CALL`` of
     work per call, within ``[MIN_STEPS_PER_CALL, MAX_STEPS_PER_CALL]``, because
     the compile time grows with the steps fused. Steps in a rolled loop
     (``unrolled=False``): about ``ROLLED_FLOPS_PER_CALL``, within
-    ``[MIN_STEPS_PER_CALL, MAX_ROLLED_STEPS_PER_CALL]``.
+    ``[MIN_STEPS_PER_CALL, MAX_ROLLED_STEPS_PER_CALL]``. With ``batch_bytes``
+    (the input bytes of one batch), a chunk also stays within
+    ``MAX_CHUNK_BYTES`` (256 MiB).
+
+    Example:
+        >>> default_steps_per_call(4.1e8, unrolled=False)  # the MNIST MLP
+        39
+        >>> default_steps_per_call(4.1e8, unrolled=False, batch_bytes=2**24)
+        16
     """
     per_call, most = (
         (FLOPS_PER_CALL, MAX_STEPS_PER_CALL)
         if unrolled
         else (ROLLED_FLOPS_PER_CALL, MAX_ROLLED_STEPS_PER_CALL)
     )
-    steps = int(per_call // max(step_flops, 1.0))
-    return max(MIN_STEPS_PER_CALL, min(most, steps))
+    steps = max(MIN_STEPS_PER_CALL, min(most, int(per_call // max(step_flops, 1.0))))
+    if batch_bytes > 0:
+        steps = min(steps, max(1, MAX_CHUNK_BYTES // batch_bytes))
+    return steps
 
 
 def chunk_size(steps: int, requested: int) -> int:
@@ -250,7 +265,11 @@ def fit(
     if steps_per_call is None:
         example = train_data[0]["inputs"]
         cost = step_cost(model, state, example, batch_size)
-        steps_per_call = default_steps_per_call(cost.flops, unrolled=cost.unrolled)
+        steps_per_call = default_steps_per_call(
+            cost.flops,
+            unrolled=cost.unrolled,
+            batch_bytes=np.asarray(example).nbytes * batch_size,
+        )
     k = chunk_size(spe, steps_per_call)
     every = None if checkpoint_every is None else k * math.ceil(checkpoint_every / k)
     step_fn = train_step if train_step is not None else make_train_step(optimizer)
