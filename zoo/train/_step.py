@@ -10,7 +10,7 @@ and resumes exactly from a step number.
 
 import math
 from collections.abc import Callable, Iterator
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple
 
 import equinox as eqx
 import jax
@@ -120,15 +120,6 @@ class StepCost(NamedTuple):
     """Whether fused steps are unrolled (see :func:`unrolls_steps`)."""
 
 
-def _example_batch(example: Any, batch_size: int) -> Chunk:
-    example = jnp.asarray(example)
-    return {
-        "inputs": jnp.zeros((batch_size, *example.shape), example.dtype),
-        "labels": jnp.zeros((batch_size,), jnp.int32),
-        "mask": jnp.ones((batch_size,), jnp.bool_),
-    }
-
-
 def step_cost(
     model: AbstractModel, state: eqx.nn.State, example: Any, batch_size: int
 ) -> StepCost:
@@ -140,22 +131,21 @@ def step_cost(
         example: one input example (any array with the dataset's shape/dtype).
         batch_size: examples per step.
     """
-    batch = _example_batch(example, batch_size)
-    grad = eqx.filter_grad(_loss, has_aux=True)
+    example = jnp.asarray(example)
+    batch = {
+        "inputs": jnp.zeros((batch_size, *example.shape), example.dtype),
+        "labels": jnp.zeros((batch_size,), jnp.int32),
+        "mask": jnp.ones((batch_size,), jnp.bool_),
+    }
     args = (model, state, batch, jax.random.key(0))
-    jaxpr = cast(Any, eqx.filter_make_jaxpr(grad))(*args)[0]
-    lowered = cast(Any, eqx.filter_jit(grad)).lower(*args)
-    cost = lowered.lowered.cost_analysis()
+    dynamic, static = eqx.partition(args, eqx.is_array)
+    grad = eqx.filter_grad(_loss, has_aux=True)
+    traced = jax.jit(lambda dynamic: grad(*eqx.combine(dynamic, static))).trace(dynamic)
+    cost = traced.lower().cost_analysis()
     if isinstance(cost, list | tuple):  # older JAX: one dict per device
         cost = cost[0] if cost else {}
-    return StepCost(float((cost or {}).get("flops", 0.0)), unrolls_steps(jaxpr))
-
-
-def loss_flops(
-    model: AbstractModel, state: eqx.nn.State, example: Any, batch_size: int
-) -> float:
-    """XLA's estimate of the floating-point operations of one gradient step."""
-    return step_cost(model, state, example, batch_size).flops
+    flops = float((cost or {}).get("flops", 0.0))
+    return StepCost(flops, unrolls_steps(traced.jaxpr))
 
 
 def make_train_step(
@@ -216,11 +206,11 @@ def make_train_step(
             return (params, state, opt_state, total + metrics), None
 
         carry = (params, state, opt_state, Metrics.zero())
-        xs = (chunk, jnp.arange(chunk["labels"].shape[0], dtype=jnp.int32))
+        steps = chunk["labels"].shape[0]
+        xs = (chunk, jnp.arange(steps, dtype=jnp.int32))
         # Trace the step's Python once; the loop replays its jaxpr.
         jaxpr, body = _trace_once(one_step, carry, jax.tree.map(lambda x: x[0], xs))
         unrolled = unrolls_steps(jaxpr) if unroll is None else unroll
-        steps = len(xs[1])
         # (Not lax.scan(unroll=True): it keeps a while loop for a single step.)
         if unrolled or steps == 1:
             for i in range(steps):
