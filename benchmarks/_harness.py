@@ -112,26 +112,6 @@ def rounded(values: Sequence[float], digits: int = 3) -> list[float]:
     return [round(v, digits) for v in values]
 
 
-def fit_steps_per_call(
-    model: Any, state: Any, example: Any, steps_per_epoch: int
-) -> int:
-    """The ``steps_per_call`` that ``zoo.train.fit`` picks by default.
-
-    ``fit`` fuses enough steps for a few GFLOP per call
-    (``zoo.train.default_steps_per_call`` on ``zoo.train.step_cost``), rounded
-    down to a divisor of the epoch's steps. Passing this number to ``fit``
-    explicitly trains exactly as its default does, without re-lowering the
-    model every round to count FLOPs.
-    """
-    cost = zoo.train.step_cost(model, state, example, BATCH_SIZE)
-    requested = zoo.train.default_steps_per_call(
-        cost.flops,
-        unrolled=cost.unrolled,
-        batch_bytes=np.asarray(example).nbytes * BATCH_SIZE,
-    )
-    return zoo.train.chunk_size(steps_per_epoch, requested)
-
-
 def limited(
     dataset: ArrayDataset, limit_steps: int | None, multiple: int
 ) -> tuple[ArrayDataset, int]:

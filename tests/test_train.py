@@ -76,11 +76,17 @@ def test_default_steps_per_call_fuses_more_steps_in_a_rolled_loop():
     presets = {"mlp": (36, False), "stax_cnn": (4, True), "cnn": (2, True)}
     for name, (expected, unrolled) in presets.items():
         model, state = zoo.create_model(name, key=jax.random.key(0))
-        cost = step_cost(model, state, np.zeros((1, 28, 28), np.uint8), 128)
+        example = np.zeros((1, 28, 28), np.uint8)
+        cost = step_cost(model, state, example, 128)
         assert cost.unrolled is unrolled, name
         assert cost.flops > 0, name
-        requested = default_steps_per_call(cost.flops, unrolled=cost.unrolled)
-        assert chunk_size(468, requested) == expected, name
+        k = zoo.train.fused_steps(
+            model, state, example, batch_size=128, steps_per_epoch=468
+        )
+        assert k == expected, name
+        assert zoo.train.fused_steps(
+            model, state, example, batch_size=128, steps_per_epoch=468, requested=5
+        ) == chunk_size(468, 5)
 
 
 @pytest.mark.parametrize("steps", [1, 3])

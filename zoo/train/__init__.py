@@ -17,6 +17,7 @@ from ._loop import (
     evaluate as evaluate,
     fit as fit,
     format_epoch as format_epoch,
+    fused_steps as fused_steps,
 )
 from ._metrics import Metrics as Metrics, cross_entropy as cross_entropy
 from ._parallel import (

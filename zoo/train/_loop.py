@@ -147,6 +147,40 @@ def default_steps_per_call(
     return steps
 
 
+def fused_steps(
+    model: AbstractModel,
+    state: eqx.nn.State,
+    example: Any,
+    *,
+    batch_size: int,
+    steps_per_epoch: int,
+    requested: int | None = None,
+) -> int:
+    """The optimiser steps ``fit`` runs per device call.
+
+    ``requested`` (``fit``'s ``steps_per_call``), or by default
+    [`default_steps_per_call`][zoo.train.default_steps_per_call] on the
+    [`step_cost`][zoo.train.step_cost] of ``model``, rounded down to a divisor
+    of ``steps_per_epoch`` ([`chunk_size`][zoo.train.chunk_size]).
+
+    Args:
+        model: the model.
+        state: its state.
+        example: one input example of the training set.
+        batch_size: examples per step.
+        steps_per_epoch: optimiser steps in one epoch.
+        requested: steps per call asked for; ``None`` for the default.
+    """
+    if requested is None:
+        cost = step_cost(model, state, example, batch_size)
+        requested = default_steps_per_call(
+            cost.flops,
+            unrolled=cost.unrolled,
+            batch_bytes=np.asarray(example).nbytes * batch_size,
+        )
+    return chunk_size(steps_per_epoch, requested)
+
+
 def chunk_size(steps: int, requested: int) -> int:
     """The largest divisor of ``steps`` not above ``requested``.
 
@@ -262,15 +296,14 @@ def fit(
         history_file = _writable_file(history_path)
 
     spe = steps_per_epoch(len(train_data), batch_size, drop_remainder=True)
-    if steps_per_call is None:
-        example = train_data[0]["inputs"]
-        cost = step_cost(model, state, example, batch_size)
-        steps_per_call = default_steps_per_call(
-            cost.flops,
-            unrolled=cost.unrolled,
-            batch_bytes=np.asarray(example).nbytes * batch_size,
-        )
-    k = chunk_size(spe, steps_per_call)
+    k = fused_steps(
+        model,
+        state,
+        train_data[0]["inputs"],
+        batch_size=batch_size,
+        steps_per_epoch=spe,
+        requested=steps_per_call,
+    )
     every = None if checkpoint_every is None else k * math.ceil(checkpoint_every / k)
     step_fn = train_step if train_step is not None else make_train_step(optimizer)
     key: PRNGKeyArray = jax.random.key(seed)
