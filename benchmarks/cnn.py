@@ -56,13 +56,7 @@ def bench_preset(
     """Time every contender on preset ``name``; return its figures."""
     optimizer = optax.adam(LEARNING_RATE)
     model, state = zoo.create_model(name, key=jax.random.key(0))
-    k = zoo.train.fused_steps(
-        model,
-        state,
-        train.inputs[0],
-        batch_size=h.BATCH_SIZE,
-        steps_per_epoch=h.STEPS_PER_MNIST_EPOCH,
-    )
+    k = h.fit_steps_per_call(model, state, train)
     data, steps = h.limited(train, limit_steps, math.lcm(k, FLOOR_CHUNK))
     scale = h.epoch_scale(steps)
 

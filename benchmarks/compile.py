@@ -81,9 +81,7 @@ def bench_preset(name: str, repeats: int, data_dir: str | None) -> dict[str, Any
         compile_.append(time.perf_counter() - middle)
 
     spe = len(data) // batch
-    k = zoo.train.fused_steps(
-        model, state, data.inputs[0], batch_size=h.BATCH_SIZE, steps_per_epoch=spe
-    )
+    k = h.fit_steps_per_call(model, state, data, spe)
     fit_data = data.take(k * batch) if k * batch < len(data) else data
     fit_seconds = []
     for _ in range(repeats):

@@ -51,13 +51,7 @@ def main() -> None:
     train = load_mnist("train", data_dir=args.data_dir)
     optimizer = optax.sgd(LEARNING_RATE)
     model, state = zoo.create_model("mlp", key=jax.random.key(0))
-    k = zoo.train.fused_steps(
-        model,
-        state,
-        train.inputs[0],
-        batch_size=h.BATCH_SIZE,
-        steps_per_epoch=h.STEPS_PER_MNIST_EPOCH,
-    )
+    k = h.fit_steps_per_call(model, state, train)
     data, steps = h.limited(train, args.limit_steps, k)
     scale = h.epoch_scale(steps)
 
