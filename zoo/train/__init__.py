@@ -29,6 +29,7 @@ from ._parallel import (
     replicate as replicate,
     shard_batch as shard_batch,
 )
+from ._state import TrainState as TrainState
 from ._step import (
     StepCost as StepCost,
     eval_step as eval_step,
