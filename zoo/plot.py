@@ -31,14 +31,25 @@ import secrets
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
-import matplotlib
 import numpy as np
-from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
-from matplotlib.ticker import MaxNLocator, PercentFormatter
 from numpy.typing import ArrayLike, NDArray
+
+try:
+    import matplotlib
+    from matplotlib.axes import Axes
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import MaxNLocator, PercentFormatter
+except ModuleNotFoundError as error:  # Matplotlib is an optional dependency
+    if error.name is None or error.name.partition(".")[0] != "matplotlib":
+        raise
+    raise ModuleNotFoundError(
+        "zoo.plot draws its figures with Matplotlib, which is not installed. "
+        "Install zoo with the plot extra: pip install 'typed-zoo[plot]' "
+        "(from a clone: pip install -e '.[plot]'), or pip install matplotlib.",
+        name="matplotlib",
+    ) from error
 
 __all__ = [
     "confusion_matrix",
