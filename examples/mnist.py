@@ -251,9 +251,15 @@ def main(argv: Sequence[str] | None = None) -> float:
         f"({round(final['accuracy'] * final['count'])}/{final['count']} images)"
     )
     if args.out is not None and is_main:
-        write_figures(args.out, model, state, result.history, test)
-        say(f"wrote {args.out}/metrics.json, curves.png, samples.png, "
-            f"confusion.png and checkpoint/")  # fmt: skip
+        try:
+            write_figures(args.out, model, state, result.history, test)
+            figures = ", curves.png, samples.png, confusion.png"
+        except ModuleNotFoundError as error:  # zoo.plot needs the plot extra
+            if error.name != "matplotlib":
+                raise
+            say("no figures: they need Matplotlib (pip install 'typed-zoo[plot]')")
+            figures = ""
+        say(f"wrote {args.out}/metrics.json{figures} and checkpoint/")
     return final["accuracy"]
 
 
