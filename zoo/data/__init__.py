@@ -6,7 +6,13 @@ verified by :func:`fetch`) -> Grain batches (:func:`train_pipeline`,
 :func:`eval_pipeline`) -> the device.
 """
 
-from ._augment import RandomShift as RandomShift
+from ._augment import (
+    Compose as Compose,
+    RandomCrop as RandomCrop,
+    RandomErasing as RandomErasing,
+    RandomFlip as RandomFlip,
+    RandomShift as RandomShift,
+)
 from ._datasets import (
     DATASET_NAMES as DATASET_NAMES,
     DIGIT_CLASS_NAMES as DIGIT_CLASS_NAMES,
