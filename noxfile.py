@@ -1,13 +1,20 @@
-"""Developer sessions: ``nox`` runs tests, lint and typecheck; the rest on demand."""
+"""Developer sessions: ``nox`` runs tests, lint, typecheck and wheel; the rest on
+demand."""
 
 import json
 import os
 import pathlib
+import re
 import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import zipfile
 
 import nox
 
-nox.options.sessions = ["tests", "lint", "typecheck"]
+nox.options.sessions = ["tests", "lint", "typecheck", "wheel"]
 nox.options.reuse_existing_virtualenvs = True
 
 PYPROJECT = nox.project.load_toml("pyproject.toml")
@@ -100,3 +107,166 @@ def accuracy(session: nox.Session) -> None:
                 "that the README promises"
             )
         session.log(f"{name}: test accuracy {accuracy:.2%} (promised {promised:.1%})")
+
+
+# `nox -s wheel` requires every file git tracks under zoo/ (modules, py.typed and
+# any data shipped with them, such as weights) in both archives, and rejects
+# these anywhere in them: the rest of the repository, caches and bytecode.
+UNWANTED = re.compile(
+    r"(^|/)(tests|examples|benchmarks|docs|runs|dist|build|site|__pycache__"
+    r"|\.nox|\.venv|\.git|\.pytest_cache|\.hypothesis|\.ruff_cache)(/|$)"
+    r"|\.py[cod]$|\.egg-info(/|$)|~$|\.DS_Store$"
+)
+SDIST_FILES = ["PKG-INFO", "pyproject.toml", "README.md", "CHANGELOG.md", "LICENSE"]
+SDIST_MAY_HOLD = (".gitignore",)  # hatchling adds it to every sdist
+
+
+def _package_files() -> set[str]:
+    """The files under zoo/ that must ship: tracked by git, else all on disk."""
+    try:
+        listed = subprocess.run(
+            ["git", "ls-files", "-z", "zoo"],
+            cwd=ROOT, capture_output=True, text=True, check=True,
+        ).stdout.split("\0")  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):  # not a git checkout
+        listed = [p.relative_to(ROOT).as_posix() for p in (ROOT / "zoo").rglob("*")]
+    return {
+        name for name in listed
+        if (ROOT / name).is_file() and not UNWANTED.search(name)
+    }  # fmt: skip
+
+
+def _archive_problems(names: list[str], required: set[str], allowed: tuple) -> list:
+    """What is missing from, or should not be in, an archive's file list."""
+    present = set(names)
+    return (
+        [f"missing {name}" for name in sorted(required - present)]
+        + [f"unwanted {name}" for name in names if UNWANTED.search(name)]
+        + [f"unexpected {name}" for name in names if not name.startswith(allowed)]
+    )
+
+
+def _check_wheel(wheel: pathlib.Path, version: str) -> tuple[list[str], str]:
+    """Problems with the wheel's files and metadata, and a one-line summary."""
+    dist_info = f"typed_zoo-{version}.dist-info"
+    with zipfile.ZipFile(wheel) as archive:
+        names = [n for n in archive.namelist() if not n.endswith("/")]
+        metadata = archive.read(f"{dist_info}/METADATA").decode()
+    required = _package_files() | {f"{dist_info}/licenses/LICENSE"}
+    problems = _archive_problems(names, required, ("zoo/", f"{dist_info}/"))
+    fields = metadata.split("\n\n", 1)[0].splitlines()
+    for line in [f"Version: {version}", "License-Expression: Apache-2.0",
+                 "Provides-Extra: cuda12", "Provides-Extra: plot"]:  # fmt: skip
+        if line not in fields:
+            problems.append(f"METADATA lacks {line!r}")
+    if any(f.startswith("Requires-Dist: matplotlib") and "extra ==" not in f
+           for f in fields):  # fmt: skip
+        problems.append("METADATA requires matplotlib outside the plot extra")
+    modules = sum(n.startswith("zoo/") and n.endswith(".py") for n in names)
+    data = sorted(n for n in names if n.startswith("zoo/") and not n.endswith(".py"))
+    summary = (
+        f"{wheel.name}: {len(names)} files, {modules} modules under zoo/, "
+        f"data {data}, {wheel.stat().st_size / 1024:.0f} KiB"
+    )
+    return problems, summary
+
+
+def _check_sdist(sdist: pathlib.Path, version: str) -> tuple[list[str], str]:
+    """Problems with the sdist's files, and a one-line summary."""
+    top = f"typed_zoo-{version}/"
+    with tarfile.open(sdist) as archive:
+        members = [m for m in archive.getmembers() if not m.isdir()]
+    names = [m.name.removeprefix(top) for m in members]
+    problems = [
+        f"outside {top}: {m.name}" for m in members if not m.name.startswith(top)
+    ]
+    problems += _archive_problems(
+        names,
+        _package_files() | set(SDIST_FILES),
+        ("zoo/", *SDIST_FILES, *SDIST_MAY_HOLD),
+    )
+    summary = f"{sdist.name}: {len(names)} files, {sdist.stat().st_size / 1024:.0f} KiB"
+    return problems, summary
+
+
+@nox.session
+def wheel(session: nox.Session) -> None:
+    """Build the sdist and wheel, check them, and smoke-test the wheel on its own.
+
+    ``python -m build`` writes both to dist/ (the wheel built from the sdist);
+    their file lists and metadata are checked, then the wheel alone is installed
+    with pip into a fresh virtual environment in a temporary folder, where
+    tests/wheel_smoke.py runs from outside the repository: every preset, one
+    epoch on 2,048 MNIST images (``$ZOO_DATA_DIR``), a checkpoint reloaded, and
+    zoo.plot's message without Matplotlib. About 1-2 minutes on 2 cores.
+    """
+    session.install("build", "twine")
+    version = PYPROJECT["project"]["version"]
+    dist = ROOT / "dist"
+    shutil.rmtree(dist, ignore_errors=True)
+    session.run("python", "-m", "build", "--outdir", str(dist), str(ROOT))
+    session.run("python", "-m", "twine", "check", "--strict", *map(str, dist.iterdir()))
+    problems = []
+    for check, pattern in [(_check_wheel, "*.whl"), (_check_sdist, "*.tar.gz")]:
+        (archive,) = dist.glob(pattern)
+        found, summary = check(archive, version)
+        session.log(summary)
+        problems += [f"{archive.name}: {problem}" for problem in found]
+    if problems:
+        session.error("the built archives are wrong:\n  " + "\n  ".join(problems))
+
+    (built,) = dist.glob("*.whl")
+    with tempfile.TemporaryDirectory(prefix="zoo-wheel-") as tmp:
+        venv = pathlib.Path(tmp) / "venv"
+        session.run("python", "-m", "venv", str(venv))
+        python = str(venv / ("Scripts" if os.name == "nt" else "bin") / "python")
+        pip = [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+        session.run(*pip, "--upgrade", "pip", external=True, silent=True)
+        session.run(*pip, str(built), external=True, silent=True)
+        smoke = shutil.copy(ROOT / "tests" / "wheel_smoke.py", tmp)
+        with session.chdir(tmp):  # -I: no PYTHONPATH, no script folder on sys.path
+            session.run(python, "-I", smoke, version, env=ENV, external=True)
+
+
+GPU_CHECK = """
+import sys, jax
+devices = jax.devices()
+print(f"jax {jax.__version__}, backend {jax.default_backend()}: {devices}")
+if not any(d.platform == "gpu" for d in devices):
+    sys.exit(
+        "nox -s gpu: JAX sees no GPU. Check nvidia-smi, and that JAX's CUDA "
+        "plugin is installed (pip install -e '.[cuda12]')."
+    )
+"""
+
+
+@nox.session
+def gpu(session: nox.Session) -> None:
+    """Tests and benchmarks on an NVIDIA GPU; fails at once if JAX sees none.
+
+    Installs zoo with JAX for CUDA 12 (the ``cuda12`` extra; ``ZOO_CUDA=cuda13``
+    picks CUDA 13) and the dev group, prints ``jax.devices()``, then runs the
+    test suite (pytest arguments after ``--``, e.g. ``-- -n 8 -x``) and every
+    benchmark, as ``nox -s bench`` does. GPU memory is allocated as needed
+    (``XLA_PYTHON_CLIENT_PREALLOCATE=false``) so that pytest's workers share it.
+
+    Offline, on a machine where JAX for CUDA and zoo's other dependencies are
+    installed already, install nothing:
+
+        nox -s gpu --no-venv    # in the Python that runs nox (pip install nox there)
+        nox -s gpu -R           # reuse .nox/gpu made by an earlier online run
+    """
+    env = {**ENV, "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
+    if session.venv_backend == "none":  # --no-venv: the packages are there already
+        python = sys.executable
+    else:
+        extra = os.environ.get("ZOO_CUDA", "cuda12")
+        session.install("--upgrade", "pip")
+        deps = nox.project.dependency_groups(PYPROJECT, "dev")
+        session.install("-e", f".[{extra}]", *deps)
+        python = "python"
+    session.run(python, "-c", GPU_CHECK, env=env, external=True)
+    session.run(python, "-m", "pytest", "-n", "4", *session.posargs, env=env,
+                external=True)  # fmt: skip
+    for script in sorted((ROOT / "benchmarks").glob("[!_]*.py")):
+        session.run(python, str(script), env=env, external=True)
