@@ -228,16 +228,12 @@ def wheel(session: nox.Session) -> None:
             session.run(python, "-I", smoke, version, env=ENV, external=True)
 
 
-GPU_CHECK = """
-import sys, jax
-devices = jax.devices()
-print(f"jax {jax.__version__}, backend {jax.default_backend()}: {devices}")
-if not any(d.platform == "gpu" for d in devices):
-    sys.exit(
-        "nox -s gpu: JAX sees no GPU. Check nvidia-smi, and that JAX's CUDA "
-        "plugin is installed (pip install -e '.[cuda12]')."
-    )
-"""
+# Prints JAX's version and devices; exits 1 with a message unless one is a GPU.
+GPU_CHECK = (
+    'import jax; print("jax", jax.__version__, jax.devices()); '
+    'raise SystemExit(jax.default_backend() != "gpu" and "nox -s gpu: JAX sees no '
+    'GPU; check nvidia-smi, and that JAX has its CUDA plugin (the cuda12 extra)")'
+)
 
 
 @nox.session
@@ -253,12 +249,15 @@ def gpu(session: nox.Session) -> None:
     Offline, on a machine where JAX for CUDA and zoo's other dependencies are
     installed already, install nothing:
 
-        nox -s gpu --no-venv    # in the Python that runs nox (pip install nox there)
+        nox -s gpu --no-venv    # in the Python that runs nox (pip install nox there);
+                                # zoo is imported from this checkout
         nox -s gpu -R           # reuse .nox/gpu made by an earlier online run
     """
     env = {**ENV, "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
     if session.venv_backend == "none":  # --no-venv: the packages are there already
         python = sys.executable
+        paths = [str(ROOT), os.environ.get("PYTHONPATH", "")]  # zoo from this tree
+        env["PYTHONPATH"] = os.pathsep.join(path for path in paths if path)
     else:
         extra = os.environ.get("ZOO_CUDA", "cuda12")
         session.install("--upgrade", "pip")
