@@ -21,11 +21,11 @@ from typing import Any
 
 import equinox as eqx
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 import zoo
-from zoo.data import ArrayDataset
+from zoo.data import ArrayDataset, Chunk
+from zoo.train import _tuning
 
 BATCH_SIZE = 128
 MNIST_TRAIN = 60_000
@@ -119,9 +119,9 @@ def fit_steps_per_call(
     steps_per_epoch: int = STEPS_PER_MNIST_EPOCH,
 ) -> int:
     """The steps per call ``zoo.train.fit`` runs by default on ``data`` at batch
-    ``BATCH_SIZE`` (``zoo.train.fused_steps``). Passing it to ``fit`` explicitly
-    trains exactly as the default does, without counting FLOPs every round."""
-    return zoo.train.fused_steps(
+    ``BATCH_SIZE``. Passing it to ``fit`` explicitly trains exactly as the
+    default does, without counting FLOPs every round."""
+    return _tuning.steps_per_call(
         model,
         state,
         data.inputs[0],
@@ -202,7 +202,7 @@ class ZooContenders:
 
     * ``zoo_fit``: ``zoo.train.fit(..., epochs=1)`` per round, continuing from
       the previous round's model, ``progress=False``, ``log=None``; the seconds
-      are ``history[0]["train_seconds"]``. One ``make_train_step(optimizer)`` is
+      are ``history[0].train_seconds``. One ``make_train_step(optimizer)`` is
       passed to every call (``train_step=``), so only the first call compiles.
     * ``zoo_step_on_device``: the same compiled step called on chunks already on
       the device, with no pipeline and no ``fit`` loop: it splits the gap to the
@@ -238,20 +238,13 @@ class ZooContenders:
         n = steps // self.k
         self.chunks = [
             jax.device_put(
-                {
-                    "inputs": data.inputs[r],
-                    "labels": data.labels[r],
-                    "mask": np.ones(r.shape, np.bool_),
-                }
+                Chunk(data.inputs[r], data.labels[r], np.ones(r.shape, np.bool_))
             )
             for r in rows.reshape(n, self.k, BATCH_SIZE)
         ]
-        self.device_live = (
-            self.model,
-            self.state,
-            optimizer.init(eqx.filter(self.model, eqx.is_inexact_array)),
+        self.device_live = zoo.train.TrainState.init(
+            self.model, self.state, optimizer, key=jax.random.key(0)
         )
-        self.key = jax.random.key(0)
         self._on_device(self.chunks[:1])  # compile the call path (filter_jit)
 
     def _fit(self, data: ArrayDataset, seed: int) -> Any:
@@ -272,16 +265,13 @@ class ZooContenders:
         """One epoch of ``fit``; seconds per MNIST epoch."""
         result = self._fit(self.data, seed=r)
         self.model, self.state = result.model, result.state
-        return result.history[0]["train_seconds"] * self.scale
+        return result.history[0].train_seconds * self.scale
 
-    def _on_device(self, chunks: list[Any]) -> None:
-        model, state, opt_state = self.device_live
-        metrics = None
-        for i, chunk in enumerate(chunks):
-            model, state, opt_state, metrics = self.step(
-                model, state, opt_state, chunk, self.key, jnp.int32(i * self.k)
-            )
-        self.device_live = block((model, state, opt_state, metrics))[:3]
+    def _on_device(self, chunks: list[Chunk]) -> None:
+        ts, metrics = self.device_live, None
+        for chunk in chunks:
+            ts, metrics = self.step(ts, chunk)
+        self.device_live = block((ts, metrics))[0]
 
     def step_on_device(self, r: int) -> float:
         """The compiled step over chunks on device; seconds per MNIST epoch."""

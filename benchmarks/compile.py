@@ -22,17 +22,15 @@ Run:
 
 import math
 import time
-from typing import Any, cast
+from typing import Any
 
 import _harness as h
-import equinox as eqx
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 
 import zoo
-from zoo.data import ArrayDataset, load_mnist, load_toy
+from zoo.data import ArrayDataset, Chunk, load_mnist, load_toy
 
 LEARNING_RATE = 1e-3
 
@@ -59,22 +57,21 @@ def bench_preset(name: str, repeats: int, data_dir: str | None) -> dict[str, Any
     optimizer = optax.adam(LEARNING_RATE)
     model, state = zoo.create_model(name, key=jax.random.key(0))
     data = dataset_for(model, data_dir)
-    opt_state = optimizer.init(eqx.filter(model, eqx.is_inexact_array))
+    ts = zoo.train.TrainState.init(model, state, optimizer, key=jax.random.key(0))
     batch = min(h.BATCH_SIZE, len(data))
     chunk = jax.device_put(
-        {
-            "inputs": data.inputs[None, :batch],
-            "labels": data.labels[None, :batch],
-            "mask": np.ones((1, batch), np.bool_),
-        }
+        Chunk(
+            data.inputs[None, :batch],
+            data.labels[None, :batch],
+            np.ones((1, batch), np.bool_),
+        )
     )
-    args = (model, state, opt_state, chunk, jax.random.key(0), jnp.int32(0))
 
     lower, compile_ = [], []
     for _ in range(repeats):
-        step = cast(Any, zoo.train.make_train_step(optimizer))
+        step = zoo.train.make_train_step(optimizer)
         start = time.perf_counter()
-        lowered = step.lower(*args)
+        lowered = step.lower(ts, chunk)
         middle = time.perf_counter()
         lowered.compile()
         lower.append(middle - start)

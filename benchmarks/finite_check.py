@@ -40,7 +40,7 @@ def main() -> None:
                 log=None,
                 check_finite=check,
             )
-            seconds[check] += [e["train_seconds"] for e in result.history[1:]]
+            seconds[check] += [e.train_seconds for e in result.history[1:]]
     on, off = statistics.median(seconds[True]), statistics.median(seconds[False])
     print(
         json.dumps(

@@ -35,14 +35,17 @@ def to_float_record(record: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     }
 
 
-def time_epoch(batches: Iterable[dict[str, np.ndarray]]) -> tuple[int, float]:
-    """Iterate every batch, materialising it as NumPy; return (examples, seconds)."""
+def time_epoch(batches: Iterable[Batch | dict[str, np.ndarray]]) -> tuple[int, float]:
+    """Iterate every batch, materialising it as NumPy; return (examples, seconds).
+
+    zoo's pipelines yield typed batches, per-record Grain pipelines dicts."""
     start = time.perf_counter()
     examples = 0
     for batch in batches:
-        inputs = np.asarray(batch["inputs"])
-        labels = np.asarray(batch["labels"])
-        mask = batch.get("mask")
+        fields = batch._asdict() if isinstance(batch, Batch) else batch
+        inputs = np.asarray(fields["inputs"])
+        labels = np.asarray(fields["labels"])
+        mask = fields.get("mask")
         examples += int(mask.sum()) if mask is not None else labels.shape[0]
         del inputs
     return examples, time.perf_counter() - start

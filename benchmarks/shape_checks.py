@@ -18,17 +18,15 @@ Run:
 """
 
 import time
-from typing import Any, cast
+from typing import Any
 
 import _harness as h
-import equinox as eqx
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 
 import zoo
-from zoo.data import ArrayDataset, load_mnist
+from zoo.data import ArrayDataset, Chunk, load_mnist
 
 PRESETS = {"mlp": 10, "stax_cnn": 6}
 """Preset -> calls per variant per round (``--epochs`` rounds)."""
@@ -42,19 +40,16 @@ def bench_preset(
     """Checks on vs off for one preset's training step."""
     optimizer = optax.adam(1e-3)
     model, state = zoo.create_model(name, key=jax.random.key(0))
-    opt_state = optimizer.init(eqx.filter(model, eqx.is_inexact_array))
+    ts = zoo.train.TrainState.init(model, state, optimizer, key=jax.random.key(0))
     chunk = h.block(
         jax.device_put(
-            {
-                "inputs": train.inputs[None, : h.BATCH_SIZE],
-                "labels": train.labels[None, : h.BATCH_SIZE],
-                "mask": np.ones((1, h.BATCH_SIZE), np.bool_),
-            }
+            Chunk(
+                train.inputs[None, : h.BATCH_SIZE],
+                train.labels[None, : h.BATCH_SIZE],
+                np.ones((1, h.BATCH_SIZE), np.bool_),
+            )
         )
     )
-    key = jax.random.key(0)
-    step = jnp.int32(0)
-    args = (chunk, key, step)
 
     previous = zoo.shape_checks_enabled()
     modes = [("checks_on", True), ("checks_off", False)]
@@ -64,26 +59,24 @@ def bench_preset(
     for i in range(LOWER_REPEATS):
         for variant, enabled in modes[i % 2 :] + modes[: i % 2]:
             zoo.set_shape_checks(enabled)
-            fn = cast(Any, zoo.train.make_train_step(optimizer))
+            fn = zoo.train.make_train_step(optimizer)
             start = time.perf_counter()
-            lowered = fn.lower(model, state, opt_state, *args)
+            lowered = fn.lower(ts, chunk)
             lower[variant].append(time.perf_counter() - start)
-            programs[variant] = lowered.lowered.as_text()
+            programs[variant] = lowered.as_text()
     # The steps timed: the second built and traced after set_shape_checks(False).
     variants: dict[str, Any] = {}
-    carries: dict[str, tuple[Any, ...]] = {}
+    carries: dict[str, zoo.train.TrainState] = {}
     for variant, enabled in modes:
         zoo.set_shape_checks(enabled)
         fn = zoo.train.make_train_step(optimizer)
-        out = h.block(fn(model, state, opt_state, *args))  # trace + compile
+        carries[variant] = h.block(fn(ts, chunk))[0]  # trace + compile
         variants[variant] = fn
-        carries[variant] = tuple(out[:3])
     zoo.set_shape_checks(previous)
 
     def one_call(variant: str) -> float:
         start = time.perf_counter()
-        out = h.block(variants[variant](*carries[variant], *args))
-        carries[variant] = tuple(out[:3])
+        carries[variant] = h.block(variants[variant](carries[variant], chunk))[0]
         return time.perf_counter() - start
 
     # Single calls in strict alternation (on, off, on, off, ...; the order of

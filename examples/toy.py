@@ -96,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> float:
     )
     seconds = time.perf_counter() - start
     for record in result.history:
-        if (record["epoch"] + 1) % LOG_EVERY == 0 or record is result.history[-1]:
+        if (record.epoch + 1) % LOG_EVERY == 0 or record is result.history[-1]:
             print(format_epoch(record, args.epochs))
     print(
         f"trained {result.step} steps in {seconds:.1f} s "

@@ -72,11 +72,13 @@ def _assert_same_training(one: pathlib.Path, other: pathlib.Path) -> None:
     sum taken in another order grow to ~2e-5 in 8 steps; BatchNorm statistics
     taken per device instead of over the global batch differ by ~1e-2.
     """
-    a = zoo.load_checkpoint(one / "checkpoint")
-    b = zoo.load_checkpoint(other / "checkpoint")
-    assert a.step == b.step == 8
+    a = zoo.load_checkpoint(one / "checkpoint").train_state
+    b = zoo.load_checkpoint(other / "checkpoint").train_state
+    assert int(a.step) == int(b.step) == 8
     leaves = [
-        jax.tree.leaves(eqx.filter((c.model, c.state, c.opt_state), eqx.is_array))
+        jax.tree.leaves(
+            eqx.filter((c.model, c.model_state, c.opt_state), eqx.is_inexact_array)
+        )
         for c in (a, b)
     ]
     assert len(leaves[0]) == len(leaves[1])
@@ -160,7 +162,9 @@ def test_docs_show_the_commands_the_tests_run():
 def test_fit_on_a_one_device_mesh_matches_plain_fit(mnist_train: ArrayDataset):
     train = mnist_train.take(512)
     results = []
-    for mesh in (None, data_mesh()):
+    # One device even on a host with several: this compares the mesh code path,
+    # not a split of the batch (that is what the two-device tests compare).
+    for mesh in (None, data_mesh(jax.devices()[:1])):
         model, state = zoo.create_model("mlp", key=jax.random.key(0), width_size=[32])
         result = fit(
             model,
@@ -179,8 +183,8 @@ def test_fit_on_a_one_device_mesh_matches_plain_fit(mnist_train: ArrayDataset):
         strict=True,
     ):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-6)
-    assert results[0].history[1]["train_loss"] == pytest.approx(
-        results[1].history[1]["train_loss"], rel=1e-6
+    assert results[0].history[1].train_loss == pytest.approx(
+        results[1].history[1].train_loss, rel=1e-6
     )
 
 
@@ -195,8 +199,9 @@ def test_replicate_shard_and_local_copy():
         jax.random.key_data(back["key"]), jax.random.key_data(tree["key"])
     )
     batch = shard_batch({"x": np.ones((4, 2), np.float32)}, mesh)
-    assert batch["x"].shape == (4, 2)
-    sharding = batch["x"].sharding
+    placed_x = batch["x"]
+    assert isinstance(placed_x, jax.Array) and placed_x.shape == (4, 2)
+    sharding = placed_x.sharding
     assert isinstance(sharding, NamedSharding)
     assert sharding.spec[0] == zoo.train.DATA_AXIS
 

@@ -32,15 +32,14 @@ def _take(pipeline: grain.IterDataset[Batch], count: int) -> list[Batch]:
 
 def _real(batches: list[Batch]) -> np.ndarray:
     """The labels of the real (unmasked) rows, in order."""
-    return np.concatenate([b["labels"][b["mask"]] for b in batches])
+    return np.concatenate([b.labels[b.mask] for b in batches])
 
 
 def _assert_same(a: list[Batch], b: list[Batch]) -> None:
     assert len(a) == len(b)
     for x, y in zip(a, b, strict=True):
-        assert x.keys() == y.keys()
-        for key in x:
-            np.testing.assert_array_equal(x[key], y[key])
+        for field_x, field_y in zip(x, y, strict=True):
+            np.testing.assert_array_equal(field_x, field_y)
 
 
 def test_steps_per_epoch() -> None:
@@ -61,23 +60,23 @@ def test_epoch_of_step() -> None:
 
 def test_train_batch_format(mnist_train: ArrayDataset) -> None:
     batch = next(iter(train_pipeline(mnist_train, batch_size=128, seed=0)))
-    assert set(batch) == {"inputs", "labels", "mask"}
-    assert batch["inputs"].shape == (128, 1, 28, 28)
-    assert batch["inputs"].dtype == np.uint8
-    assert batch["labels"].shape == (128,)
-    assert batch["labels"].dtype == np.int32
-    assert batch["mask"].dtype == np.bool_
-    assert batch["mask"].all()
+    assert isinstance(batch, Batch) and batch._fields == ("inputs", "labels", "mask")
+    assert batch.inputs.shape == (128, 1, 28, 28)
+    assert batch.inputs.dtype == np.uint8
+    assert batch.labels.shape == (128,)
+    assert batch.labels.dtype == np.int32
+    assert batch.mask.dtype == np.bool_
+    assert batch.mask.all()
 
 
 def test_scale(mnist_train: ArrayDataset) -> None:
     raw = _take(train_pipeline(mnist_train, batch_size=64, seed=3), 2)
     scaled = _take(train_pipeline(mnist_train, batch_size=64, seed=3, scale=True), 2)
     for r, s in zip(raw, scaled, strict=True):
-        assert s["inputs"].dtype == np.float32
-        assert s["inputs"].min() >= 0.0 and s["inputs"].max() <= 1.0
-        np.testing.assert_allclose(s["inputs"], r["inputs"] / 255.0, rtol=1e-6)
-        np.testing.assert_array_equal(s["labels"], r["labels"])
+        assert s.inputs.dtype == np.float32
+        assert s.inputs.min() >= 0.0 and s.inputs.max() <= 1.0
+        np.testing.assert_allclose(s.inputs, r.inputs / 255.0, rtol=1e-6)
+        np.testing.assert_array_equal(s.labels, r.labels)
     with pytest.raises(ValueError, match="uint8"):
         train_pipeline(_indexed(10), batch_size=2, seed=0, scale=True)
 
@@ -114,10 +113,10 @@ def test_epochs_are_permutations_when_padding() -> None:
     assert len(batches) == 3 * steps
     for epoch in range(3):
         chunk = batches[epoch * steps : (epoch + 1) * steps]
-        assert all(b["labels"].shape == (16,) for b in chunk)
-        assert all(b["mask"].all() for b in chunk[:-1])
-        assert chunk[-1]["mask"].sum() == 103 - 6 * 16
-        assert not chunk[-1]["inputs"][~chunk[-1]["mask"]].any()  # zero padding
+        assert all(b.labels.shape == (16,) for b in chunk)
+        assert all(b.mask.all() for b in chunk[:-1])
+        assert chunk[-1].mask.sum() == 103 - 6 * 16
+        assert not chunk[-1].inputs[~chunk[-1].mask].any()  # zero padding
         np.testing.assert_array_equal(np.sort(_real(chunk)), np.arange(103))
 
 
@@ -133,29 +132,29 @@ def test_epochs_drop_remainder() -> None:
 
 def test_inputs_follow_labels() -> None:
     for batch in _take(train_pipeline(_indexed(40), batch_size=8, seed=5), 10):
-        np.testing.assert_array_equal(batch["inputs"][:, 0], batch["labels"])
-        np.testing.assert_array_equal(batch["inputs"][:, 1], -batch["labels"])
+        np.testing.assert_array_equal(batch.inputs[:, 0], batch.labels)
+        np.testing.assert_array_equal(batch.inputs[:, 1], -batch.labels)
 
 
 def test_eval_covers_mnist_test_once(mnist_test: ArrayDataset) -> None:
     batches = list(eval_pipeline(mnist_test, batch_size=128))
     assert len(batches) == 79
-    assert all(b["inputs"].shape == (128, 1, 28, 28) for b in batches)
-    assert all(b["mask"].all() for b in batches[:-1])
-    assert batches[-1]["mask"].sum() == 16
+    assert all(b.inputs.shape == (128, 1, 28, 28) for b in batches)
+    assert all(b.mask.all() for b in batches[:-1])
+    assert batches[-1].mask.sum() == 16
     np.testing.assert_array_equal(_real(batches), mnist_test.labels)
-    total = sum(int(b["inputs"][b["mask"]].sum(dtype=np.int64)) for b in batches)
+    total = sum(int(b.inputs[b.mask].sum(dtype=np.int64)) for b in batches)
     assert total == int(mnist_test.inputs.sum(dtype=np.int64))
-    assert batches[0]["inputs"].dtype == np.uint8
+    assert batches[0].inputs.dtype == np.uint8
 
 
 def test_eval_scale_and_repeatable(mnist_test: ArrayDataset) -> None:
     pipeline = eval_pipeline(mnist_test, batch_size=1000, scale=True)
     first, again = list(pipeline), list(pipeline)
     _assert_same(first, again)
-    assert first[0]["inputs"].dtype == np.float32
+    assert first[0].inputs.dtype == np.float32
     np.testing.assert_allclose(
-        first[3]["inputs"], mnist_test.inputs[3000:4000] / 255.0, rtol=1e-6
+        first[3].inputs, mnist_test.inputs[3000:4000] / 255.0, rtol=1e-6
     )
 
 
@@ -356,11 +355,11 @@ def test_augmented_pipeline_is_reproducible_and_resumes_exactly(
     plain = list(train_pipeline(data, batch_size=64, seed=0, num_epochs=3))
     first = list(pipeline(0))
     _assert_same(list(pipeline(0)), first)
-    assert not np.array_equal(first[0]["inputs"], next(iter(pipeline(1)))["inputs"])
-    assert not np.array_equal(first[0]["inputs"], plain[0]["inputs"])
+    assert not np.array_equal(first[0].inputs, next(iter(pipeline(1))).inputs)
+    assert not np.array_equal(first[0].inputs, plain[0].inputs)
     for a, b in zip(first, plain, strict=True):  # same examples, moved
-        np.testing.assert_array_equal(a["labels"], b["labels"])
-        assert a["inputs"].sum(dtype=np.int64) <= b["inputs"].sum(dtype=np.int64)
+        np.testing.assert_array_equal(a.labels, b.labels)
+        assert a.inputs.sum(dtype=np.int64) <= b.inputs.sum(dtype=np.int64)
     it = iter(pipeline(0))
     for _ in range(5):
         next(it)
@@ -383,7 +382,7 @@ def test_sharded_augmentation_moves_each_example_as_unsharded(count: int) -> Non
             ds, batch_size=batch_size, seed=3, num_epochs=2, shard=shard,
             augment=RandomShift(2),
         )  # fmt: skip
-        return [dict(zip(b["labels"], b["inputs"], strict=True)) for b in pipeline]
+        return [dict(zip(b.labels, b.inputs, strict=True)) for b in pipeline]
 
     whole = moved(4 * count)
     shards = [moved(4, grain.sharding.ShardOptions(i, count)) for i in range(count)]

@@ -15,21 +15,21 @@ import optax
 import pytest
 
 import zoo
-from zoo.data import ArrayDataset
+from zoo.data import ArrayDataset, Chunk
 from zoo.train import (
     Metrics,
     NonFiniteLossError,
-    chunk_size,
+    TrainState,
+    _tuning as tuning,
     cross_entropy,
-    default_steps_per_call,
     evaluate,
     fit,
     latest_checkpoint,
     load_checkpoint,
     make_train_step,
     prepare_inputs,
-    step_cost,
 )
+from zoo.train._tuning import default_steps_per_call, fit_to_epoch, step_cost
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -80,13 +80,21 @@ def test_default_steps_per_call_fuses_more_steps_in_a_rolled_loop():
         cost = step_cost(model, state, example, 128)
         assert cost.unrolled is unrolled, name
         assert cost.flops > 0, name
-        k = zoo.train.fused_steps(
+        k = tuning.steps_per_call(
             model, state, example, batch_size=128, steps_per_epoch=468
         )
         assert k == expected, name
-        assert zoo.train.fused_steps(
-            model, state, example, batch_size=128, steps_per_epoch=468, requested=5
-        ) == chunk_size(468, 5)
+
+
+def test_steps_per_call_never_collapse_on_awkward_epoch_lengths():
+    assert fit_to_epoch(468, 40) == 39  # a divisor close below: one chunk shape
+    assert fit_to_epoch(472, 64) == 59  # 472 = 8 * 59
+    assert fit_to_epoch(467, 64) == 64  # a prime: 7 chunks of 64, then one of 19
+    assert fit_to_epoch(10, 64) == 10
+    for spe in range(1, 600):
+        for wanted in (2, 9, 16, 36, 64):
+            k = fit_to_epoch(spe, wanted)
+            assert min(wanted, spe) / 2 <= k <= min(wanted, spe)
 
 
 @pytest.mark.parametrize("steps", [1, 3])
@@ -94,13 +102,13 @@ def test_default_steps_per_call_fuses_more_steps_in_a_rolled_loop():
 def test_fused_steps_run_rolled_unless_convolutions_on_cpu(name, steps):
     model, state = zoo.create_model(name, key=jax.random.key(0))
     optimizer = optax.adam(1e-3)
-    opt_state = optimizer.init(eqx.filter(model, eqx.is_inexact_array))
-    chunk = {
-        "inputs": jnp.zeros((steps, 8, 1, 28, 28), jnp.uint8),
-        "labels": jnp.zeros((steps, 8), jnp.int32),
-        "mask": jnp.ones((steps, 8), jnp.bool_),
-    }
-    args = (model, state, opt_state, chunk, jax.random.key(0), jnp.int32(0))
+    ts = TrainState.init(model, state, optimizer, key=jax.random.key(0))
+    chunk = Chunk(
+        jnp.zeros((steps, 8, 1, 28, 28), jnp.uint8),
+        jnp.zeros((steps, 8), jnp.int32),
+        jnp.ones((steps, 8), jnp.bool_),
+    )
+    args = (ts, chunk)
 
     def has_loop(step) -> bool:
         return "stablehlo.while" in step.lower(*args).as_text()
@@ -114,23 +122,24 @@ def test_fused_steps_run_rolled_unless_convolutions_on_cpu(name, steps):
 def test_rolled_and_unrolled_steps_train_alike(kind, small_train):
     model, state = build(kind)
     optimizer = optax.adam(1e-3)
-    opt_state = optimizer.init(eqx.filter(model, eqx.is_inexact_array))
-    chunk = {
-        "inputs": jnp.asarray(small_train.inputs[:512].reshape(4, 128, 1, 28, 28)),
-        "labels": jnp.asarray(small_train.labels[:512].reshape(4, 128)),
-        "mask": jnp.ones((4, 128), jnp.bool_),
-    }
+    ts = TrainState.init(model, state, optimizer, key=jax.random.key(1))
+    ts = eqx.tree_at(lambda t: t.step, ts, jnp.int32(5))
+    chunk = Chunk(
+        jnp.asarray(small_train.inputs[:512].reshape(4, 128, 1, 28, 28)),
+        jnp.asarray(small_train.labels[:512].reshape(4, 128)),
+        jnp.ones((4, 128), jnp.bool_),
+    )
     results = [
-        make_train_step(optimizer, unroll=unroll)(
-            model, state, opt_state, chunk, jax.random.key(1), jnp.int32(5)
-        )
-        for unroll in (False, True)
+        make_train_step(optimizer, unroll=unroll)(ts, chunk) for unroll in (False, True)
     ]
     rolled, unrolled = (jax.tree.leaves(eqx.filter(r, eqx.is_array)) for r in results)
     assert len(rolled) == len(unrolled)
     for a, b in zip(rolled, unrolled, strict=True):
+        if jnp.issubdtype(a.dtype, jax.dtypes.prng_key):
+            continue
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-3, atol=5e-5)
-    assert int(results[0][3].examples) == 512
+    assert int(results[0][1].examples) == 512
+    assert int(results[0][0].step) == 9
 
 
 def test_cross_entropy_ignores_padding_and_sums_exactly():
@@ -180,8 +189,9 @@ def test_fit_learns_for_every_kind_of_model(kind, small_train, small_test):
     assert len(result.history) == 2
     assert result.step == 2 * (1024 // 64)
     last = result.history[-1]
-    assert last["test_accuracy"] > before["accuracy"] + 0.3
-    assert last["train_loss"] < result.history[0]["train_loss"]
+    assert last.test_accuracy is not None
+    assert last.test_accuracy > before["accuracy"] + 0.3
+    assert last.train_loss < result.history[0].train_loss
     if model.stateful:  # BatchNorm running statistics moved
         assert not bool(eqx.tree_equal(state, result.state))
 
@@ -326,8 +336,8 @@ def test_resume_from_checkpoint_is_bitwise_identical(kind, small_train, tmp_path
         np.testing.assert_array_equal(a, b)
     for a, b in zip(params_of(full.state), params_of(resumed.state), strict=True):
         np.testing.assert_array_equal(a, b)
-    assert [h["train_loss"] for h in full.history] == pytest.approx(
-        [h["train_loss"] for h in resumed.history], rel=1e-6
+    assert [h.train_loss for h in full.history] == pytest.approx(
+        [h.train_loss for h in resumed.history], rel=1e-6
     )
     reloaded, _ = zoo.load_model(ckpt)
     for a, b in zip(params_of(resumed.model), params_of(reloaded), strict=True):
@@ -358,7 +368,7 @@ def test_sigkill_then_resume_gives_bitwise_identical_parameters(tmp_path):
     victim.communicate()
     assert victim.returncode == -signal.SIGKILL, "the run ended before the kill"
     assert not (tmp_path / "victim.eqx").exists()
-    killed_at = load_checkpoint(ckpt).step
+    killed_at = int(load_checkpoint(ckpt).train_state.step)
     assert 0 < killed_at < 128
     resumed = _run([str(ckpt), str(tmp_path / "victim.eqx"), "--resume"])
     _, err = resumed.communicate(timeout=300)
@@ -402,8 +412,8 @@ def test_non_finite_loss_stops_with_step_and_epoch_and_keeps_checkpoint(
             log=None,
         )
     assert latest_checkpoint(ckpt) == before
-    restored = load_checkpoint(ckpt)
-    assert restored.step == 8
+    restored = load_checkpoint(ckpt).train_state
+    assert int(restored.step) == 8
     assert all(np.all(np.isfinite(p)) for p in params_of(restored.model))
 
 

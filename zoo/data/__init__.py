@@ -13,6 +13,7 @@ from ._augment import (
     RandomFlip as RandomFlip,
     RandomShift as RandomShift,
 )
+from ._batch import Batch as Batch, Chunk as Chunk
 from ._datasets import (
     DATASET_NAMES as DATASET_NAMES,
     DIGIT_CLASS_NAMES as DIGIT_CLASS_NAMES,
@@ -32,7 +33,7 @@ from ._download import (
 )
 from ._idx import DataError as DataError, parse_idx as parse_idx, read_idx as read_idx
 from ._pipeline import (
-    Batch as Batch,
+    Record as Record,
     epoch_of_step as epoch_of_step,
     eval_pipeline as eval_pipeline,
     steps_per_epoch as steps_per_epoch,

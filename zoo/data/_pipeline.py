@@ -8,9 +8,9 @@ each global step index is mapped to a batch gathered from the in-memory arrays
 with one NumPy fancy index into that epoch's permutation. Grain still owns iteration,
 prefetching, checkpointing and sharding; NumPy moves the bytes.
 
-Batches are dicts of NumPy arrays::
+Batches are typed [`Batch`][zoo.data.Batch] tuples of NumPy arrays::
 
-    {"inputs": (B, ...) uint8 or float32, "labels": (B,) int32, "mask": (B,) bool}
+    Batch(inputs=(B, ...) uint8 or float32, labels=(B,) int32, mask=(B,) bool)
 
 ``mask`` is ``True`` for real examples and ``False`` for padding rows (which hold
 zeros), so every batch has the same shape and a jitted step compiles once.
@@ -32,10 +32,13 @@ from typing import Protocol, TypeAlias, runtime_checkable
 import grain
 import numpy as np
 
+from ._batch import Batch
 from ._datasets import ArrayDataset
 
-Batch: TypeAlias = dict[str, np.ndarray]
-"""A batch: ``{"inputs": (B, ...), "labels": (B,) int32, "mask": (B,) bool}``."""
+Record: TypeAlias = dict[str, np.ndarray]
+"""A batch inside a pipeline, as Grain transforms (augmentations) see it:
+``{"inputs": (B, ...), "labels": (B,) int32, "mask": (B,) bool}``. Pipelines hand
+it out as a typed [`Batch`][zoo.data.Batch]."""
 
 _NO_SHARD = grain.sharding.ShardOptions(shard_index=0, shard_count=1)
 
@@ -158,7 +161,7 @@ class _Gather:
         self.batch_size = batch_size
         self.scale = scale
 
-    def __call__(self, rows: np.ndarray | slice) -> Batch:
+    def __call__(self, rows: np.ndarray | slice) -> Record:
         inputs = self.inputs[rows]
         labels = self.labels[rows]
         real = labels.shape[0]
@@ -217,7 +220,7 @@ class _TrainBatch:
                 self._cache[epoch] = rows
             return rows
 
-    def __call__(self, step: int, _: int) -> Batch:
+    def __call__(self, step: int, _: int) -> Record:
         epoch, within = divmod(step, self.steps)
         rows = self.rows_of_epoch(epoch)
         size = self.gather.batch_size
@@ -231,18 +234,18 @@ class _EvalBatch:
         self.gather = gather
         self.start, self.end = bounds
 
-    def __call__(self, step: int) -> Batch:
+    def __call__(self, step: int) -> Record:
         first = self.start + step * self.gather.batch_size
         return self.gather(slice(first, min(first + self.gather.batch_size, self.end)))
 
 
 def _to_iter(
-    batches: grain.MapDataset[Batch], prefetch: int
+    batches: grain.MapDataset[Record], prefetch: int
 ) -> grain.IterDataset[Batch]:
     if prefetch < 0:
         raise ValueError(f"prefetch must be non-negative, got {prefetch}.")
     read = grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)
-    iterable = batches.to_iter_dataset(read)
+    iterable = batches.map(Batch.from_record).to_iter_dataset(read)
     if prefetch == 0:
         return iterable
     return grain.experimental.ThreadPrefetchIterDataset(
@@ -278,7 +281,7 @@ def train_pipeline(
         ...     np.zeros((10, 2), np.float32), np.arange(10, dtype=np.int32),
         ...     ("a",), "tiny")
         >>> it = iter(train_pipeline(ds, batch_size=4, seed=0, num_epochs=1))
-        >>> [b["inputs"].shape for b in it]
+        >>> [b.inputs.shape for b in it]
         [(4, 2), (4, 2)]
 
     Args:
@@ -307,8 +310,8 @@ def train_pipeline(
             for this process's rows alone).
 
     Returns:
-        A ``grain.IterDataset`` of batches ``{"inputs": (B, ...), "labels": (B,)
-        int32, "mask": (B,) bool}``; images stay channels-first. Its iterators
+        A ``grain.IterDataset`` of [`Batch`][zoo.data.Batch]es ``(inputs (B, ...),
+        labels (B,) int32, mask (B,) bool)``; images stay channels-first. Its iterators
         have ``get_state()`` / ``set_state()``.
 
     Raises:
@@ -365,8 +368,8 @@ def eval_pipeline(
         prefetch: as in :func:`train_pipeline`.
 
     Returns:
-        A ``grain.IterDataset`` of batches ``{"inputs": (B, ...), "labels": (B,)
-        int32, "mask": (B,) bool}``, one pass over the data.
+        A ``grain.IterDataset`` of [`Batch`][zoo.data.Batch]es ``(inputs (B, ...),
+        labels (B,) int32, mask (B,) bool)``, one pass over the data.
 
     Raises:
         ValueError: bad sizes or options.

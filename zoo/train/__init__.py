@@ -1,5 +1,25 @@
-"""Training: pure jitted steps, the ``fit`` loop, metrics and checkpoints."""
+"""Training: the parts of a training loop, and ``fit`` built from them.
 
+A loop of your own needs four of them: a [`TrainState`][zoo.train.TrainState],
+a step from [`make_train_step`][zoo.train.make_train_step], a
+[`DeviceFeed`][zoo.train.DeviceFeed] of chunks from a Grain pipeline, and
+[`evaluate`][zoo.train.evaluate]; [`save_checkpoint`][zoo.train.save_checkpoint]
+and [`load_checkpoint`][zoo.train.load_checkpoint] save and resume it.
+[`fit`][zoo.train.fit] is that loop with [`Callback`][zoo.train.Callback]s.
+"""
+
+from ._callbacks import (
+    Callback as Callback,
+    Checkpointer as Checkpointer,
+    CSVLogger as CSVLogger,
+    EpochLogger as EpochLogger,
+    FiniteLossGuard as FiniteLossGuard,
+    HistoryWriter as HistoryWriter,
+    NonFiniteLossError as NonFiniteLossError,
+    ProgressBar as ProgressBar,
+    StopTraining as StopTraining,
+    format_epoch as format_epoch,
+)
 from ._checkpoint import (
     Checkpoint as Checkpoint,
     CheckpointError as CheckpointError,
@@ -9,17 +29,24 @@ from ._checkpoint import (
     load_model as load_model,
     save_checkpoint as save_checkpoint,
 )
-from ._loop import (
+from ._evaluate import evaluate as evaluate
+from ._events import (
+    ChunkEnd as ChunkEnd,
+    EpochEnd as EpochEnd,
+    EpochRecord as EpochRecord,
     FitResult as FitResult,
-    NonFiniteLossError as NonFiniteLossError,
-    chunk_size as chunk_size,
-    default_steps_per_call as default_steps_per_call,
-    evaluate as evaluate,
-    fit as fit,
-    format_epoch as format_epoch,
-    fused_steps as fused_steps,
+    RunInfo as RunInfo,
 )
-from ._metrics import Metrics as Metrics, cross_entropy as cross_entropy
+from ._feed import DeviceFeed as DeviceFeed
+from ._loop import fit as fit
+from ._metrics import (
+    LossFn as LossFn,
+    Metrics as Metrics,
+    cross_entropy as cross_entropy,
+    label_smoothing as label_smoothing,
+    masked_loss as masked_loss,
+    softmax_cross_entropy as softmax_cross_entropy,
+)
 from ._parallel import (
     DATA_AXIS as DATA_AXIS,
     check_batch_size as check_batch_size,
@@ -31,11 +58,10 @@ from ._parallel import (
 )
 from ._state import TrainState as TrainState
 from ._step import (
-    StepCost as StepCost,
+    TrainStep as TrainStep,
     eval_step as eval_step,
+    loss_and_metrics as loss_and_metrics,
     make_train_step as make_train_step,
     predict as predict,
     prepare_inputs as prepare_inputs,
-    step_cost as step_cost,
-    unrolls_steps as unrolls_steps,
 )

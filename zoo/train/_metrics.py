@@ -1,5 +1,6 @@
 """Loss and metrics, summed on the device so they are exact over any batching."""
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
@@ -46,7 +47,97 @@ class Metrics(NamedTuple):
         }
 
 
+LossFn = Callable[[Float[Array, "batch classes"], Int[Array, " batch"]], Array]
+"""A per-example loss: ``(logits (B, C), labels (B,)) -> losses (B,)``.
+
+The training step masks out padding rows and averages over the real ones, so a
+loss function never sees the mask. Write your own as any JAX function of this
+shape, e.g. with optax: ``lambda logits, labels: optax.sigmoid_focal_loss(...)``.
+"""
+
+
+def softmax_cross_entropy(
+    logits: Float[Array, "batch classes"], labels: Int[Array, " batch"]
+) -> Float[Array, " batch"]:
+    """Softmax cross-entropy of each example: the default [`LossFn`][zoo.train.LossFn].
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> softmax_cross_entropy(jnp.zeros((1, 4)), jnp.array([2])).round(4)
+        Array([1.3863], dtype=float32)
+    """
+    return optax.softmax_cross_entropy_with_integer_labels(
+        logits.astype(jnp.float32), labels
+    )
+
+
+def label_smoothing(smoothing: float) -> LossFn:
+    """Cross-entropy against labels smoothed towards the uniform distribution.
+
+    The target of each example puts ``1 - smoothing`` on its class plus
+    ``smoothing / classes`` on every class (``optax.smooth_labels``).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> loss = label_smoothing(0.1)
+        >>> loss(jnp.array([[4.0, 0.0]]), jnp.array([0])).round(4)
+        Array([0.2181], dtype=float32)
+
+    Args:
+        smoothing: the probability mass spread over all classes, in ``[0, 1)``.
+
+    Raises:
+        ValueError: ``smoothing`` outside ``[0, 1)``.
+    """
+    if not 0.0 <= smoothing < 1.0:
+        raise ValueError(f"smoothing must be in [0, 1), got {smoothing}.")
+
+    def smoothed_cross_entropy(
+        logits: Float[Array, "batch classes"], labels: Int[Array, " batch"]
+    ) -> Float[Array, " batch"]:
+        one_hot = jax.nn.one_hot(labels, logits.shape[-1], dtype=jnp.float32)
+        targets = optax.smooth_labels(one_hot, smoothing)
+        return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
+
+    return smoothed_cross_entropy
+
+
 @checked
+def masked_loss(
+    loss_fn: LossFn,
+    logits: Float[Array, "batch classes"],
+    labels: Int[Array, " batch"],
+    mask: Bool[Array, " batch"],
+) -> tuple[Float[Array, ""], Metrics]:
+    """Mean of ``loss_fn`` over the real examples, and their summed metrics.
+
+    Args:
+        loss_fn: per-example loss, ``(logits, labels) -> (batch,)``.
+        logits: unnormalised scores ``(batch, classes)``.
+        labels: integer classes ``(batch,)`` in ``[0, classes)``.
+        mask: ``True`` for real examples, ``False`` for padding rows.
+
+    Returns:
+        ``(loss, metrics)``: the mean loss over real examples (0 if there are
+        none) and the summed [`Metrics`][zoo.train.Metrics].
+
+    Raises:
+        ValueError: ``loss_fn`` does not return one loss per example.
+    """
+    per_example = loss_fn(logits, labels)
+    if per_example.shape != labels.shape:
+        raise ValueError(
+            f"The loss function returned shape {per_example.shape}; a LossFn "
+            f"returns one loss per example, shape {labels.shape}."
+        )
+    weights = mask.astype(jnp.float32)
+    count = jnp.sum(mask, dtype=jnp.int32)
+    loss_sum = jnp.sum(per_example.astype(jnp.float32) * weights)
+    correct = jnp.sum((jnp.argmax(logits, axis=-1) == labels) & mask, dtype=jnp.int32)
+    loss = loss_sum / jnp.maximum(count, 1).astype(jnp.float32)
+    return loss, Metrics(loss_sum, correct, count)
+
+
 def cross_entropy(
     logits: Float[Array, "batch classes"],
     labels: Int[Array, " batch"],
@@ -54,21 +145,11 @@ def cross_entropy(
 ) -> tuple[Float[Array, ""], Metrics]:
     """Mean softmax cross-entropy over the real examples, and their metrics.
 
+    [`masked_loss`][zoo.train.masked_loss] with the default loss.
+
     Args:
         logits: unnormalised scores ``(batch, classes)``; log-probabilities work too.
         labels: integer classes ``(batch,)`` in ``[0, classes)``.
         mask: ``True`` for real examples, ``False`` for padding rows.
-
-    Returns:
-        ``(loss, metrics)``: the mean loss over real examples (0 if there are
-        none) and the summed [`Metrics`][zoo.train.Metrics].
     """
-    per_example = optax.softmax_cross_entropy_with_integer_labels(
-        logits.astype(jnp.float32), labels
-    )
-    weights = mask.astype(jnp.float32)
-    count = jnp.sum(mask, dtype=jnp.int32)
-    loss_sum = jnp.sum(per_example * weights)
-    correct = jnp.sum((jnp.argmax(logits, axis=-1) == labels) & mask, dtype=jnp.int32)
-    loss = loss_sum / jnp.maximum(count, 1).astype(jnp.float32)
-    return loss, Metrics(loss_sum, correct, count)
+    return masked_loss(softmax_cross_entropy, logits, labels, mask)

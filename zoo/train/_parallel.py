@@ -78,9 +78,7 @@ def _batch_spec(ndim: int, batch_axis: int) -> PartitionSpec:
     return PartitionSpec(*axes)
 
 
-def shard_batch(
-    batch: dict[str, np.ndarray], mesh: Mesh, *, batch_axis: int = 0
-) -> dict[str, jax.Array]:
+def shard_batch(batch: _T, mesh: Mesh, *, batch_axis: int = 0) -> _T:
     """Place this process's part of a batch on ``mesh``, split along ``batch_axis``.
 
     With one process ``batch`` is the whole batch; with several, each passes its
@@ -88,22 +86,22 @@ def shard_batch(
     is the global batch, the processes' parts in process order.
 
     Args:
-        batch: arrays sharing the batch axis, e.g. ``{"inputs": (B, ...),
-            "labels": (B,), "mask": (B,)}`` or stacked chunks ``(K, B, ...)``
-            with ``batch_axis=1``.
+        batch: a pytree of arrays sharing the batch axis, e.g. a
+            [`Batch`][zoo.data.Batch] ``(B, ...)`` or a stacked
+            [`Chunk`][zoo.data.Chunk] ``(K, B, ...)`` with ``batch_axis=1``.
         mesh: from :func:`data_mesh`.
         batch_axis: the axis to split.
 
     Returns:
-        The same dict of global ``jax.Array``s, sharded over the mesh.
+        The same pytree of global ``jax.Array``s, sharded over the mesh.
     """
-    return {
-        name: jax.make_array_from_process_local_data(
+    return jax.tree.map(
+        lambda value: jax.make_array_from_process_local_data(
             NamedSharding(mesh, _batch_spec(np.ndim(value), batch_axis)),
             np.asarray(value),
-        )
-        for name, value in batch.items()
-    }
+        ),
+        batch,
+    )
 
 
 def replicate(tree: _T, mesh: Mesh) -> _T:

@@ -5,25 +5,25 @@ on the device, so Python dispatches once per chunk. The steps run in a rolled
 ``lax.scan`` (compile time independent of ``K``), except for convolutional
 models on CPU, where they are unrolled (see :func:`unrolls_steps`). Each
 step's dropout key is ``fold_in(key, step)``: a run is reproducible from one key
-and resumes exactly from a step number.
+and resumes exactly from a step number. Everything travels in one
+[`TrainState`][zoo.train.TrainState].
 """
 
 import math
 from collections.abc import Callable, Iterator
-from typing import Any, NamedTuple
+from typing import Any, Protocol, cast
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import optax
 from jax.extend.core import ClosedJaxpr, Jaxpr, jaxpr_as_fun, subjaxprs
-from jaxtyping import Array, Int, PRNGKeyArray, Shaped
+from jaxtyping import Array, Float, Int, PRNGKeyArray, Shaped
 
+from ..data import Batch, Chunk
 from ..models import AbstractModel, apply
-from ._metrics import Metrics, cross_entropy
-
-Chunk = dict[str, Any]
-"""``K`` stacked batches: ``inputs (K, B, ...)``, ``labels (K, B)``, ``mask (K, B)``."""
+from ._metrics import LossFn, Metrics, masked_loss, softmax_cross_entropy
+from ._state import TrainState
 
 
 def prepare_inputs(
@@ -58,19 +58,48 @@ def prepare_inputs(
     return inputs
 
 
-def _loss(
+def loss_and_metrics(
     model: AbstractModel,
     state: eqx.nn.State,
-    batch: Chunk,
-    key: PRNGKeyArray,
-) -> tuple[jax.Array, tuple[eqx.nn.State, Metrics]]:
-    inputs = prepare_inputs(model, batch["inputs"])
+    batch: Batch,
+    key: PRNGKeyArray | None,
+    loss_fn: LossFn = softmax_cross_entropy,
+) -> tuple[Float[Array, ""], tuple[eqx.nn.State, Metrics]]:
+    """The masked mean loss of one batch, and ``(new_state, metrics)``.
+
+    This is the function the training step differentiates.
+    """
+    inputs = prepare_inputs(model, jnp.asarray(batch.inputs))
     logits, new_state = apply(model, inputs, state, key=key)
-    loss, metrics = cross_entropy(logits, batch["labels"], batch["mask"])
+    labels, mask = jnp.asarray(batch.labels), jnp.asarray(batch.mask)
+    loss, metrics = masked_loss(loss_fn, logits, labels, mask)
     return loss, (new_state if new_state is not None else state, metrics)
 
 
-TrainStep = Callable[..., Any]
+class LoweredStep(Protocol):
+    """A training step lowered for fixed shapes, to compile ahead of time."""
+
+    def compile(self) -> Callable[[TrainState, Chunk], tuple[TrainState, Metrics]]:
+        """The compiled program, called like the step itself."""
+        ...
+
+    def as_text(self) -> str:
+        """The lowered program (StableHLO) as text."""
+        ...
+
+
+class TrainStep(Protocol):
+    """A jitted training step: see [`make_train_step`][zoo.train.make_train_step]."""
+
+    def __call__(
+        self, train_state: TrainState, chunk: Chunk, /
+    ) -> tuple[TrainState, Metrics]:
+        """Run the chunk's steps: ``(train_state, chunk) -> (train_state, metrics)``."""
+        ...
+
+    def lower(self, train_state: TrainState, chunk: Chunk, /) -> LoweredStep:
+        """Lower for these argument shapes (``.compile()`` compiles ahead of time)."""
+        ...
 
 
 CONVOLUTION = "conv_general_dilated"
@@ -86,11 +115,10 @@ def _primitive_names(jaxpr: Jaxpr) -> Iterator[str]:
 def unrolls_steps(jaxpr: Jaxpr | ClosedJaxpr) -> bool:
     """Whether fused steps of this one-step program run unrolled, not in a loop.
 
-    XLA:CPU runs convolutions inside a while loop (a rolled ``lax.scan``) about
-    9x slower than in straight-line code (the ``stax_cnn`` step on 2 cores: 78
-    against 8.8 s per epoch), so on CPU a step with a convolution is unrolled;
-    everything else runs in a rolled loop, whose compile time does not grow
-    with the number of steps fused.
+    On CPU a step with a convolution is unrolled, because XLA:CPU runs
+    convolutions inside a while loop many times slower than in straight-line
+    code (figures in the benchmarks page); everything else runs in a rolled
+    loop, whose compile time does not grow with the number of steps fused.
     """
     open_jaxpr = jaxpr.jaxpr if isinstance(jaxpr, ClosedJaxpr) else jaxpr
     return jax.default_backend() == "cpu" and CONVOLUTION in set(
@@ -111,92 +139,58 @@ def _trace_once(fn: Callable[..., Any], *args: Any) -> tuple[ClosedJaxpr, Callab
     return closed, replayed
 
 
-class StepCost(NamedTuple):
-    """What ``fit`` needs to know about one training step to fuse steps well."""
-
-    flops: float
-    """XLA's estimate of the floating-point operations of one gradient step."""
-    unrolled: bool
-    """Whether fused steps are unrolled (see :func:`unrolls_steps`)."""
-
-
-def step_cost(
-    model: AbstractModel, state: eqx.nn.State, example: Any, batch_size: int
-) -> StepCost:
-    """The cost of one gradient step of ``model`` on batches of ``example``.
-
-    Args:
-        model: the model.
-        state: its state.
-        example: one input example (any array with the dataset's shape/dtype).
-        batch_size: examples per step.
-    """
-    example = jnp.asarray(example)
-    batch = {
-        "inputs": jnp.zeros((batch_size, *example.shape), example.dtype),
-        "labels": jnp.zeros((batch_size,), jnp.int32),
-        "mask": jnp.ones((batch_size,), jnp.bool_),
-    }
-    args = (model, state, batch, jax.random.key(0))
-    dynamic, static = eqx.partition(args, eqx.is_array)
-    grad = eqx.filter_grad(_loss, has_aux=True)
-    traced = jax.jit(lambda dynamic: grad(*eqx.combine(dynamic, static))).trace(dynamic)
-    cost = traced.lower().cost_analysis()
-    if isinstance(cost, list | tuple):  # older JAX: one dict per device
-        cost = cost[0] if cost else {}
-    flops = float((cost or {}).get("flops", 0.0))
-    return StepCost(flops, unrolls_steps(traced.jaxpr))
-
-
 def make_train_step(
     optimizer: optax.GradientTransformation,
     *,
+    loss: LossFn = softmax_cross_entropy,
     max_traces: int | None = None,
     unroll: bool | None = None,
 ) -> TrainStep:
-    """Build the jitted training call for ``optimizer``.
+    """Build the jitted training call: ``step(train_state, chunk)``.
 
-    The returned function is
-    ``step(model, state, opt_state, chunk, key, step) -> (model, state, opt_state,
-    metrics)``: it runs one optimiser step per batch of ``chunk`` (shape
-    ``(K, B, ...)``) in one compiled program and returns the updated pytrees and the
-    summed training [`Metrics`][zoo.train.Metrics] of the chunk. It works for
-    stateless models, BatchNorm models (``state`` threads through) and dropout
-    (the key of step ``s`` is ``fold_in(key, s)``).
+    ``step(train_state, chunk) -> (train_state, metrics)`` runs one optimiser
+    step per batch of ``chunk`` (a [`Chunk`][zoo.train.Chunk] of shape
+    ``(K, B, ...)``) in one compiled program and returns the new
+    [`TrainState`][zoo.train.TrainState] and the summed training
+    [`Metrics`][zoo.train.Metrics] of the chunk. It works for stateless models,
+    BatchNorm models (the model state threads through) and dropout (step ``s``
+    draws from ``fold_in(key, s)``, so a run resumes exactly from a step).
+
+    Example:
+        >>> import jax, optax, zoo
+        >>> smooth = zoo.train.label_smoothing(0.1)
+        >>> step = make_train_step(optax.adam(1e-3), loss=smooth)
 
     Args:
-        optimizer: any optax transformation; its state comes from
-            ``optimizer.init(eqx.filter(model, eqx.is_inexact_array))``.
+        optimizer: any optax transformation; the train state's ``opt_state``
+            comes from it (``TrainState.init``).
+        loss: the per-example loss ``(logits, labels) -> (B,)``: softmax
+            cross-entropy by default, or e.g.
+            [`label_smoothing`][zoo.train.label_smoothing].
         max_traces: if set, tracing more often than this raises (a guard
             against silent recompilation; see ``eqx.debug.assert_max_traces``).
         unroll: run the ``K`` steps as straight-line code (``True``) or in a
             rolled ``lax.scan`` (``False``). ``None`` decides per model:
-            unrolled for convolutional models on CPU, where XLA runs
-            convolutions in a loop about 9x slower, rolled otherwise (see
-            [`unrolls_steps`][zoo.train.unrolls_steps]). Both compute the same
-            steps.
+            unrolled for convolutional models on CPU, rolled otherwise (see
+            [`unrolls_steps`][zoo.train._step.unrolls_steps]). Both compute the
+            same steps.
     """
 
     @eqx.filter_jit
     @eqx.debug.assert_max_traces(max_traces=max_traces)
-    def train_chunk(
-        model: AbstractModel,
-        state: eqx.nn.State,
-        opt_state: optax.OptState,
-        chunk: Chunk,
-        key: PRNGKeyArray,
-        step: Int[Array, ""],
-    ) -> tuple[AbstractModel, eqx.nn.State, optax.OptState, Metrics]:
-        params, static = eqx.partition(model, eqx.is_inexact_array)
+    def train_chunk(ts: TrainState, chunk: Chunk) -> tuple[TrainState, Metrics]:
+        params, static = eqx.partition(ts.model, eqx.is_inexact_array)
+        grad_fn = eqx.filter_grad(loss_and_metrics, has_aux=True)
 
-        def one_step(carry: Any, xs: tuple[Chunk, jax.Array]) -> tuple[Any, None]:
+        def one_step(carry: Any, xs: tuple[Batch, jax.Array]) -> tuple[Any, None]:
             params, state, opt_state, total = carry
             batch, i = xs
-            grads, (state, metrics) = eqx.filter_grad(_loss, has_aux=True)(
+            grads, (state, metrics) = grad_fn(
                 eqx.combine(params, static),
                 state,
                 batch,
-                jax.random.fold_in(key, step + i),
+                jax.random.fold_in(ts.key, ts.step + i),
+                loss,
             )
             # optax mixes Python floats with int32 counters (adam's bias
             # correction), which strict dtype promotion would refuse.
@@ -205,9 +199,9 @@ def make_train_step(
             params = eqx.apply_updates(params, updates)
             return (params, state, opt_state, total + metrics), None
 
-        carry = (params, state, opt_state, Metrics.zero())
-        steps = chunk["labels"].shape[0]
-        xs = (chunk, jnp.arange(steps, dtype=jnp.int32))
+        carry = (params, ts.model_state, ts.opt_state, Metrics.zero())
+        steps = chunk.labels.shape[0]
+        xs = (Batch(*chunk), jnp.arange(steps, dtype=jnp.int32))
         # Trace the step's Python once; the loop replays its jaxpr.
         jaxpr, body = _trace_once(one_step, carry, jax.tree.map(lambda x: x[0], xs))
         unrolled = unrolls_steps(jaxpr) if unroll is None else unroll
@@ -218,22 +212,31 @@ def make_train_step(
         else:
             carry, _ = jax.lax.scan(body, carry, xs)
         params, state, opt_state, total = carry
-        return eqx.combine(params, static), state, opt_state, total
+        new = TrainState(
+            eqx.combine(params, static), state, opt_state, ts.key, ts.step + steps
+        )
+        return new, total
 
-    return train_chunk
+    return cast(TrainStep, train_chunk)  # eqx.filter_jit adds ``lower``
 
 
 @eqx.filter_jit
-def eval_step(model: AbstractModel, state: eqx.nn.State, batch: Chunk) -> Metrics:
+def eval_step(
+    model: AbstractModel,
+    state: eqx.nn.State,
+    batch: Batch,
+    loss: LossFn = softmax_cross_entropy,
+) -> Metrics:
     """Summed loss and accuracy of ``model`` in inference mode on one batch.
 
-    Padding rows (``batch["mask"]`` False) are ignored, so summing the results
-    over an evaluation pipeline gives exact totals over the data set.
+    Padding rows (``mask`` False) are ignored, so summing the results over an
+    evaluation pipeline gives exact totals over the data set.
     """
     model = eqx.nn.inference_mode(model)
-    inputs = prepare_inputs(model, batch["inputs"])
+    inputs = prepare_inputs(model, jnp.asarray(batch.inputs))
     logits, _ = apply(model, inputs, state)
-    _, metrics = cross_entropy(logits, batch["labels"], batch["mask"])
+    labels, mask = jnp.asarray(batch.labels), jnp.asarray(batch.mask)
+    _, metrics = masked_loss(loss, logits, labels, mask)
     return metrics
 
 

@@ -1,0 +1,329 @@
+"""Callbacks: what a training loop does besides training, each in its own object.
+
+A callback subclasses [`Callback`][zoo.train.Callback] and overrides the hooks it
+needs. [`fit`][zoo.train.fit] calls them in order: when training starts, after
+each chunk of steps is handed to the device, after each epoch (evaluated), and
+at the end. None of them makes the device wait unless it must read a result:
+the loss checks and the progress bar read the sums of chunks already done.
+"""
+
+import csv
+import dataclasses
+import io
+import json
+import math
+import os
+import pathlib
+import time
+from collections.abc import Callable, Mapping
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .._files import atomic_write
+from ._checkpoint import ensure_writable, save_checkpoint
+from ._events import ChunkEnd, EpochEnd, EpochRecord, FitResult, RunInfo
+from ._metrics import Metrics
+from ._parallel import local_copy
+from ._state import TrainState
+
+
+class StopTraining(Exception):
+    """Raise it from a callback to end training cleanly after the current event.
+
+    ``fit`` then calls every callback's ``on_train_end`` and returns the result
+    so far, with the message as ``stop_reason``.
+    """
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training produced a NaN or infinite loss; the message names the steps."""
+
+
+class Callback:
+    """Base class of training callbacks: override the hooks you need.
+
+    Example (stop when the test accuracy has not improved for two epochs):
+        >>> class EarlyStopping(Callback):
+        ...     def __init__(self, patience: int = 2):
+        ...         self.patience, self.best, self.bad = patience, -1.0, 0
+        ...     def on_epoch_end(self, event: EpochEnd) -> None:
+        ...         accuracy = event.record.test_accuracy or 0.0
+        ...         if accuracy > self.best:
+        ...             self.best, self.bad = accuracy, 0
+        ...         else:
+        ...             self.bad += 1
+        ...         if self.bad >= self.patience:
+        ...             raise StopTraining(f"no gain in {self.bad} epochs")
+    """
+
+    def on_train_start(self, run: RunInfo, train_state: TrainState) -> None:
+        """Before the first step (after compilation)."""
+
+    def on_chunk_end(self, event: ChunkEnd) -> None:
+        """After a chunk of steps is handed to the device."""
+
+    def on_epoch_end(self, event: EpochEnd) -> None:
+        """After an epoch is trained and evaluated."""
+
+    def on_train_end(self, result: FitResult) -> None:
+        """After the last epoch, or after a callback stopped training."""
+
+
+def _host_float(value: np.ndarray | object) -> float:
+    """A replicated device scalar read on this process (waits for it)."""
+    return float(np.asarray(local_copy(value)))
+
+
+def _crossed(event: ChunkEnd, every: int | None) -> bool:
+    """Whether this chunk ended at or first after a multiple of ``every`` steps."""
+    if every is None:
+        return False
+    return event.settled_step // every < event.step // every
+
+
+class FiniteLossGuard(Callback):
+    """Stop with [`NonFiniteLossError`][zoo.train.NonFiniteLossError] on a NaN/inf loss.
+
+    Every ``every_seconds`` it reads the epoch's loss summed over the chunks
+    already done (the device keeps working); a NaN or inf in any step stays in
+    the sum, so no step escapes. It checks the whole epoch at its end, and at
+    each multiple of ``check_every`` steps (put it before a
+    [`Checkpointer`][zoo.train.Checkpointer] with the same ``every``, so that
+    no checkpoint holds a diverged model). The error names the epoch and the
+    range of steps since the last check.
+
+    Args:
+        every_seconds: seconds between reads of the settled loss (0: every chunk).
+        check_every: also check the full loss at these step multiples.
+    """
+
+    def __init__(self, every_seconds: float = 0.5, check_every: int | None = None):
+        self.every_seconds = every_seconds
+        self.check_every = check_every
+        self.checked_step = 0
+        self.last_check = 0.0
+
+    def on_train_start(self, run: RunInfo, train_state: TrainState) -> None:
+        self.checked_step = run.start_step
+        self.last_check = time.perf_counter()
+
+    def _check(self, metrics: Metrics, epoch: int, upto: int) -> None:
+        self._check_value(_host_float(metrics.loss_sum), epoch, upto)
+
+    def _check_value(self, loss: float, epoch: int, upto: int) -> None:
+        if not math.isfinite(loss):
+            raise NonFiniteLossError(
+                f"Loss became {loss} in epoch {epoch + 1} within steps "
+                f"{self.checked_step + 1}-{upto}. Training stopped; the last "
+                "checkpoint (if any) is from before. Lower the learning rate, check "
+                "the inputs for NaN/inf, or clip gradients "
+                "(optax.clip_by_global_norm)."
+            )
+        self.checked_step = upto
+
+    def on_chunk_end(self, event: ChunkEnd) -> None:
+        if _crossed(event, self.check_every):
+            self._check(event.epoch_metrics, event.epoch, event.step)
+            return
+        now = time.perf_counter()
+        if now - self.last_check >= self.every_seconds:
+            self._check(event.settled_metrics, event.epoch, event.settled_step)
+            self.last_check = now
+
+    def on_epoch_end(self, event: EpochEnd) -> None:
+        self._check_value(event.record.train_loss, event.record.epoch, event.step)
+
+
+class ProgressBar(Callback):
+    """A tqdm bar per epoch, with the running loss and examples per second.
+
+    The loss shown is that of the chunks already done, read every
+    ``every_seconds``, so the bar never makes the device wait.
+    """
+
+    def __init__(self, every_seconds: float = 0.5):
+        self.every_seconds = every_seconds
+        self.bar: tqdm | None = None
+        self.last_step = 0
+        self.last_update = 0.0
+
+    def on_train_start(self, run: RunInfo, train_state: TrainState) -> None:
+        self.last_step = run.start_step
+
+    def on_chunk_end(self, event: ChunkEnd) -> None:
+        run = event.run
+        if self.bar is None:
+            self.bar = tqdm(
+                total=run.steps_per_epoch,
+                initial=self.last_step - event.epoch * run.steps_per_epoch,
+                desc=f"epoch {event.epoch + 1}/{run.epochs}",
+                unit="step",
+                leave=False,
+                dynamic_ncols=True,
+            )
+            self.last_update = time.perf_counter()
+        self.bar.update(event.step - self.last_step)
+        self.last_step = event.step
+        now = time.perf_counter()
+        seen = (event.settled_step - event.epoch_start_step) * run.batch_size
+        if now - self.last_update >= self.every_seconds and seen > 0:
+            loss = _host_float(event.settled_metrics.loss_sum) / seen
+            rate = (event.step - event.epoch_start_step) * run.batch_size
+            self.bar.set_postfix(
+                loss=f"{loss:.4f}", ex_per_s=f"{rate / event.seconds:,.0f}"
+            )
+            self.last_update = now
+
+    def on_epoch_end(self, event: EpochEnd) -> None:
+        self.close()
+
+    def on_train_end(self, result: FitResult) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def format_epoch(record: EpochRecord, epochs: int) -> str:
+    """One line per epoch, as the JAX MNIST tutorial prints it, plus throughput."""
+    line = (
+        f"epoch {record.epoch + 1}/{epochs} in {record.train_seconds:.2f} s"
+        f" | train loss {record.train_loss:.4f}"
+        f" | train acc {100 * record.train_accuracy:.2f}%"
+    )
+    if record.test_accuracy is not None:
+        line += f" | test acc {100 * record.test_accuracy:.2f}%"
+    return line + f" | {record.examples_per_second:,.0f} ex/s"
+
+
+class EpochLogger(Callback):
+    """Log one line per epoch (see [`format_epoch`][zoo.train.format_epoch])."""
+
+    def __init__(self, log: Callable[[str], object] = print):
+        self.log = log
+
+    def on_epoch_end(self, event: EpochEnd) -> None:
+        self.log(format_epoch(event.record, event.run.epochs))
+
+
+class Checkpointer(Callback):
+    """Save the run with [`save_checkpoint`][zoo.train.save_checkpoint].
+
+    At the end of every epoch, and also at the first chunk end at or after each
+    multiple of ``every`` steps. A checkpoint holds the train state, the data
+    pipeline's position, the history and the epoch's partial metrics, so
+    ``fit(..., resume=True)`` continues bitwise where it stopped.
+
+    Args:
+        directory: the run's checkpoint directory (checked writable at once).
+        every: also save every this many steps; ``None``: at epoch ends only.
+        keep: versions to keep.
+        config: JSON facts about the run, stored with each version.
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        every: int | None = None,
+        keep: int = 2,
+        config: Mapping[str, object] | None = None,
+    ):
+        self.directory = ensure_writable(directory)
+        self.every = every
+        self.keep = keep
+        self.config = dict(config or {})
+        self.history: tuple[EpochRecord, ...] = ()
+
+    def _save(
+        self, ts: TrainState, data_state: object, partial: Metrics, step: int
+    ) -> None:
+        save_checkpoint(
+            self.directory,
+            local_copy(ts),
+            data_state=data_state,  # pyright: ignore[reportArgumentType]
+            metadata={
+                "history": [r.to_json() for r in self.history],
+                "partial_epoch": [np.asarray(local_copy(v)).item() for v in partial],
+                "config": self.config,
+            },
+            keep=self.keep,
+        )
+
+    def on_chunk_end(self, event: ChunkEnd) -> None:
+        at_epoch_end = event.step % event.run.steps_per_epoch == 0
+        if _crossed(event, self.every) and not at_epoch_end:
+            self._save(
+                event.train_state, event.data_state, event.epoch_metrics, event.step
+            )
+
+    def on_epoch_end(self, event: EpochEnd) -> None:
+        self.history = event.history
+        self._save(event.train_state, event.data_state, Metrics.zero(), event.step)
+
+
+class HistoryWriter(Callback):
+    """Write ``{"epochs": [...], "compile_seconds": ..., "config": ...}`` as JSON.
+
+    Rewritten atomically after every epoch, so it is whole at any moment.
+
+    Args:
+        path: the JSON file (its folder is created).
+        config: JSON facts about the run, stored with the history.
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str], config: Mapping[str, object] | None = None
+    ):
+        self.path = _writable_file(path)
+        self.config = dict(config or {})
+        self.compile_seconds = 0.0
+
+    def on_train_start(self, run: RunInfo, train_state: TrainState) -> None:
+        self.compile_seconds = run.compile_seconds
+
+    def on_epoch_end(self, event: EpochEnd) -> None:
+        write_json(
+            self.path,
+            {
+                "epochs": [r.to_json() for r in event.history],
+                "compile_seconds": self.compile_seconds,
+                "config": self.config,
+            },
+        )
+
+
+class CSVLogger(Callback):
+    """One CSV row per epoch: the [`EpochRecord`][zoo.train.EpochRecord] fields.
+
+    The file is rewritten atomically after each epoch (a header, then every
+    epoch so far); empty cells where a run has no test set.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]):
+        self.path = _writable_file(path)
+
+    def on_epoch_end(self, event: EpochEnd) -> None:
+        names = [f.name for f in dataclasses.fields(EpochRecord)]
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=names, lineterminator="\n")
+        writer.writeheader()
+        for record in event.history:
+            writer.writerow(record.to_json())
+        atomic_write(self.path, text.getvalue().encode())
+
+
+def write_json(path: pathlib.Path, payload: object) -> None:
+    """Write JSON atomically (see ``zoo._files.atomic_write``)."""
+    atomic_write(path, json.dumps(payload, indent=2).encode())
+
+
+def _writable_file(path: str | os.PathLike[str]) -> pathlib.Path:
+    path = pathlib.Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a directory; give a file name.")
+    ensure_writable(path.parent)
+    return path

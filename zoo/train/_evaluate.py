@@ -1,0 +1,55 @@
+"""Exact evaluation: every example counts once, whatever the batch size."""
+
+import math
+
+import equinox as eqx
+import jax
+from jax.sharding import Mesh
+
+from ..data import ArrayDataset, eval_pipeline
+from ..models import AbstractModel
+from ._metrics import LossFn, Metrics, softmax_cross_entropy
+from ._parallel import process_shard, shard_batch
+from ._step import eval_step
+
+
+def evaluate(
+    model: AbstractModel,
+    state: eqx.nn.State,
+    dataset: ArrayDataset,
+    *,
+    batch_size: int = 1000,
+    mesh: Mesh | None = None,
+    loss: LossFn = softmax_cross_entropy,
+) -> dict[str, float]:
+    """Exact loss and accuracy of ``model`` (inference mode) over all of ``dataset``.
+
+    Every example counts once: the last batch is padded and the padding masked.
+
+    Args:
+        model: the model.
+        state: its state.
+        dataset: the examples.
+        batch_size: examples per evaluation step (rounded up to a multiple of
+            the mesh's devices).
+        mesh: evaluate data-parallel on this mesh (see
+            [`data_mesh`][zoo.train.data_mesh]); ``model`` and ``state`` must
+            be replicated on it. Across processes each one reads its share
+            of ``dataset`` and all get the same totals.
+        loss: the per-example loss to report (softmax cross-entropy by default).
+
+    Returns:
+        ``{"loss": ..., "accuracy": ..., "count": len(dataset)}``.
+    """
+    total = Metrics.zero()
+    if mesh is None:
+        for batch in eval_pipeline(dataset, batch_size=batch_size):
+            total = total + eval_step(model, state, batch, loss)
+        return total.summary()
+    devices = mesh.devices.size
+    global_batch = devices * math.ceil(batch_size / devices)
+    local_batch = global_batch // jax.process_count()
+    pipeline = eval_pipeline(dataset, batch_size=local_batch, shard=process_shard())
+    for batch in pipeline:
+        total = total + eval_step(model, state, shard_batch(batch, mesh), loss)
+    return total.summary()

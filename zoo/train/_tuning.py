@@ -1,0 +1,128 @@
+"""How many optimiser steps ``fit`` fuses into one device call (private).
+
+Each device call costs a few milliseconds besides its compute (dispatch, buffers,
+waking threads), so ``fit`` fuses steps until a call holds enough work, measured
+by XLA's cost analysis of one gradient step. The figures behind the constants
+are in the benchmarks page of the docs.
+"""
+
+import math
+from typing import Any, NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..data import Batch
+from ..models import AbstractModel
+from ._metrics import LossFn, softmax_cross_entropy
+from ._step import loss_and_metrics, unrolls_steps
+
+FLOPS_PER_CALL = 4e9
+"""Work per call of unrolled steps (their compile time grows with each step)."""
+ROLLED_FLOPS_PER_CALL = 16e9
+"""Work per call of steps in a rolled loop (compile time independent of K)."""
+MIN_STEPS_PER_CALL = 2
+"""Fused even for big models: XLA:CPU runs a lone step slower than two together."""
+MAX_STEPS_PER_CALL = 16
+"""Unrolled steps per call at most (compile time)."""
+MAX_ROLLED_STEPS_PER_CALL = 64
+"""Rolled steps per call at most (the chunk of batches waits on the host)."""
+MAX_CHUNK_BYTES = 256 * 2**20
+"""Input bytes of one chunk at most (two are alive: the one training and the
+next); this bound wins over ``MIN_STEPS_PER_CALL``, never going below 1."""
+
+
+class StepCost(NamedTuple):
+    """What ``fit`` needs to know about one training step to fuse steps well."""
+
+    flops: float
+    """XLA's estimate of the floating-point operations of one gradient step."""
+    unrolled: bool
+    """Whether fused steps are unrolled (see ``unrolls_steps``)."""
+
+
+def step_cost(
+    model: AbstractModel,
+    state: eqx.nn.State,
+    example: Any,
+    batch_size: int,
+    loss: LossFn = softmax_cross_entropy,
+) -> StepCost:
+    """The cost of one gradient step of ``model`` on batches of ``example``."""
+    example = jnp.asarray(example)
+    batch = Batch(
+        jnp.zeros((batch_size, *example.shape), example.dtype),
+        jnp.zeros((batch_size,), jnp.int32),
+        jnp.ones((batch_size,), jnp.bool_),
+    )
+    dynamic, static = eqx.partition((model, state, batch), eqx.is_array)
+    grad = eqx.filter_grad(loss_and_metrics, has_aux=True)
+
+    def gradient_step(dynamic: Any) -> Any:
+        model, state, batch = eqx.combine(dynamic, static)
+        return grad(model, state, batch, jax.random.key(0), loss)
+
+    traced = jax.jit(gradient_step).trace(dynamic)
+    cost = traced.lower().cost_analysis()
+    if isinstance(cost, list | tuple):  # older JAX: one dict per device
+        cost = cost[0] if cost else {}
+    flops = float((cost or {}).get("flops", 0.0))
+    return StepCost(flops, unrolls_steps(traced.jaxpr))
+
+
+def default_steps_per_call(
+    step_flops: float, *, unrolled: bool = True, batch_bytes: int = 0
+) -> int:
+    """Steps per call for a step of ``step_flops`` FLOPs.
+
+    Unrolled steps: about ``FLOPS_PER_CALL`` of work per call, within
+    ``[MIN_STEPS_PER_CALL, MAX_STEPS_PER_CALL]``; rolled ones about
+    ``ROLLED_FLOPS_PER_CALL``, within ``[MIN_STEPS_PER_CALL,
+    MAX_ROLLED_STEPS_PER_CALL]``. With ``batch_bytes`` (input bytes of one
+    batch) a chunk also stays within ``MAX_CHUNK_BYTES``.
+    """
+    per_call, most = (
+        (FLOPS_PER_CALL, MAX_STEPS_PER_CALL)
+        if unrolled
+        else (ROLLED_FLOPS_PER_CALL, MAX_ROLLED_STEPS_PER_CALL)
+    )
+    steps = max(MIN_STEPS_PER_CALL, min(most, int(per_call // max(step_flops, 1.0))))
+    if batch_bytes > 0:
+        steps = min(steps, max(1, MAX_CHUNK_BYTES // batch_bytes))
+    return steps
+
+
+def fit_to_epoch(steps_per_epoch: int, wanted: int) -> int:
+    """``wanted`` steps per call, adjusted to the epoch's length.
+
+    A divisor of ``steps_per_epoch`` in ``[ceil(wanted / 2), wanted]`` if there
+    is one (every chunk then has one shape); otherwise ``wanted`` itself, and
+    each epoch ends with one shorter chunk (a second shape, compiled once).
+    Awkward epoch lengths (a prime number of steps) never shrink the chunks.
+    """
+    wanted = max(1, min(wanted, steps_per_epoch))
+    for k in range(wanted, math.ceil(wanted / 2) - 1, -1):
+        if steps_per_epoch % k == 0:
+            return k
+    return wanted
+
+
+def steps_per_call(
+    model: AbstractModel,
+    state: eqx.nn.State,
+    example: Any,
+    *,
+    batch_size: int,
+    steps_per_epoch: int,
+    loss: LossFn = softmax_cross_entropy,
+) -> int:
+    """The steps ``fit`` fuses per call by default for ``model``."""
+    cost = step_cost(model, state, example, batch_size, loss)
+    wanted = default_steps_per_call(
+        cost.flops,
+        unrolled=cost.unrolled,
+        batch_bytes=np.asarray(example).nbytes * batch_size,
+    )
+    return fit_to_epoch(steps_per_epoch, wanted)
