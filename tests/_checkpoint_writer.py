@@ -14,10 +14,12 @@ from typing import Any
 
 import equinox as eqx
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 
 import zoo
+from zoo.train import TrainState
 from zoo.train._checkpoint import (
     Checkpoint,
     latest_checkpoint,
@@ -45,35 +47,40 @@ def _fill(tree: Any, counter: int) -> Any:
     )
 
 
-def save_arguments(counter: int, model: str = MODEL) -> dict[str, Any]:
-    """Keyword arguments of ``save_checkpoint`` for save number ``counter``."""
+def save_arguments(
+    counter: int, model: str = MODEL
+) -> tuple[TrainState, dict[str, Any]]:
+    """The train state and keyword arguments of save number ``counter``."""
     shapes = eqx.filter_eval_shape(zoo.create_model, model, key=jax.random.key(0))
     network, state = _fill(shapes, counter)
     opt_shapes = eqx.filter_eval_shape(
         lambda m: optimizer().init(eqx.filter(m, eqx.is_inexact_array)), network
     )
-    return {
-        "model": network,
-        "state": state,
-        "opt_state": _fill(opt_shapes, counter),
-        "step": counter,
-        "key": jax.random.key(counter),
+    train_state = TrainState(
+        network,
+        state,
+        _fill(opt_shapes, counter),
+        jax.random.key(counter),
+        jnp.int32(counter),
+    )
+    kwargs = {
         "data_state": {"counter": counter},
         "metadata": {"counter": counter},
         "keep": KEEP,
     }
+    return train_state, kwargs
 
 
 def check(checkpoint: Checkpoint) -> int:
     """Assert that ``checkpoint`` is one complete save, and return its counter."""
     counter = checkpoint.metadata["counter"]
-    assert checkpoint.step == counter
+    ts = checkpoint.train_state
+    assert int(ts.step) == counter
     assert checkpoint.data_state == {"counter": counter}
     assert np.array_equal(
-        jax.random.key_data(checkpoint.key),
-        jax.random.key_data(jax.random.key(counter)),
+        jax.random.key_data(ts.key), jax.random.key_data(jax.random.key(counter))
     )
-    trees = (checkpoint.model, checkpoint.state, checkpoint.opt_state)
+    trees = (ts.model, ts.model_state, ts.opt_state)
     arrays = [x for x in jax.tree.leaves(trees) if eqx.is_array(x)]
     assert arrays
     for array in arrays:
@@ -86,12 +93,12 @@ def main(directory: str, model: str = MODEL) -> None:
     counter = 0
     if latest_checkpoint(directory) is not None:
         counter = check(load_checkpoint(directory, optimizer=optimizer()))
-    arguments = save_arguments(counter + 1, model)
+    train_state, kwargs = save_arguments(counter + 1, model)
     print(f"saving {counter + 1}", flush=True)
     while True:
         counter += 1
-        save_checkpoint(directory, **arguments)
-        arguments = save_arguments(counter + 1, model)
+        save_checkpoint(directory, train_state, **kwargs)
+        train_state, kwargs = save_arguments(counter + 1, model)
 
 
 if __name__ == "__main__":

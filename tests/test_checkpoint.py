@@ -1,5 +1,9 @@
 """Checkpoints: bitwise round trips, atomic versions, crash safety, clear errors."""
 
+import ast
+import importlib.metadata
+import inspect
+import json
 import os
 import pathlib
 import random
@@ -10,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import types
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -24,6 +29,7 @@ from hypothesis import given
 
 import zoo
 from tests import _checkpoint_writer as writer
+from zoo.train import TrainState, _checkpoint, _checkpoint_dir, _checkpoint_files
 from zoo.train._checkpoint import (
     Checkpoint,
     CheckpointError,
@@ -110,16 +116,30 @@ def _toy(seed: int = 0, value: float | None = None, **overrides: Any) -> Any:
     return (model, state) if value is None else _filled((model, state), value)
 
 
+def _train_state(
+    model: zoo.AbstractModel,
+    state: eqx.nn.State,
+    opt_state: optax.OptState | None = None,
+    *,
+    step: Any = 0,
+    key: Any = None,
+) -> TrainState:
+    key = jax.random.key(0) if key is None else key
+    return TrainState(model, state, opt_state, key, step)
+
+
+def _adam_state(model: zoo.AbstractModel) -> optax.OptState:
+    return ADAM.init(eqx.filter(model, eqx.is_inexact_array))
+
+
 def _save_toy(directory: pathlib.Path, step: int, value: float, **kwargs: Any) -> Any:
     model, state = _toy(value=value)
-    opt_state = _filled(ADAM.init(eqx.filter(model, eqx.is_inexact_array)), value)
+    opt_state = _filled(_adam_state(model), value)
     return save_checkpoint(
         directory,
-        model=model,
-        state=state,
-        opt_state=opt_state,
-        step=step,
-        key=jax.random.key(step),
+        _train_state(
+            model, state, opt_state, step=jnp.int32(step), key=jax.random.key(step)
+        ),
         metadata={"value": value},
         **kwargs,
     )
@@ -128,7 +148,8 @@ def _save_toy(directory: pathlib.Path, step: int, value: float, **kwargs: Any) -
 def _value(checkpoint: Checkpoint) -> float:
     """The value a ``_save_toy`` checkpoint was filled with, checking every leaf."""
     value = checkpoint.metadata["value"]
-    trees = (checkpoint.model, checkpoint.state, checkpoint.opt_state)
+    ts = checkpoint.train_state
+    trees = (ts.model, ts.model_state, ts.opt_state)
     for leaf in jax.tree.leaves(trees):
         if eqx.is_array(leaf):
             assert np.all(np.asarray(leaf) == value)
@@ -165,7 +186,7 @@ _evaluate = eqx.filter_jit(zoo.apply)
 @pytest.mark.parametrize("name", zoo.list_models())
 def test_round_trip_every_model_is_bitwise(name: str, tmp_path: pathlib.Path):
     model, state = _random_model(name, 0)
-    opt_state = ADAM.init(eqx.filter(model, eqx.is_inexact_array))
+    opt_state = _adam_state(model)
     inputs = _inputs(model, 4, 1)
     labels = jnp.arange(4, dtype=jnp.int32) % model.out_size
     model, state, opt_state = _adam_step(
@@ -177,11 +198,7 @@ def test_round_trip_every_model_is_bitwise(name: str, tmp_path: pathlib.Path):
 
     version = save_checkpoint(
         tmp_path,
-        model=model,
-        state=state,
-        opt_state=opt_state,
-        step=1,
-        key=key,
+        _train_state(model, state, opt_state, step=jnp.int32(1), key=key),
         data_state=data_state,
         metadata=metadata,
     )
@@ -192,20 +209,29 @@ def test_round_trip_every_model_is_bitwise(name: str, tmp_path: pathlib.Path):
     files = {"config.json", "model.eqx", "opt_state.eqx", "trainer.json"}
     assert {p.name for p in version.iterdir()} == files | {"manifest.json"}
     checkpoint = load_checkpoint(tmp_path, optimizer=ADAM)
+    ts = checkpoint.train_state
     _assert_bitwise_equal(
-        (checkpoint.model, checkpoint.state, checkpoint.opt_state),
-        (model, state, opt_state),
+        (ts.model, ts.model_state, ts.opt_state), (model, state, opt_state)
     )
-    _assert_same_key(checkpoint.key, key)
-    assert checkpoint.step == 1
+    _assert_same_key(ts.key, key)
+    assert ts.step.dtype == jnp.int32 and int(ts.step) == 1
     assert checkpoint.data_state == data_state
     assert checkpoint.metadata == metadata
-    assert checkpoint.model.config() == model.config()
+    assert ts.model.config() == model.config()
 
-    # into a freshly built model of the same config, as when resuming a run
-    fresh = _random_model(name, 9)
-    resumed = load_checkpoint(tmp_path, optimizer=ADAM, like=fresh)
-    _assert_bitwise_equal((resumed.model, resumed.state), (model, state))
+    # into the fresh state of a run of the same config, as when resuming it
+    fresh, fresh_state = _random_model(name, 9)
+    like = _train_state(fresh, fresh_state, _adam_state(fresh))
+    resumed = load_checkpoint(tmp_path, like=like).train_state
+    _assert_bitwise_equal(
+        (resumed.model, resumed.model_state, resumed.opt_state),
+        (model, state, opt_state),
+    )
+    _assert_same_key(resumed.key, key)
+    assert int(resumed.step) == 1
+    # like's opt_state None: the model and state alone
+    model_only = load_checkpoint(tmp_path, like=_train_state(fresh, fresh_state))
+    assert model_only.train_state.opt_state is None
 
     # the trained model alone, from the directory alone
     loaded, loaded_state = load_model(tmp_path)
@@ -221,9 +247,7 @@ def test_round_trip_other_dtypes(dtype: str, tmp_path: pathlib.Path):
     with jax.enable_x64(dtype == "float64"):
         model, state = _toy(4, dtype=dtype)
         assert model.layers[0].weight.dtype == jnp.dtype(dtype)
-        save_checkpoint(
-            tmp_path, model=model, state=state, step=0, key=jax.random.key(1)
-        )
+        save_checkpoint(tmp_path, _train_state(model, state))
         loaded, loaded_state = load_model(tmp_path)
         _assert_bitwise_equal((loaded, loaded_state), (model, state))
     if dtype == "float64":
@@ -234,7 +258,7 @@ def test_round_trip_other_dtypes(dtype: str, tmp_path: pathlib.Path):
 def test_batchnorm_counters_round_trip_as_int32(tmp_path: pathlib.Path):
     model, state = _random_model("stax_cnn", 0)
     state = _filled(state, 7)
-    save_checkpoint(tmp_path, model=model, state=state, step=3, key=jax.random.key(0))
+    save_checkpoint(tmp_path, _train_state(model, state, step=3))
     _, loaded = load_model(tmp_path)
     dtypes = {np.asarray(x).dtype for x in jax.tree.leaves(loaded)}
     assert dtypes == {np.dtype("int32"), np.dtype("float32")}
@@ -401,7 +425,8 @@ def test_sigkill_during_saves_always_leaves_a_complete_checkpoint(
     tmp_path: pathlib.Path,
 ):
     directory = tmp_path / "run"
-    save_checkpoint(directory, **writer.save_arguments(0))
+    train_state, kwargs = writer.save_arguments(0)
+    save_checkpoint(directory, train_state, **kwargs)
     rng = random.Random(0)
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     last = 0
@@ -438,28 +463,28 @@ def pristine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
     """One valid checkpoint (a single version) and the values saved in it."""
     directory = tmp_path_factory.mktemp("pristine")
     model, state = _toy(5)
-    opt_state = ADAM.init(eqx.filter(model, eqx.is_inexact_array))
-    opt_state = _filled(opt_state, 0.25)
-    saved = {
-        "model": model,
-        "state": state,
-        "opt_state": opt_state,
-        "step": 12,
-        "key": jax.random.key(6),
-        "data_state": {"next_index": 3},
-        "metadata": {"history": [1.5, 0.5]},
+    opt_state = _filled(_adam_state(model), 0.25)
+    train_state = _train_state(
+        model, state, opt_state, step=jnp.int32(12), key=jax.random.key(6)
+    )
+    saved = {"data_state": {"next_index": 3}, "metadata": {"history": [1.5, 0.5]}}
+    version = save_checkpoint(directory, train_state, **saved)
+    yield {
+        "directory": directory,
+        "version": version.name,
+        "train_state": train_state,
+        **saved,
     }
-    version = save_checkpoint(directory, **saved)
-    yield {"directory": directory, "version": version.name, **saved}
 
 
 def _assert_is_saved(checkpoint: Checkpoint, saved: dict[str, Any]) -> None:
+    loaded, expected = checkpoint.train_state, saved["train_state"]
     _assert_bitwise_equal(
-        (checkpoint.model, checkpoint.state, checkpoint.opt_state),
-        (saved["model"], saved["state"], saved["opt_state"]),
+        (loaded.model, loaded.model_state, loaded.opt_state),
+        (expected.model, expected.model_state, expected.opt_state),
     )
-    _assert_same_key(checkpoint.key, saved["key"])
-    assert checkpoint.step == saved["step"]
+    _assert_same_key(loaded.key, expected.key)
+    assert int(loaded.step) == int(expected.step)
     assert checkpoint.data_state == saved["data_state"]
     assert checkpoint.metadata == saved["metadata"]
 
@@ -533,15 +558,15 @@ def test_fuzzed_files_load_exactly_or_raise_checkpoint_error(
         except CheckpointError:
             return
         _assert_is_saved(checkpoint, pristine)
-        _assert_is_saved(
-            load_checkpoint(directory, optimizer=ADAM, like=_toy(1)), pristine
-        )
+        model, state = _toy(1)
+        like = _train_state(model, state, _adam_state(model))
+        _assert_is_saved(load_checkpoint(directory, like=like), pristine)
 
 
 def test_mismatched_config_names_the_leaf_and_both_shapes(tmp_path: pathlib.Path):
     model, state = _random_model("mlp", 0)
-    save_checkpoint(tmp_path, model=model, state=state, step=0, key=jax.random.key(0))
-    smaller = _random_model("mlp", 0, width_size=[256, 256])
+    save_checkpoint(tmp_path, _train_state(model, state))
+    smaller = _train_state(*_random_model("mlp", 0, width_size=[256, 256]))
     with pytest.raises(CheckpointError) as error:
         load_checkpoint(tmp_path, like=smaller)
     message = str(error.value)
@@ -553,11 +578,11 @@ def test_mismatched_config_names_the_leaf_and_both_shapes(tmp_path: pathlib.Path
 
 def test_mismatched_config_with_the_same_shapes_is_an_error(tmp_path: pathlib.Path):
     model, state = _toy()
-    save_checkpoint(tmp_path, model=model, state=state, step=0, key=jax.random.key(0))
+    save_checkpoint(tmp_path, _train_state(model, state))
     with pytest.raises(CheckpointError, match="activation"):
-        load_checkpoint(tmp_path, like=_toy(activation="gelu"))
+        load_checkpoint(tmp_path, like=_train_state(*_toy(activation="gelu")))
     with pytest.raises(CheckpointError, match=r"\.layers\[0\]\.weight"):
-        load_checkpoint(tmp_path, like=_random_model("stax_cnn", 0))
+        load_checkpoint(tmp_path, like=_train_state(*_random_model("stax_cnn", 0)))
 
 
 def test_a_different_optimizer_is_an_error_naming_the_leaf(tmp_path: pathlib.Path):
@@ -566,16 +591,28 @@ def test_a_different_optimizer_is_an_error_naming_the_leaf(tmp_path: pathlib.Pat
         load_checkpoint(tmp_path, optimizer=optax.sgd(0.1))
     with pytest.raises(CheckpointError, match="optimiser state leaf"):
         load_checkpoint(tmp_path, optimizer=optax.sgd(0.1, momentum=0.9))
-    assert load_checkpoint(tmp_path).opt_state is None
+    model, state = _toy()
+    momentum = optax.sgd(0.1, momentum=0.9)
+    like = TrainState.init(model, state, momentum, key=jax.random.key(0))
+    with pytest.raises(CheckpointError, match="different optimiser"):
+        load_checkpoint(tmp_path, like=like)
+    assert load_checkpoint(tmp_path).train_state.opt_state is None
 
 
 def test_an_optimizer_for_a_checkpoint_without_opt_state_is_an_error(
     tmp_path: pathlib.Path,
 ):
     model, state = _toy()
-    save_checkpoint(tmp_path, model=model, state=state, step=0, key=jax.random.key(0))
+    save_checkpoint(
+        tmp_path, TrainState.init(model, state, None, key=jax.random.key(0))
+    )
     with pytest.raises(CheckpointError, match="no optimiser state"):
         load_checkpoint(tmp_path, optimizer=ADAM)
+    # a fresh run's state as `like`: the model loads, the optimiser starts afresh
+    like = TrainState.init(model, state, ADAM, key=jax.random.key(1))
+    assert load_checkpoint(tmp_path, like=like).train_state.opt_state is None
+    with pytest.raises(TypeError, match="not both"):
+        load_checkpoint(tmp_path, like=like, optimizer=ADAM)
 
 
 def test_no_checkpoint_is_an_error_naming_the_path(tmp_path: pathlib.Path):
@@ -631,24 +668,24 @@ def test_ensure_writable_reports_a_file_in_the_way(tmp_path: pathlib.Path):
 
 def test_save_rejects_bad_arguments(tmp_path: pathlib.Path):
     model, state = _toy()
-    good: dict[str, Any] = {
-        "model": model,
-        "state": state,
-        "step": 0,
-        "key": jax.random.key(0),
-    }
+    good = _train_state(model, state)
+    raw_key = jax.random.key_data(good.key)
     with pytest.raises(TypeError, match="wrap_key_data"):
-        save_checkpoint(tmp_path, **{**good, "key": jax.random.key_data(good["key"])})
+        save_checkpoint(tmp_path, eqx.tree_at(lambda t: t.key, good, raw_key))
     with pytest.raises(TypeError, match="metadata"):
-        save_checkpoint(tmp_path, **good, metadata={"f": object()})
+        save_checkpoint(tmp_path, good, metadata={"f": object()})
     with pytest.raises(ValueError, match="keep"):
-        save_checkpoint(tmp_path, **good, keep=0)
-    with pytest.raises(ValueError, match="step"):
-        save_checkpoint(tmp_path, **{**good, "step": -1})
+        save_checkpoint(tmp_path, good, keep=0)
+    for step in (-1, jnp.int32(-1)):
+        with pytest.raises(ValueError, match="step"):
+            save_checkpoint(tmp_path, _train_state(model, state, step=step))
+    with pytest.raises(TypeError, match="step"):
+        save_checkpoint(tmp_path, _train_state(model, state, step=jnp.float32(1)))
+    linear = eqx.nn.Linear(2, 2, key=good.key)
     with pytest.raises(TypeError, match="zoo model"):
-        save_checkpoint(
-            tmp_path, **{**good, "model": eqx.nn.Linear(2, 2, key=good["key"])}
-        )
+        save_checkpoint(tmp_path, eqx.tree_at(lambda t: t.model, good, linear))
+    with pytest.raises(TypeError, match="TrainState"):
+        save_checkpoint(tmp_path, (model, state))  # pyright: ignore[reportArgumentType]
     assert list(tmp_path.iterdir()) == []
 
 
@@ -656,12 +693,31 @@ def test_numpy_scalars_in_metadata_are_saved_as_json(tmp_path: pathlib.Path):
     model, state = _toy()
     save_checkpoint(
         tmp_path,
-        model=model,
-        state=state,
-        step=np.int64(4),  # pyright: ignore[reportArgumentType]
-        key=jax.random.key(0),
+        _train_state(model, state, step=np.int64(4)),
         metadata={"loss": np.float32(0.5), "epoch": jnp.asarray(2)},
     )
     checkpoint = load_checkpoint(tmp_path)
-    assert checkpoint.step == 4
+    assert int(checkpoint.train_state.step) == 4
     assert checkpoint.metadata == {"loss": 0.5, "epoch": 2}
+
+
+def test_the_saved_zoo_version_is_the_installed_one(tmp_path: pathlib.Path):
+    version = save_checkpoint(tmp_path, _train_state(*_toy()))
+    trainer = json.loads((version / "trainer.json").read_text())
+    assert trainer["zoo_version"] == zoo.__version__
+    assert zoo.__version__ == importlib.metadata.version("typed-zoo")
+
+
+@pytest.mark.parametrize("module", [_checkpoint, _checkpoint_dir, _checkpoint_files])
+def test_checkpoint_modules_do_not_import_the_zoo_package(module: types.ModuleType):
+    """They sit below ``zoo/__init__``, which imports them: no import runs back up."""
+    package = module.__name__.split(".")
+    for node in ast.walk(ast.parse(inspect.getsource(module))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = package[: -node.level] if node.level else []
+            names = [".".join([*base, *([node.module] if node.module else [])])]
+        else:
+            continue
+        assert "zoo" not in names, f"{module.__name__} imports zoo: {ast.unparse(node)}"

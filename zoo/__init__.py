@@ -1,13 +1,12 @@
 """zoo: a typed, functional model zoo for JAX, built on Equinox."""
 
-import importlib.metadata
-
 from . import data as data, train as train
 from ._checks import (
     set_shape_checks as set_shape_checks,
     shape_checks as shape_checks,
     shape_checks_enabled as shape_checks_enabled,
 )
+from ._version import __version__ as __version__
 from .models import (
     ACTIVATIONS as ACTIVATIONS,
     BATCH_AXIS as BATCH_AXIS,
@@ -34,11 +33,6 @@ from .train import (
     load_model as load_model,
     save_checkpoint as save_checkpoint,
 )
-
-try:
-    __version__ = importlib.metadata.version("typed-zoo")
-except importlib.metadata.PackageNotFoundError:  # pragma: no cover - source tree
-    __version__ = "0.0.0"
 
 
 def __getattr__(name: str):

@@ -27,14 +27,16 @@ class TrainState(eqx.Module):
     Attributes:
         model: the model being trained.
         model_state: its ``eqx.nn.State`` (BatchNorm statistics; empty if none).
-        opt_state: the optax state of the trainable parameters.
+        opt_state: the optax state of the trainable parameters, or ``None``
+            for a model without an optimiser (saved for inference, or
+            loaded from a checkpoint without its optimiser state).
         key: the run's PRNG key; step ``s`` draws from ``fold_in(key, s)``.
         step: optimiser steps taken so far (an ``int32`` scalar).
     """
 
     model: AbstractModel
     model_state: eqx.nn.State
-    opt_state: optax.OptState
+    opt_state: optax.OptState | None
     key: PRNGKeyArray
     step: Int[Array, ""]
 
@@ -43,7 +45,7 @@ class TrainState(eqx.Module):
         cls,
         model: AbstractModel,
         model_state: eqx.nn.State,
-        optimizer: optax.GradientTransformation,
+        optimizer: optax.GradientTransformation | None,
         *,
         key: PRNGKeyArray,
     ) -> "TrainState":
@@ -54,9 +56,12 @@ class TrainState(eqx.Module):
             model_state: its state (from ``zoo.create_model`` or
                 ``eqx.nn.make_with_state``).
             optimizer: any optax transformation; it sees the model's inexact
-                arrays (``eqx.filter(model, eqx.is_inexact_array)``).
+                arrays (``eqx.filter(model, eqx.is_inexact_array)``). ``None``
+                gives a state without an optimiser (``opt_state`` is ``None``).
             key: the run's PRNG key (dropout, stochastic layers).
         """
-        with jax.numpy_dtype_promotion("standard"):  # optax mixes dtypes
-            opt_state = optimizer.init(eqx.filter(model, eqx.is_inexact_array))
+        opt_state = None
+        if optimizer is not None:
+            with jax.numpy_dtype_promotion("standard"):  # optax mixes dtypes
+                opt_state = optimizer.init(eqx.filter(model, eqx.is_inexact_array))
         return cls(model, model_state, opt_state, key, jnp.int32(0))
