@@ -95,21 +95,26 @@ def _imported_top_modules(path: pathlib.Path) -> set[str]:
 def test_every_third_party_import_is_a_declared_dependency():
     project = PYPROJECT["project"]
     required = {_requirement_name(r) for r in project["dependencies"]}
-    plot = required | {
-        _requirement_name(r) for r in project["optional-dependencies"]["plot"]
+    extras = {
+        name: required | {_requirement_name(r) for r in requirements}
+        for name, requirements in project["optional-dependencies"].items()
     }
     providers = importlib.metadata.packages_distributions()
     undeclared = []
     for path in sorted((REPO / "zoo").rglob("*.py")):
-        declared = plot if path.name == "plot.py" or "plot" in path.parts else required
+        declared = required
+        if path.name == "plot.py" or "plot" in path.parts:
+            declared = extras["plot"]
+        elif path.name == "_tensorboard.py":  # imports tensorboardX when used
+            declared = extras["tensorboard"]
         for module in sorted(_imported_top_modules(path)):
             dists = {_requirement_name(d) for d in providers.get(module, [])}
             if not dists & declared:
                 where = path.relative_to(REPO)
                 undeclared.append(f"{where}: {module} (from {sorted(dists)})")
     assert not undeclared, (
-        "imports not covered by pyproject's dependencies (or, for zoo.plot, the "
-        f"plot extra): {undeclared}"
+        "imports not covered by pyproject's dependencies (or, for zoo.plot and "
+        f"the TensorBoard writer, their extras): {undeclared}"
     )
 
 

@@ -65,3 +65,4 @@ from ._step import (
     predict as predict,
     prepare_inputs as prepare_inputs,
 )
+from ._tensorboard import TensorBoardWriter as TensorBoardWriter

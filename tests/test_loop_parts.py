@@ -1,0 +1,259 @@
+"""The public parts of a training loop: callbacks, losses, the feed, the docs' loop."""
+
+import csv
+import os
+import pathlib
+import re
+import struct
+
+import equinox as eqx
+import jax
+import numpy as np
+import optax
+import pytest
+
+import zoo
+from zoo.data import ArrayDataset, train_pipeline
+from zoo.train import (
+    Callback,
+    CSVLogger,
+    DeviceFeed,
+    EpochEnd,
+    FiniteLossGuard,
+    NonFiniteLossError,
+    ProgressBar,
+    TensorBoardWriter,
+    TrainState,
+    fit,
+    label_smoothing,
+    latest_checkpoint,
+    make_train_step,
+    masked_loss,
+    save_checkpoint,
+)
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+QUIET = {"progress": False, "log": None}
+
+
+@pytest.fixture(scope="module")
+def small_train(mnist_train: ArrayDataset) -> ArrayDataset:
+    return mnist_train.take(1024)
+
+
+@pytest.fixture(scope="module")
+def small_test(mnist_test: ArrayDataset) -> ArrayDataset:
+    return mnist_test.take(500)
+
+
+def small_mlp(seed: int = 0):
+    return zoo.create_model("mlp", key=jax.random.key(seed), width_size=[32])
+
+
+def params_of(tree) -> list[np.ndarray]:
+    return [np.asarray(p) for p in jax.tree.leaves(eqx.filter(tree, eqx.is_array))]
+
+
+def docs_block(marker: str) -> str:
+    """The Python block after ``<!-- test: marker -->`` in docs/training.md."""
+    text = (REPO / "docs" / "training.md").read_text(encoding="utf-8")
+    match = re.search(rf"<!-- test: {marker} -->\n```python\n(.*?)```", text, re.S)
+    assert match is not None, f"docs/training.md has no block marked {marker}"
+    return match.group(1)
+
+
+def poisoned(data: ArrayDataset, rows: list[int]) -> ArrayDataset:
+    inputs = data.inputs.astype(np.float32) / 255.0
+    inputs[rows] = np.nan
+    return ArrayDataset(inputs, data.labels, data.class_names, "poisoned")
+
+
+def test_check_finite_false_never_raises(small_train, tmp_path):
+    model, state = small_mlp()
+    result = fit(
+        model, state, poisoned(small_train, [5]), optimizer=optax.sgd(0.01),
+        epochs=2, batch_size=64, checkpoint_dir=tmp_path / "ckpt",
+        checkpoint_every=4, check_finite=False, **QUIET,
+    )  # fmt: skip
+    assert len(result.history) == 2
+    assert not np.isfinite(result.history[-1].train_loss)
+    assert latest_checkpoint(tmp_path / "ckpt") is not None
+
+
+def test_nan_error_names_the_chunk_that_holds_the_bad_step(small_train):
+    """Polls of the running loss (progress bar, guard) never claim unchecked steps."""
+    seed, batch = 3, 64
+    row = int(np.random.default_rng([seed, 0]).permutation(1024)[300])
+    bad_step = 300 // batch + 1  # counting from 1: the step that sees `row`
+    model, state = small_mlp()
+    with pytest.raises(NonFiniteLossError) as error:
+        fit(
+            model, state, poisoned(small_train, [row]), optimizer=optax.sgd(0.01),
+            epochs=1, batch_size=batch, seed=seed, steps_per_call=2,
+            check_finite=False, log=None, progress=False,
+            callbacks=[ProgressBar(every_seconds=0), FiniteLossGuard(every_seconds=0)],
+        )  # fmt: skip
+    found = re.search(r"within steps (\d+)-(\d+)", str(error.value))
+    assert found is not None, str(error.value)
+    first, last = int(found.group(1)), int(found.group(2))
+    assert first <= bad_step <= last and last - first == 1, (first, last, bad_step)
+
+
+@pytest.mark.parametrize("with_data_state", [True, False])
+def test_fit_resumes_from_a_checkpoint_it_did_not_write(
+    small_train, tmp_path, with_data_state
+):
+    model, state = small_mlp()
+    optimizer = optax.adam(1e-3)
+    common = dict(optimizer=optimizer, batch_size=64, seed=1, steps_per_call=2)
+    straight = fit(model, state, small_train, epochs=2, **common, **QUIET)  # pyright: ignore[reportArgumentType]
+    # A custom loop trains 8 steps and saves with no fit metadata.
+    ts = TrainState.init(model, state, optimizer, key=jax.random.key(1))
+    batches = iter(train_pipeline(small_train, batch_size=64, seed=1, num_epochs=2))
+    feed = DeviceFeed(batches, steps_per_call=2, steps_per_epoch=16)
+    step = make_train_step(optimizer)
+    for _ in range(4):
+        ts, _ = step(ts, next(feed))
+    data_state = feed.data_state if with_data_state else None
+    save_checkpoint(tmp_path / "run", ts, data_state=data_state)
+    lines: list[str] = []
+    resumed = fit(
+        model, state, small_train, epochs=2, checkpoint_dir=tmp_path / "run",
+        resume=True, progress=False, log=lines.append, **common,  # pyright: ignore[reportArgumentType]
+    )  # fmt: skip
+    assert lines[0].startswith("resumed from step 8 (epoch 1)")
+    assert resumed.step == straight.step == 32
+    for a, b in zip(params_of(straight.model), params_of(resumed.model), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    assert resumed.history[-1].train_loss == pytest.approx(
+        straight.history[-1].train_loss, rel=1e-5
+    )
+
+
+def test_library_errors_never_name_the_example_scripts_flags():
+    for path in (REPO / "zoo").rglob("*.py"):
+        assert "--resume" not in path.read_text(encoding="utf-8"), path
+
+
+def test_a_custom_loss_trains_and_changes_the_objective(small_train, small_test):
+    model, state = small_mlp()
+    args = dict(optimizer=optax.adam(3e-3), epochs=4, batch_size=64, **QUIET)
+    plain = fit(model, state, small_train, test_data=small_test, **args)  # pyright: ignore[reportArgumentType]
+    smooth = fit(
+        model, state, small_train, test_data=small_test, loss=label_smoothing(0.2),
+        **args,  # pyright: ignore[reportArgumentType]
+    )  # fmt: skip
+    assert (smooth.history[-1].test_accuracy or 0) > 0.8
+    # Smoothed targets keep the loss away from zero: a higher training loss.
+    assert smooth.history[-1].train_loss > plain.history[-1].train_loss + 0.1
+    logits, labels = jax.numpy.zeros((3, 4)), jax.numpy.array([0, 1, 2])
+    mask = jax.numpy.ones(3, bool)
+    with pytest.raises(ValueError, match="one loss per example"):
+        masked_loss(lambda lg, lb: lg.sum(), logits, labels, mask)
+
+
+def test_feed_keeps_chunks_long_and_ends_them_at_epoch_ends(small_train):
+    batches = iter(train_pipeline(small_train, batch_size=64, seed=0, num_epochs=2))
+    feed = DeviceFeed(batches, steps_per_call=6, steps_per_epoch=16)
+    lengths = [chunk.steps for chunk in feed]
+    assert lengths == [6, 6, 4, 6, 6, 4]
+    assert feed.data_state == {"next_index": 32}
+
+
+def test_the_documented_loop_trains_and_resumes(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code = docs_block("custom-loop")
+    assert len(code.strip().splitlines()) <= 32
+    exec(compile(code, "docs/training.md", "exec"), {})
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["step 468", "step 936"]
+    assert float(lines[-1].split()[-1].rstrip("%")) > 95.0
+    # Run again: it resumes after the last epoch and has nothing left to do.
+    exec(compile(code, "docs/training.md", "exec"), {})
+    assert capsys.readouterr().out == ""
+    assert (tmp_path / "runs" / "custom-loop" / "LATEST").exists()
+
+
+def test_a_custom_callback_stops_training_early(small_train, small_test):
+    namespace: dict[str, object] = {}
+    exec(compile(docs_block("early-stopping"), "docs/training.md", "exec"), namespace)
+    early_stopping = namespace["EarlyStopping"]
+    assert isinstance(early_stopping, type) and issubclass(early_stopping, Callback)
+
+    class Recorder(Callback):
+        def __init__(self):
+            self.events: list[str] = []
+
+        def on_epoch_end(self, event: EpochEnd) -> None:
+            self.events.append(f"epoch {event.record.epoch}")
+
+        def on_train_end(self, result) -> None:
+            self.events.append("end")
+
+    recorder = Recorder()
+    model, state = small_mlp()
+    result = fit(
+        model, state, small_train, optimizer=optax.sgd(0.0), epochs=10,
+        batch_size=256, test_data=small_test,
+        callbacks=[early_stopping(patience=2), recorder], **QUIET,  # pyright: ignore[reportCallIssue]
+    )  # fmt: skip
+    # A learning rate of 0 never improves: epochs 0 (best), 1 and 2, then stop.
+    assert len(result.history) == 3
+    assert result.stop_reason is not None and "for 2 epochs" in result.stop_reason
+    assert recorder.events == ["epoch 0", "epoch 1", "end"]  # stopped at epoch 2
+
+
+def _tensorboard_scalars(logdir: pathlib.Path) -> dict[str, list[tuple[int, float]]]:
+    """Scalars of every event file in ``logdir``, read from the TFRecord framing."""
+    from tensorboardX.proto import event_pb2
+
+    scalars: dict[str, list[tuple[int, float]]] = {}
+    for path in sorted(logdir.iterdir()):
+        data = path.read_bytes()
+        offset = 0
+        while offset < len(data):
+            (length,) = struct.unpack("<Q", data[offset : offset + 8])
+            record = data[offset + 12 : offset + 12 + length]
+            offset += 12 + length + 4
+            event = event_pb2.Event.FromString(record)  # pyright: ignore[reportAttributeAccessIssue]
+            for value in event.summary.value:
+                scalars.setdefault(value.tag, []).append(
+                    (event.step, value.simple_value)
+                )
+    return scalars
+
+
+def test_csv_logger_and_tensorboard_writer_record_every_epoch(
+    small_train, small_test, tmp_path
+):
+    pytest.importorskip("tensorboardX")
+    model, state = small_mlp()
+    result = fit(
+        model, state, small_train, optimizer=optax.adam(1e-3), epochs=2,
+        batch_size=64, test_data=small_test, steps_per_call=2,
+        callbacks=[
+            CSVLogger(tmp_path / "log.csv"),
+            TensorBoardWriter(tmp_path / "tb", every_seconds=0),
+        ],
+        **QUIET,  # pyright: ignore[reportArgumentType]
+    )  # fmt: skip
+    with open(tmp_path / "log.csv", newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert [int(r["epoch"]) for r in rows] == [0, 1]
+    for row, record in zip(rows, result.history, strict=True):
+        assert float(row["test_accuracy"]) == pytest.approx(record.test_accuracy)
+        assert float(row["train_loss"]) == pytest.approx(record.train_loss)
+    scalars = _tensorboard_scalars(tmp_path / "tb")
+    accuracy = scalars["epoch/test_accuracy"]
+    assert [step for step, _ in accuracy] == [16, 32]
+    assert accuracy[-1][1] == pytest.approx(result.history[-1].test_accuracy)
+    assert scalars["train/loss"], "no running loss was written"
+    assert os.listdir(tmp_path)  # nothing else to check: files are whole
+
+
+def test_tensorboard_writer_names_the_extra_when_missing(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "tensorboardX", None)
+    with pytest.raises(ModuleNotFoundError, match=r"typed-zoo\[tensorboard\]"):
+        TensorBoardWriter("unused")
