@@ -99,6 +99,10 @@ def test_good_download_then_no_requests(server: _Server, tmp_path: pathlib.Path)
         digest = hashlib.sha256((folder / name).read_bytes()).hexdigest()
         assert digest == REMOTE_DATASETS["mnist"].sha256[name]
     assert len(server.requests) == 2
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in TEST_FILES:  # zoo's one permission rule, as open(path, "w") gives
+        assert (folder / name).stat().st_mode & 0o777 == 0o666 & ~umask
 
     fetch("mnist", split="test", data_dir=cache, mirrors=[_url(server, "good")])
     assert len(server.requests) == 2  # verified files: no network at all
@@ -190,6 +194,7 @@ def test_keyboard_interrupt_leaves_no_file(
     server: _Server, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
 ):
     real_open = _download._open
+    during: list[list[str]] = []
 
     class _Interrupting:
         def __init__(self, response) -> None:
@@ -206,6 +211,7 @@ def test_keyboard_interrupt_leaves_no_file(
         def read(self, amt: int) -> bytes:
             self.reads += 1
             if self.reads == 2:
+                during.append(_listing(tmp_path / "mnist"))
                 raise KeyboardInterrupt
             return self.response.read(amt)
 
@@ -215,6 +221,9 @@ def test_keyboard_interrupt_leaves_no_file(
     )
     with pytest.raises(KeyboardInterrupt):
         fetch("mnist", split="test", data_dir=tmp_path, mirrors=[_url(server, "good")])
+    # the body streamed into a hidden .part file beside the target, now removed
+    [partial] = during[0]
+    assert partial.startswith(f".{TEST_FILES[0]}.") and partial.endswith(".part")
     assert _listing(tmp_path / "mnist") == []
 
 

@@ -16,10 +16,11 @@ and asks you to delete it (the cache may be shared or read-only, and a file we
 wrote ourselves was verified before it was put in place, so a mismatch means
 something outside zoo changed it).
 
-A missing file is downloaded from each mirror in turn into a temporary file in
-the same folder, hashed while it streams, and moved into place with
-:func:`os.replace` only once its hash matches. On any failure, ``KeyboardInterrupt``
-included, the temporary file is removed: the cache never holds a partial file.
+A missing file is downloaded from each mirror in turn into a hidden ``.part``
+file in the same folder, hashed while it streams, and renamed into place only
+once its size and hash match (``zoo._files.atomic_write``, which also gives it
+the usual ``0o666``-less-umask permissions). On any failure, ``KeyboardInterrupt``
+included, the ``.part`` file is removed: the cache never holds a partial file.
 """
 
 import dataclasses
@@ -27,13 +28,14 @@ import hashlib
 import http.client
 import logging
 import os
-import tempfile
 import urllib.error
 import urllib.request
 import urllib.response
 from collections.abc import Sequence
 from pathlib import Path
+from typing import BinaryIO
 
+from .._files import atomic_write
 from ._idx import DataError
 
 _log = logging.getLogger(__name__)
@@ -171,14 +173,12 @@ def _download(url: str, target: Path, sha256: str, timeout: float) -> None:
         DataError: the body's size or hash is wrong.
         OSError: the request or a write failed (``URLError`` is an ``OSError``).
     """
-    fd, temp_name = tempfile.mkstemp(
-        dir=target.parent, prefix=f".{target.name}.", suffix=".part"
-    )
-    temp = Path(temp_name)
-    try:
+
+    def stream(out: BinaryIO) -> None:
+        # Raising here, before atomic_write renames, leaves no file behind.
         digest = hashlib.sha256()
         received = 0
-        with os.fdopen(fd, "wb") as out, _open(url, timeout) as response:
+        with _open(url, timeout) as response:
             declared = response.headers.get("Content-Length")
             while chunk := response.read(_CHUNK):
                 digest.update(chunk)
@@ -189,10 +189,8 @@ def _download(url: str, target: Path, sha256: str, timeout: float) -> None:
         actual = digest.hexdigest()
         if actual != sha256:
             raise DataError(f"SHA-256 mismatch: expected {sha256}, got {actual}")
-        os.replace(temp, target)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
+
+    atomic_write(target, stream, suffix=".part")
 
 
 def _verify_present(path: Path, sha256: str) -> None:
