@@ -268,7 +268,7 @@ def load_checkpoint(
         structure = (like.model, like.model_state)
         advice = (
             f"{written_by}. Build the model from that config (zoo.build_model) to "
-            "resume it, or point --resume at a checkpoint of this model."
+            "resume it, or resume from a checkpoint directory of this model."
         )
         expects = "the model expects"
     for section, tree in zip(("model", "state"), structure, strict=True):

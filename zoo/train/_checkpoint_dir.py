@@ -411,7 +411,7 @@ def corrupt(version: pathlib.Path, file: str, reason: str) -> CheckpointError:
     return CheckpointError(
         f"Checkpoint file {version / file} is corrupt: {reason}. Delete {version} "
         f"to fall back to an older version, or delete {root} to start over, or "
-        "point --resume elsewhere."
+        "resume from another checkpoint directory."
     )
 
 
