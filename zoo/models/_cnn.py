@@ -2,7 +2,7 @@
 
 import math
 from collections.abc import Sequence
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 import equinox as eqx
 import jax
@@ -11,9 +11,18 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._checks import checked_model_call
 from ._abstract import BATCH_AXIS, DTYPES, AbstractModel, get_activation, parse_dtype
-from ._pool import MaxPool
+from ._conv import (
+    batch_norm_channels_last,
+    conv_channels_last,
+    resolved_conv_path,
+    to_channels_first,
+    to_channels_last,
+)
+from ._pool import AvgPool, MaxPool
 
 Padding = str | int
+POOLINGS: dict[str, type[MaxPool] | type[AvgPool]] = {"max": MaxPool, "avg": AvgPool}
+"""Pooling layers by the name a CNN config gives them."""
 _T = TypeVar("_T")
 
 
@@ -41,17 +50,27 @@ def _per_block(name: str, value: _T | Sequence[_T], n: int) -> tuple[_T, ...]:
 
 
 class ConvBlock(eqx.Module):
-    """Conv2d, then BatchNorm (optional), activation, max-pooling (optional)."""
+    """Conv2d, then BatchNorm (optional), activation, pooling (optional).
+
+    Computed along the conv path in force when traced (see
+    ``zoo.set_conv_path``): channels-first Equinox layers on ``"xla"``,
+    channels-last inside on ``"nhwc"`` and ``"gemm"``; the same function and
+    parameters on each.
+    """
 
     conv: eqx.nn.Conv2d
     norm: eqx.nn.BatchNorm | None
-    pool: MaxPool | None
+    pool: MaxPool | AvgPool | None
     activation: str = eqx.field(static=True)
 
     def __call__(
         self, x: Float[Array, "c h w"], state: eqx.nn.State
     ) -> tuple[Float[Array, "c2 h2 w2"], eqx.nn.State]:
         """Apply the block to one feature map ``(channels, height, width)``."""
+        path = resolved_conv_path()
+        if path != "xla":
+            y, state = self.channels_last(to_channels_last(x), state, path)
+            return to_channels_first(y), state
         x = self.conv(x)
         if self.norm is not None:
             # eqx.nn.BatchNorm(mode="batch") raises a Python float to an int32
@@ -63,11 +82,26 @@ class ConvBlock(eqx.Module):
             x = self.pool(x)
         return x, state
 
+    def channels_last(
+        self,
+        x: Float[Array, "h w c"],
+        state: eqx.nn.State,
+        path: Literal["nhwc", "gemm"] = "nhwc",
+    ) -> tuple[Float[Array, "h2 w2 c2"], eqx.nn.State]:
+        """Apply the block to one channels-last map ``(height, width, channels)``."""
+        x = conv_channels_last(self.conv, x, path)
+        if self.norm is not None:
+            x, state = batch_norm_channels_last(self.norm, x, state)
+        x = get_activation(self.activation)(x)
+        if self.pool is not None:
+            x = self.pool.channels_last(x)
+        return x, state
+
 
 class CNN(AbstractModel):
     """A convolutional classifier on ONE channels-first image.
 
-    Each conv block is ``Conv2d -> [BatchNorm] -> activation -> [MaxPool]``; the
+    Each conv block is ``Conv2d -> [BatchNorm] -> activation -> [pooling]``; the
     feature map is then flattened and passed through ``hidden_sizes`` dense layers
     (activation and dropout after each) and a final linear layer to ``out_size``
     logits. The model is stateful (BatchNorm running statistics live in an
@@ -97,6 +131,7 @@ class CNN(AbstractModel):
     strides: tuple[int, ...] = eqx.field(static=True)
     paddings: tuple[Padding, ...] = eqx.field(static=True)
     pool_sizes: tuple[int, ...] = eqx.field(static=True)
+    poolings: tuple[str, ...] = eqx.field(static=True)
     batch_norm: bool = eqx.field(static=True)
     bn_momentum: float = eqx.field(static=True)
     hidden_sizes: tuple[int, ...] = eqx.field(static=True)
@@ -117,6 +152,7 @@ class CNN(AbstractModel):
         strides: int | Sequence[int] = 1,
         paddings: Padding | Sequence[Padding] = "SAME",
         pool_sizes: int | Sequence[int] = 1,
+        pooling: str | Sequence[str] = "max",
         batch_norm: bool = True,
         bn_momentum: float = 0.9,
         hidden_sizes: Sequence[int] = (),
@@ -137,7 +173,9 @@ class CNN(AbstractModel):
             kernel_sizes: square kernel size, one for all blocks or one per block.
             strides: conv stride, one for all or one per block.
             paddings: ``"SAME"``, ``"VALID"`` or an int, one for all or per block.
-            pool_sizes: max-pool window and stride after each block (1 = none).
+            pool_sizes: pooling window and stride after each block (1 = none).
+            pooling: ``"max"`` or ``"avg"`` (average, LeNet's subsampling), one
+                for all blocks or one per block.
             batch_norm: whether each block has BatchNorm (running statistics).
             bn_momentum: BatchNorm running-statistics momentum, in ``[0, 1)``.
             hidden_sizes: widths of the dense layers before the output layer.
@@ -167,6 +205,12 @@ class CNN(AbstractModel):
             for p in _per_block("paddings", paddings, n)
         )
         pools = tuple(int(p) for p in _per_block("pool_sizes", pool_sizes, n))
+        pool_kinds = tuple(str(p).lower() for p in _per_block("pooling", pooling, n))
+        if any(p not in POOLINGS for p in pool_kinds):
+            raise ValueError(
+                f"CNN `pooling` must be 'max' or 'avg' (one or per block), "
+                f"got {pooling!r}."
+            )
         for name, values in [
             ("channels", tuple(channels)),
             ("kernel_sizes", kernels),
@@ -230,7 +274,7 @@ class CNN(AbstractModel):
                         if batch_norm
                         else None
                     ),
-                    pool=MaxPool(pools[i]) if pools[i] > 1 else None,
+                    pool=POOLINGS[pool_kinds[i]](pools[i]) if pools[i] > 1 else None,
                     activation=activation,
                 )
             )
@@ -261,6 +305,7 @@ class CNN(AbstractModel):
         self.strides = stride_list
         self.paddings = pads
         self.pool_sizes = pools
+        self.poolings = pool_kinds
         self.batch_norm = batch_norm
         self.bn_momentum = bn_momentum
         self.hidden_sizes = tuple(int(h) for h in hidden_sizes)
@@ -302,9 +347,18 @@ class CNN(AbstractModel):
                 "`key=`; pass a PRNG key, or call "
                 "`eqx.nn.inference_mode(model)` for evaluation."
             )
+        path = resolved_conv_path()
         try:
-            for block in self.blocks:
-                x, state = block(x, state)
+            if path == "xla":
+                for block in self.blocks:
+                    x, state = block(x, state)
+            else:
+                # Channels-last between the blocks: no transposes around each
+                # convolution (XLA:CPU convolves channels-last).
+                x = to_channels_last(x)
+                for block in self.blocks:
+                    x, state = block.channels_last(x, state, path)
+                x = to_channels_first(x)
         except NameError as error:
             raise NameError(
                 "CNN with BatchNorm in training mode computes batch statistics, so "
@@ -335,6 +389,7 @@ class CNN(AbstractModel):
             "strides": list(self.strides),
             "paddings": list(self.paddings),
             "pool_sizes": list(self.pool_sizes),
+            "pooling": list(self.poolings),
             "batch_norm": self.batch_norm,
             "bn_momentum": self.bn_momentum,
             "hidden_sizes": list(self.hidden_sizes),

@@ -1,4 +1,4 @@
-"""Max-pooling over non-overlapping windows, fast to differentiate on any backend."""
+"""Max- and average pooling over non-overlapping windows, fast to differentiate."""
 
 import equinox as eqx
 import jax.numpy as jnp
@@ -44,3 +44,60 @@ class MaxPool(eqx.Module):
         for other in slices[1:]:
             out = jnp.maximum(out, other)
         return out
+
+    def channels_last(
+        self, x: Float[Array, "height width channels"]
+    ) -> Float[Array, "pooled_height pooled_width channels"]:
+        """The same pooling of ONE channels-last map ``(H, W, C)``.
+
+        A reshape to ``(H // s, s, W // s, s, C)`` and a max over the two
+        window axes; its gradient is elementwise, like the slices' (ties, where
+        the two could differ, split the gradient evenly here).
+        """
+        return _windows(x, self.size).max(axis=(1, 3))
+
+
+def _windows(x: Array, s: int) -> Array:
+    """``(H, W, C) -> (H // s, s, W // s, s, C)``, dropping what does not fit."""
+    height, width = x.shape[0] // s, x.shape[1] // s
+    return x[: height * s, : width * s].reshape(height, s, width, s, x.shape[2])
+
+
+class AvgPool(eqx.Module):
+    """Mean over non-overlapping ``size x size`` windows of ONE ``(C, H, W)`` map.
+
+    The subsampling of LeNet-5 (without its trainable scale and bias): the same
+    function as ``eqx.nn.AvgPool2d(size, size)`` (windows that do not fit are
+    dropped), computed as a reshape and a mean.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> AvgPool(2)(jnp.arange(16.0).reshape(1, 4, 4))
+        Array([[[ 2.5,  4.5],
+                [10.5, 12.5]]], dtype=float32)
+    """
+
+    size: int = eqx.field(static=True)
+
+    def __init__(self, size: int):
+        """Args:
+        size: the window's height and width, and its stride (>= 1).
+        """
+        if size < 1:
+            raise ValueError(f"AvgPool size must be >= 1, got {size}.")
+        self.size = size
+
+    def __call__(
+        self, x: Float[Array, "channels height width"]
+    ) -> Float[Array, "channels pooled_height pooled_width"]:
+        """Pool one feature map; ``H`` and ``W`` shrink to ``H // size, W // size``."""
+        s = self.size
+        channels, height, width = x.shape[0], x.shape[1] // s, x.shape[2] // s
+        windows = x[:, : height * s, : width * s].reshape(channels, height, s, width, s)
+        return windows.mean(axis=(2, 4))
+
+    def channels_last(
+        self, x: Float[Array, "height width channels"]
+    ) -> Float[Array, "pooled_height pooled_width channels"]:
+        """The same pooling of ONE channels-last map ``(H, W, C)``."""
+        return _windows(x, self.size).mean(axis=(1, 3))
