@@ -18,3 +18,8 @@ from ._registry import (
     model_spec as model_spec,
     register_model as register_model,
 )
+from ._resnet import (
+    BasicBlock as BasicBlock,
+    Projection as Projection,
+    ResNet as ResNet,
+)

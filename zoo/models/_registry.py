@@ -13,8 +13,9 @@ from jaxtyping import PRNGKeyArray
 from ._abstract import AbstractModel
 from ._cnn import CNN
 from ._mlp import MLP
+from ._resnet import ResNet
 
-FAMILIES: dict[str, type[AbstractModel]] = {"MLP": MLP, "CNN": CNN}
+FAMILIES: dict[str, type[AbstractModel]] = {"MLP": MLP, "CNN": CNN, "ResNet": ResNet}
 """Model classes by the ``"family"`` name stored in their configs."""
 
 
@@ -171,4 +172,52 @@ register_model(
     },
     "Strongest preset: three conv3x3-BN-ReLU-maxpool blocks (32/64/128 "
     "channels, 28 -> 14 -> 7 -> 3 pixels), dense 256 with dropout, dense 10.",
+)
+
+register_model(
+    "resnet8",
+    {
+        "family": "ResNet",
+        "in_channels": 1,
+        "image_size": [28, 28],
+        "out_size": 10,
+        "stem_width": 16,
+        "widths": [16, 32, 64],
+        "depths": [1, 1, 1],
+        "strides": [1, 2, 2],
+    },
+    "ResNet-8 of He et al. 2016 for small images: 3x3 stem, one basic block "
+    "per stage (16/32/64 channels, 28 -> 14 -> 7 pixels), global average "
+    "pooling, dense 10; about 78k parameters.",
+)
+register_model(
+    "resnet20",
+    {
+        "family": "ResNet",
+        "in_channels": 1,
+        "image_size": [28, 28],
+        "out_size": 10,
+        "stem_width": 16,
+        "widths": [16, 32, 64],
+        "depths": [3, 3, 3],
+        "strides": [1, 2, 2],
+    },
+    "ResNet-20 of He et al. 2016 (CIFAR, 6n+2 with n=3): three basic blocks per "
+    "stage, 16/32/64 channels, projection shortcuts; about 0.27M parameters.",
+)
+register_model(
+    "resnet20x2",
+    {
+        "family": "ResNet",
+        "in_channels": 1,
+        "image_size": [28, 28],
+        "out_size": 10,
+        "stem_width": 32,
+        "widths": [32, 64, 128],
+        "depths": [3, 3, 3],
+        "strides": [1, 2, 2],
+        "dropout": 0.2,
+    },
+    "ResNet-20 at twice the width (32/64/128 channels) with dropout 0.2 before "
+    "the classifier, for Fashion-MNIST accuracy; about 1.1M parameters.",
 )
