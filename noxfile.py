@@ -200,6 +200,7 @@ def wheel(session: nox.Session) -> None:
     tests/wheel_smoke.py runs from outside the repository: every preset, one
     epoch on 2,048 MNIST images (``$ZOO_DATA_DIR``), a checkpoint reloaded, and
     zoo.plot's message without Matplotlib. About 1-2 minutes on 2 cores.
+    ``nox -s wheel -- python3.13`` makes that environment with another Python.
     """
     session.install("build", "twine")
     version = PYPROJECT["project"]["version"]
@@ -219,7 +220,8 @@ def wheel(session: nox.Session) -> None:
     (built,) = dist.glob("*.whl")
     with tempfile.TemporaryDirectory(prefix="zoo-wheel-") as tmp:
         venv = pathlib.Path(tmp) / "venv"
-        session.run("python", "-m", "venv", str(venv))
+        interpreter = session.posargs[0] if session.posargs else "python"
+        session.run(interpreter, "-m", "venv", str(venv), external=True)
         python = str(venv / ("Scripts" if os.name == "nt" else "bin") / "python")
         pip = [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
         session.run(*pip, "--upgrade", "pip", external=True, silent=True)
