@@ -180,21 +180,25 @@ def write_figures(
     out: pathlib.Path, model, state, history: list[dict], test: ArrayDataset
 ) -> None:
     """Curves, a sample grid with mistakes marked, and the confusion matrix."""
+    save_png = zoo.plot.save_png  # zoo.plot and Matplotlib: the plot extra
+    from matplotlib.figure import Figure
+
     predicted = predictions(model, state, test)
     wrong = np.flatnonzero(predicted != test.labels)[: SAMPLES // 2]
     shown = np.concatenate([np.arange(SAMPLES - len(wrong)), wrong])
     names = test.class_names
-    zoo.plot.plot_curves(history, out / "curves.png")
-    zoo.plot.plot_samples(
-        test.inputs[shown],
-        test.labels[shown],
-        predicted[shown],
-        out / "samples.png",
-        class_names=names,
+    curves = Figure(figsize=(10, 4), layout="constrained")
+    for ax, metric in zip(curves.subplots(1, 2), ["loss", "accuracy"], strict=True):
+        zoo.plot.plot_curves(history, metric, ax=ax)
+    save_png(curves, out / "curves.png")
+    samples = zoo.plot.plot_samples(
+        test.inputs[shown], test.labels[shown], predicted[shown], class_names=names
     )
-    zoo.plot.plot_confusion(
-        test.labels, predicted, out / "confusion.png", class_names=names
+    save_png(samples, out / "samples.png")
+    counts = zoo.train.confusion_matrix(
+        jax.numpy.asarray(test.labels), jax.numpy.asarray(predicted), len(names)
     )
+    save_png(zoo.plot.plot_confusion(counts, class_names=names), out / "confusion.png")
 
 
 def main(argv: Sequence[str] | None = None) -> float:

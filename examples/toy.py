@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from matplotlib.figure import Figure
 
 import zoo
 import zoo.plot
@@ -60,11 +61,13 @@ def main(argv: Sequence[str] | None = None) -> float:
     train = load_toy("train", seed=DATA_SEED)
     test = load_toy("test", seed=DATA_SEED)
     print(f"{train}\n{test}")
-    data_png = zoo.plot.plot_splits(
-        {"train": (train.inputs, train.labels), "test": (test.inputs, test.labels)},
-        args.out / "toy_data.png",
-        title="Toy set: two blobs and two nested circles",
-    )
+    data = Figure(figsize=(9.0, 4.2), layout="constrained")
+    data.suptitle("Toy set: two blobs and two nested circles")
+    panels = data.subplots(1, 2, sharex=True, sharey=True)
+    for ax, split, name in zip(panels, (train, test), ("train", "test"), strict=True):
+        title = f"{name} (n={len(split)})"
+        zoo.plot.plot_dataset(split.inputs, split.labels, ax=ax, title=title)
+    data_png = zoo.plot.save_png(data, args.out / "toy_data.png")
 
     # ------------------------------------------------------------------- model --
     # MLPClassifier(hidden_layers=1, hidden_dim=10, n_classes=2): 2-10-2, ReLU,
@@ -110,13 +113,13 @@ def main(argv: Sequence[str] | None = None) -> float:
     def classify(points: np.ndarray) -> jax.Array:
         return predict(result.model, result.state, jnp.asarray(points))
 
-    boundary_png = zoo.plot.plot_decision_boundary(
+    boundary = zoo.plot.plot_decision_boundary(
         classify,
         test.inputs,
         test.labels,
-        args.out / "toy_decision_boundary.png",
         title=f"Decision boundary, test accuracy {scores['accuracy']:.1%}",
     )
+    boundary_png = zoo.plot.save_png(boundary, args.out / "toy_decision_boundary.png")
     print(f"wrote {data_png} and {boundary_png}")
     return scores["accuracy"]
 

@@ -20,7 +20,7 @@ def public_names(module_name: str) -> set[str]:
 
     Public means: in the module's namespace, not starting with ``_``, and not a
     module. For ``zoo.plot``, which imports Matplotlib and NumPy names, only the
-    functions it defines itself.
+    functions defined in the package itself (its private modules included).
     """
     module = importlib.import_module(module_name)
     names = set()
@@ -28,7 +28,7 @@ def public_names(module_name: str) -> set[str]:
         if name.startswith("_") or isinstance(value, types.ModuleType):
             continue
         if module_name == "zoo.plot" and not (
-            inspect.isfunction(value) and value.__module__ == module_name
+            inspect.isfunction(value) and value.__module__.startswith("zoo.plot.")
         ):
             continue
         names.add(f"{module_name}.{name}")

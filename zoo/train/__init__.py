@@ -42,6 +42,7 @@ from ._loop import fit as fit
 from ._metrics import (
     LossFn as LossFn,
     Metrics as Metrics,
+    confusion_matrix as confusion_matrix,
     cross_entropy as cross_entropy,
     label_smoothing as label_smoothing,
     masked_loss as masked_loss,

@@ -153,3 +153,52 @@ def cross_entropy(
         mask: ``True`` for real examples, ``False`` for padding rows.
     """
     return masked_loss(softmax_cross_entropy, logits, labels, mask)
+
+
+@checked
+def confusion_matrix(
+    labels: Int[Array, " n"],
+    predictions: Int[Array, " n"],
+    num_classes: int,
+    mask: Bool[Array, " n"] | None = None,
+) -> Int[Array, "classes classes"]:
+    """Count how often each true class is predicted as each class.
+
+    A metric like [`Metrics`][zoo.train.Metrics]: it runs on the device (under
+    ``jax.jit`` with ``num_classes`` static) and the counts of several batches
+    add up exactly. Draw it with [`zoo.plot.plot_confusion`][].
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> confusion_matrix(jnp.array([0, 0, 1, 2]), jnp.array([0, 1, 1, 1]), 3)
+        Array([[1, 1, 0],
+               [0, 1, 0],
+               [0, 1, 0]], dtype=int32)
+
+    Args:
+        labels: true classes ``(n,)``.
+        predictions: predicted classes ``(n,)``.
+        num_classes: the number of classes ``k``.
+        mask: ``True`` for the examples to count, ``False`` for padding rows;
+            ``None`` counts them all.
+
+    Returns:
+        ``int32`` counts ``(k, k)``: entry ``[i, j]`` is the number of examples of
+        true class ``i`` predicted as class ``j``, so rows sum to the class sizes
+        and the diagonal holds the correct predictions. Examples whose label or
+        prediction lies outside ``[0, k)`` are not counted.
+
+    Raises:
+        ValueError: ``num_classes < 1``.
+    """
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}.")
+    labels, predictions = labels.astype(jnp.int32), predictions.astype(jnp.int32)
+    valid = (labels >= 0) & (labels < num_classes)
+    valid &= (predictions >= 0) & (predictions < num_classes)
+    if mask is not None:
+        valid &= mask
+    cells = num_classes * num_classes
+    index = jnp.where(valid, labels * num_classes + predictions, cells)
+    counts = jnp.zeros(cells, jnp.int32).at[index].add(1, mode="drop")
+    return counts.reshape(num_classes, num_classes)
