@@ -205,3 +205,39 @@ def test_a_few_adam_steps_fit_a_small_batch():
         model, state, opt_state, value = step(model, state, opt_state)
         losses.append(float(value))
     assert losses[-1] < 0.5 * losses[0]
+
+
+@pytest.mark.parametrize("path", ["nhwc", "gemm"])
+def test_conv_paths_compute_the_same_function_and_state(path):
+    model, state = _tiny(in_channels=3, image_size=[10, 9])
+    xs = jax.random.uniform(jax.random.key(1), (4, 3, 10, 9))
+    labels = jnp.arange(4)
+
+    traced = []
+
+    def gradient(path):
+        # A new function per path: jit caches by function, and the path is
+        # read while tracing.
+        def run(model, state):
+            traced.append(path)
+
+            def loss(model):
+                logits, new_state = zoo.apply(model, xs, state)
+                loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+                return loss.mean(), (logits, new_state)
+
+            return eqx.filter_value_and_grad(loss, has_aux=True)(model)
+
+        with zoo.conv_path(path):
+            return eqx.filter_jit(run)(model, state)
+
+    (_, (expected, expected_state)), expected_grads = gradient("xla")
+    (_, (logits, new_state)), grads = gradient(path)
+    assert traced == ["xla", path]
+    np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-5)
+    for a, b in zip(
+        jax.tree.leaves((new_state, grads)),
+        jax.tree.leaves((expected_state, expected_grads)),
+        strict=True,
+    ):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)

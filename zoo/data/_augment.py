@@ -13,16 +13,12 @@ transformed the same way whichever process of a sharded run reads it.
 
 import copy
 from collections.abc import Callable, Sequence
-from typing import Any, Self, TypeAlias, cast
+from typing import Any, Self, cast
 
 import grain
 import numpy as np
 
-from ._pipeline import _NO_SHARD, _ShardAware
-
-Record: TypeAlias = dict[str, np.ndarray]
-"""A batch as Grain transforms see it: ``{"inputs": (B, ...), "labels": (B,),
-"mask": (B,)}``."""
+from ._pipeline import _NO_SHARD, Record, _ShardAware
 
 
 class _BatchAugment(grain.transforms.RandomMap):

@@ -3,7 +3,7 @@
 import functools
 import math
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import equinox as eqx
 import jax
@@ -12,16 +12,35 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._checks import checked_model_call
 from ._abstract import BATCH_AXIS, DTYPES, AbstractModel, get_activation, parse_dtype
+from ._conv import (
+    batch_norm_channels_last,
+    conv_channels_last,
+    resolved_conv_path,
+    to_channels_first,
+    to_channels_last,
+)
+
+Path = Literal["xla", "nhwc", "gemm"]
 
 
-def _conv(layer: eqx.nn.Conv2d, x: Float[Array, "c h w"]) -> Float[Array, "d i j"]:
-    """Apply one convolution: every conv of the family runs through here."""
-    return layer(x)
+def _conv(layer: eqx.nn.Conv2d, x: Array, path: Path) -> Array:
+    """Apply one convolution: every conv of the family runs through here.
+
+    On ``"xla"`` maps are channels-first ``(C, H, W)`` and the Equinox layer
+    runs as written; on ``"nhwc"`` and ``"gemm"`` (CPU, see
+    ``zoo.set_conv_path``) they are channels-last ``(H, W, C)`` throughout.
+    """
+    if path == "xla":
+        return layer(x)
+    return conv_channels_last(layer, x, path)
 
 
 def _norm(
-    layer: eqx.nn.BatchNorm, x: Float[Array, "c h w"], state: eqx.nn.State
-) -> tuple[Float[Array, "c h w"], eqx.nn.State]:
+    layer: eqx.nn.BatchNorm, x: Array, state: eqx.nn.State, path: Path
+) -> tuple[Array, eqx.nn.State]:
+    """Apply one BatchNorm, in the layout ``path`` implies (see ``_conv``)."""
+    if path != "xla":
+        return batch_norm_channels_last(layer, x, state)
     # eqx.nn.BatchNorm(mode="batch") raises a Python float to an int32 counter
     # in inference mode, which strict dtype promotion refuses.
     with jax.numpy_dtype_promotion("standard"):
@@ -97,10 +116,10 @@ class Projection(eqx.Module):
     norm: eqx.nn.BatchNorm
 
     def __call__(
-        self, x: Float[Array, "c h w"], state: eqx.nn.State
+        self, x: Float[Array, "c h w"], state: eqx.nn.State, path: Path = "xla"
     ) -> tuple[Float[Array, "c2 h2 w2"], eqx.nn.State]:
-        """Project one feature map to the block's output shape."""
-        return _norm(self.norm, _conv(self.conv, x), state)
+        """Project one feature map (channels-last unless ``path="xla"``)."""
+        return _norm(self.norm, _conv(self.conv, x, path), state, path)
 
 
 class BasicBlock(eqx.Module):
@@ -122,12 +141,28 @@ class BasicBlock(eqx.Module):
     def __call__(
         self, x: Float[Array, "c h w"], state: eqx.nn.State
     ) -> tuple[Float[Array, "c2 h2 w2"], eqx.nn.State]:
-        """Apply the block to one feature map ``(channels, height, width)``."""
+        """Apply the block to one channels-first map ``(channels, height, width)``.
+
+        Computed along the conv path in force when traced (see
+        ``zoo.set_conv_path``), transposed to channels-last and back off
+        ``"xla"``.
+        """
+        path = resolved_conv_path()
+        if path == "xla":
+            return self.apply(x, state, path)
+        y, state = self.apply(to_channels_last(x), state, path)
+        return to_channels_first(y), state
+
+    def apply(
+        self, x: Array, state: eqx.nn.State, path: Path
+    ) -> tuple[Array, eqx.nn.State]:
+        """The block on a map in ``path``'s layout: ``(C, H, W)`` on ``"xla"``,
+        ``(H, W, C)`` on ``"nhwc"`` and ``"gemm"``."""
         act = get_activation(self.activation)
-        y, state = _norm(self.norm1, _conv(self.conv1, x), state)
-        y, state = _norm(self.norm2, _conv(self.conv2, act(y)), state)
+        y, state = _norm(self.norm1, _conv(self.conv1, x, path), state, path)
+        y, state = _norm(self.norm2, _conv(self.conv2, act(y), path), state, path)
         if self.shortcut is not None:
-            x, state = self.shortcut(x, state)
+            x, state = self.shortcut(x, state, path)
         return act(y + x), state
 
 
@@ -359,11 +394,16 @@ class ResNet(AbstractModel):
                 "`eqx.nn.inference_mode(model)` for evaluation."
             )
         act = get_activation(self.activation)
+        path = resolved_conv_path()
         try:
-            x, state = _norm(self.stem_norm, _conv(self.stem, x), state)
+            if path != "xla":
+                # Channels-last throughout: no transposes around each
+                # convolution (XLA:CPU convolves channels-last).
+                x = to_channels_last(x)
+            x, state = _norm(self.stem_norm, _conv(self.stem, x, path), state, path)
             x = act(x)
             for block in self.blocks:
-                x, state = block(x, state)
+                x, state = block.apply(x, state, path)
         except NameError as error:
             raise NameError(
                 "ResNet with BatchNorm in training mode computes batch statistics, "
@@ -371,7 +411,7 @@ class ResNet(AbstractModel):
                 "in_axes=(0, None), out_axes=(0, None)) (zoo.apply does this), or "
                 "use eqx.nn.inference_mode(model) to evaluate."
             ) from error
-        features = jnp.mean(x, axis=(1, 2))
+        features = jnp.mean(x, axis=(1, 2) if path == "xla" else (0, 1))
         features = self.dropout(features, key=key if stochastic else None)
         return self.output(features), state
 
