@@ -69,13 +69,13 @@ def test_fashion_mnist(data_dir: pathlib.Path) -> None:
 
 
 def test_load_dataset_by_name(data_dir: pathlib.Path) -> None:
-    assert DATASET_NAMES == ("mnist", "fashion_mnist", "toy")
+    assert DATASET_NAMES == ("mnist", "fashion_mnist", "toy", "cifar10")
     assert load_dataset("mnist", "test", data_dir=data_dir).name == "mnist/test"
     assert load_dataset("fashion-mnist", "test").name == "fashion_mnist/test"
     toy = load_dataset("toy", "test")
     np.testing.assert_array_equal(toy.inputs, load_toy("test").inputs)
     with pytest.raises(ValueError, match="Unknown dataset"):
-        load_dataset("cifar10", "train")
+        load_dataset("cifar100", "train")
     with pytest.raises(ValueError, match="Unknown split"):
         load_dataset("toy", "valid")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="Unknown split"):

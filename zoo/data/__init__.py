@@ -14,6 +14,12 @@ from ._augment import (
     RandomShift as RandomShift,
 )
 from ._batch import Batch as Batch, Chunk as Chunk
+from ._cifar import (
+    CIFAR10_CLASS_NAMES as CIFAR10_CLASS_NAMES,
+    load_cifar10 as load_cifar10,
+    parse_cifar_records as parse_cifar_records,
+    read_cifar10_archive as read_cifar10_archive,
+)
 from ._datasets import (
     DATASET_NAMES as DATASET_NAMES,
     DIGIT_CLASS_NAMES as DIGIT_CLASS_NAMES,

@@ -1,4 +1,4 @@
-"""In-memory datasets: MNIST, Fashion-MNIST and a 2-D toy set.
+"""In-memory datasets: MNIST, Fashion-MNIST, a 2-D toy set (CIFAR-10: load_cifar10).
 
 Every loader returns an :class:`ArrayDataset`: NumPy arrays of inputs and
 labels held in memory. MNIST-style images are ``uint8``, channels-first
@@ -259,7 +259,7 @@ def load_toy(split: Split = "train", *, seed: int = 42) -> ArrayDataset:
     )
 
 
-DATASET_NAMES: tuple[str, ...] = ("mnist", "fashion_mnist", "toy")
+DATASET_NAMES: tuple[str, ...] = ("mnist", "fashion_mnist", "toy", "cifar10")
 """The names :func:`load_dataset` accepts."""
 
 
@@ -289,5 +289,9 @@ def load_dataset(
     if key == "toy":
         _check_split(split)
         return load_toy(split)
+    if key == "cifar10":
+        from ._cifar import load_cifar10  # _cifar builds on this module
+
+        return load_cifar10(split, data_dir=data_dir)
     known = ", ".join(repr(n) for n in DATASET_NAMES)
     raise ValueError(f"Unknown dataset {name!r}; known datasets: {known}.")

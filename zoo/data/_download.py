@@ -5,6 +5,7 @@ The cache holds one folder per dataset, with the files exactly as distributed::
     <cache>/mnist/train-images-idx3-ubyte.gz
     <cache>/mnist/t10k-labels-idx1-ubyte.gz
     <cache>/fashion-mnist/...
+    <cache>/cifar-10/cifar-10-binary.tar.gz
 
 The cache is ``data_dir`` when given, else ``$ZOO_DATA_DIR``, else
 ``$XDG_CACHE_HOME/zoo``, else ``~/.cache/zoo``.
@@ -59,11 +60,14 @@ class RemoteDataset:
         folder: the dataset's folder name inside the cache.
         mirrors: base URLs tried in order; a file's URL is ``mirror + name``.
         sha256: the expected SHA-256 (hex) of each file, by file name.
+        split_files: the files each split needs, by split; ``None`` for
+            MNIST's four IDX files.
     """
 
     folder: str
     mirrors: tuple[str, ...]
     sha256: dict[str, str]
+    split_files: dict[str, tuple[str, ...]] | None = None
 
 
 REMOTE_DATASETS: dict[str, RemoteDataset] = {
@@ -107,6 +111,23 @@ REMOTE_DATASETS: dict[str, RemoteDataset] = {
             "t10k-labels-idx1-ubyte.gz": (
                 "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5"
             ),
+        },
+    ),
+    # The binary version of the official archive (records of 1 label byte and
+    # 3072 pixel bytes). The page publishes its MD5,
+    # c32a1d4ab5d03f1284b67883e8d87530; this is the SHA-256 of the same
+    # 170,052,171 bytes.
+    "cifar10": RemoteDataset(
+        folder="cifar-10",
+        mirrors=("https://www.cs.toronto.edu/~kriz/",),
+        sha256={
+            "cifar-10-binary.tar.gz": (
+                "c4a38c50a1bc5f3a1c5537f2155ab9d68f9f25eb1ed8d9ddda3db29a59bca1dd"
+            ),
+        },
+        split_files={
+            "train": ("cifar-10-binary.tar.gz",),
+            "test": ("cifar-10-binary.tar.gz",),
         },
     ),
 }
@@ -235,7 +256,8 @@ def fetch(
     before they are put in place.
 
     Args:
-        name: ``"mnist"`` or ``"fashion_mnist"`` (``"fashion-mnist"`` also works).
+        name: ``"mnist"``, ``"fashion_mnist"`` (``"fashion-mnist"`` also works)
+            or ``"cifar10"`` (one archive holds both splits).
         split: ``"train"`` or ``"test"`` to fetch only that split's two files;
             ``None`` fetches all four.
         data_dir: the cache directory; defaults to :func:`default_data_dir`.
@@ -255,8 +277,8 @@ def fetch(
     remote = _remote(name)
     if split is None:
         names = tuple(remote.sha256)
-    elif split in _SPLIT_FILES:
-        names = _SPLIT_FILES[split]
+    elif split in (remote.split_files or _SPLIT_FILES):
+        names = (remote.split_files or _SPLIT_FILES)[split]
     else:
         raise ValueError(f"Unknown split {split!r}; expected 'train' or 'test'.")
     root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
