@@ -7,10 +7,16 @@ it also writes ``metrics.json``, ``curves.png``, ``samples.png``,
 ``confusion.png`` and a checkpoint that ``zoo.load_model`` reads and
 ``--resume`` continues.
 
-Run:
+Every option is a field of ``Config`` below, with its type, default and meaning;
+``--help`` lists them. The resolved config is saved in ``metrics.json`` and in
+the checkpoint, and ``--config`` runs it again (flags beside it win).
+
+Run (``pip install -e ".[examples]"`` brings tyro, which reads the flags):
     python examples/mnist.py                      # the strongest preset, 6 epochs
     python examples/mnist.py --model mlp --optimizer sgd --lr 0.01 \\
         --schedule constant --epochs 10 --shift 0 # the tutorial's recipe
+    python examples/mnist.py --dataset fashion_mnist --erasing 0.25
+    python examples/mnist.py --config runs/cnn/metrics.json --out runs/again
     python examples/mnist.py --devices all        # data parallel, every device
     python examples/mnist.py --coordinator HOST:PORT --num-processes 2 \\
         --process-id 0                            # one of two processes
@@ -20,127 +26,278 @@ verified into ``~/.cache/zoo``.
 """
 
 import argparse
+import dataclasses
+import json
+import math
 import pathlib
 import sys
 from collections.abc import Sequence
+from typing import Annotated, Any, Literal
 
+import grain
 import jax
 import numpy as np
 import optax
 from jax.sharding import Mesh
 
 import zoo
-from zoo.data import ArrayDataset, RandomShift, load_dataset
+from zoo.data import (
+    ArrayDataset,
+    Compose,
+    RandomCrop,
+    RandomErasing,
+    RandomFlip,
+    RandomShift,
+    load_dataset,
+)
 from zoo.train import evaluate, fit, predict
 
-DEFAULTS = {"model": "cnn", "epochs": 6, "batch_size": 128, "lr": 1e-3, "shift": 2}
+try:
+    import tyro
+except ModuleNotFoundError as missing:  # the examples extra
+    if missing.name != "tyro":
+        raise
+    sys.exit(
+        "examples/mnist.py reads its flags with tyro: pip install -e '.[examples]'"
+    )
+
 SAMPLES = 32
 
-
-def positive_int(text: str) -> int:
-    """An argparse type: an integer >= 1."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    """An argparse type: an integer >= 0."""
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {value}")
-    return value
+# ---------------------------------------------------------------- the config --
+Dataset = Literal["mnist", "fashion_mnist"]
+# Augmentation per data set, where a flag is not given. A mirrored digit is
+# another symbol or none, so digits are only shifted; clothes are mirrored and
+# cropped from the image padded by 2 pixels (the shift of digits, by another
+# name). Random erasing is there to try (--erasing 0.25), off by default.
+AUGMENT_DEFAULTS: dict[str, dict[str, Any]] = {
+    "mnist": {"shift": 2, "flip": False, "crop_padding": 0, "erasing": 0.0},
+    "fashion_mnist": {"shift": 0, "flip": True, "crop_padding": 2, "erasing": 0.0},
+}
+# Facts about a run saved beside the config in metrics.json; not options.
+RUN_FACTS = ("model_config", "device_count", "process_count")
 
 
-def positive_float(text: str) -> float:
-    """An argparse type: a finite number > 0."""
-    value = float(text)
-    if not np.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
+def _default(text: str) -> Any:
+    """``--help``'s note on a default that its value alone does not say."""
+    return tyro.conf.arg(help_behavior_hint=f"(default: {text})")
 
 
-def model_name(text: str) -> str:
-    """An argparse type: a registered preset, with a suggestion when misspelt."""
+PerDataset = tyro.conf.arg(help_behavior_hint="")  # the docstrings give them
+Models = tyro.conf.arg(metavar="{" + ",".join(zoo.list_models()) + "}")
+
+
+def _flag(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Train a zoo model on MNIST or Fashion-MNIST and report what it learned.
+
+    Digits are shifted, never mirrored; clothes are mirrored and cropped. With
+    --config FILE, its values replace the defaults and flags replace its values.
+    """
+
+    config: Annotated[pathlib.Path | None, _default("none")] = None
+    """An earlier run's metrics.json (or --out folder), or a JSON of options."""
+    model: Annotated[str, Models] = "cnn"
+    """The registered preset to train; a misspelt name gets a suggestion."""
+    dataset: Dataset = "mnist"
+    """The data set to train and test on."""
+    epochs: int = 6
+    """Passes over the training set."""
+    batch_size: int = 128
+    """Examples per optimiser step: the global batch, over all devices."""
+    optimizer: Literal["sgd", "momentum", "adam"] = "adam"
+    """sgd, sgd with Nesterov momentum 0.9, or adam."""
+    lr: float = 1e-3
+    """The peak learning rate."""
+    schedule: Literal["cosine", "constant"] = "cosine"
+    """Cosine decay of the learning rate over the whole run, or constant."""
+    seed: int = 0
+    """Seeds the initial parameters, the data order, the augmentation and dropout."""
+    shift: Annotated[int | None, PerDataset] = None
+    """Augment: shift by up to N pixels each way (default: mnist 2, fashion_mnist 0)."""
+    flip: Annotated[bool | None, PerDataset] = None
+    """Augment: mirror half the images left-right (default: on for fashion_mnist)."""
+    crop_padding: Annotated[int | None, PerDataset] = None
+    """Augment: pad N zero pixels, crop at random (default: fashion_mnist 2, else 0)."""
+    erasing: Annotated[float | None, PerDataset] = None
+    """Augment: erase a random rectangle with this probability (default: 0 for both)."""
+    train_examples: Annotated[int | None, _default("all")] = None
+    """Train on the first N examples only, for quick trials."""
+    data_dir: Annotated[pathlib.Path | None, _default("$ZOO_DATA_DIR")] = None
+    """Holds mnist/ and fashion-mnist/ (else ~/.cache/zoo); missing files download."""
+    out: Annotated[pathlib.Path | None, _default("none")] = None
+    """Write metrics.json, the figures and a checkpoint to this folder."""
+    resume: bool = False
+    """Continue the run saved in --out."""
+    progress: bool = True
+    """Show a progress bar."""
+    devices: Annotated[int | Literal["all"] | None, _default("one")] = None
+    """Train data-parallel on N devices, or all (with --coordinator: all)."""
+    coordinator: Annotated[
+        str | None, tyro.conf.arg(metavar="HOST:PORT"), _default("none")
+    ] = None
+    """Join a multi-process run: jax.distributed.initialize with this coordinator."""
+    num_processes: Annotated[int | None, _default("none")] = None
+    """The processes in the multi-process run (with --coordinator)."""
+    process_id: Annotated[int | None, _default("none")] = None
+    """This process's index, 0 .. N-1 (with --coordinator)."""
+
+    def __post_init__(self) -> None:
+        """Refuse bad values before any work, naming the option."""
+        try:
+            zoo.model_spec(self.model)
+        except KeyError as error:
+            raise ValueError(f"--model: {error.args[0]}") from None
+        for name in ("epochs", "batch_size", "train_examples", "num_processes"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(
+                    f"{_flag(name)} must be a positive integer, got {value}"
+                )
+        for name in ("shift", "crop_padding"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ValueError(
+                    f"{_flag(name)} must be a non-negative integer, got {value}"
+                )
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"--lr must be a positive number, got {self.lr}")
+        if self.erasing is not None and not 0.0 <= self.erasing <= 1.0:
+            raise ValueError(
+                f"--erasing must be a probability in [0, 1], got {self.erasing}"
+            )
+        if self.train_examples is not None and self.batch_size > self.train_examples:
+            raise ValueError(
+                f"--batch-size {self.batch_size} exceeds --train-examples "
+                f"{self.train_examples}"
+            )
+        if self.devices != "all" and self.devices is not None and self.devices < 1:
+            raise ValueError(
+                f"--devices must be a positive integer or 'all', got {self.devices}"
+            )
+        if self.resume and self.out is None:
+            raise ValueError("--resume needs --out DIR (the run to continue)")
+        distributed = (self.coordinator, self.num_processes, self.process_id)
+        if any(v is not None for v in distributed) and None in distributed:
+            raise ValueError(
+                "--coordinator, --num-processes and --process-id go together"
+            )
+        n, i = self.num_processes, self.process_id
+        if n is not None and i is not None and not 0 <= i < n:
+            raise ValueError(f"--process-id must be in 0..{n - 1}, got {i}")
+
+    def resolved(self) -> "Config":
+        """This config with the dataset's defaults where an option was left out."""
+        defaults = AUGMENT_DEFAULTS[self.dataset]
+        given = {k: getattr(self, k) for k in defaults if getattr(self, k) is not None}
+        return dataclasses.replace(self, **{**defaults, **given})
+
+    def to_json(self) -> dict[str, Any]:
+        """Every field, paths as strings: what ``--config`` reads back."""
+        return {
+            name: str(value) if isinstance(value, pathlib.Path) else value
+            for name, value in vars(self).items()
+        }
+
+
+def config_args(path: pathlib.Path) -> list[str]:
+    """The flags that say what the config file ``path`` holds.
+
+    ``path`` is a run's ``metrics.json`` (or its ``--out`` folder), whose
+    ``config`` entry is used, or a JSON object of options. Options left out or
+    ``null`` keep their defaults.
+    """
+    if path.is_dir():
+        path = path / "metrics.json"
     try:
-        zoo.model_spec(text)
-    except KeyError as error:
-        raise argparse.ArgumentTypeError(str(error.args[0])) from None
-    return text
-
-
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """The command line."""
-    parser = argparse.ArgumentParser(
-        description=(__doc__ or "").split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    add = parser.add_argument
-    add("--model", type=model_name, default=DEFAULTS["model"],
-        help=f"registered preset, one of {zoo.list_models()}")  # fmt: skip
-    add("--dataset", choices=["mnist", "fashion_mnist"], default="mnist",
-        help="which data set to train on")  # fmt: skip
-    add("--epochs", type=positive_int, default=DEFAULTS["epochs"],
-        help="passes over the training set")  # fmt: skip
-    add("--batch-size", type=positive_int, default=DEFAULTS["batch_size"],
-        help="examples per optimiser step")  # fmt: skip
-    add("--optimizer", choices=["sgd", "momentum", "adam"], default="adam",
-        help="sgd, sgd with Nesterov momentum 0.9, or adam")  # fmt: skip
-    add("--lr", type=positive_float, default=DEFAULTS["lr"],
-        help="peak learning rate")  # fmt: skip
-    add("--schedule", choices=["cosine", "constant"], default="cosine",
-        help="learning-rate schedule over the whole run")  # fmt: skip
-    add("--seed", type=int, default=0,
-        help="seeds the initial parameters, data order and dropout")  # fmt: skip
-    add("--data-dir", type=pathlib.Path, default=None,
-        help="folder holding mnist/ and fashion-mnist/ (default: $ZOO_DATA_DIR, "
-        "else ~/.cache/zoo, downloading if needed)")  # fmt: skip
-    add("--out", type=pathlib.Path, default=None,
-        help="write metrics.json, curves.png, samples.png, confusion.png and a "
-        "checkpoint here")  # fmt: skip
-    add("--resume", action="store_true",
-        help="continue from the checkpoint in --out")  # fmt: skip
-    add("--shift", type=non_negative_int, default=DEFAULTS["shift"],
-        help="augment: move each training image by up to this many pixels "
-        "along each axis (0: no augmentation)")  # fmt: skip
-    add("--train-examples", type=positive_int, default=None,
-        help="train on the first N examples only (quick trials)")  # fmt: skip
-    add("--no-progress", action="store_true", help="hide the progress bar")
-    add("--devices", type=device_count, default=None,
-        help="train data-parallel on this many devices, or 'all' (default: one "
-        "device, or all devices of all processes with --coordinator)")  # fmt: skip
-    add("--coordinator", default=None, metavar="HOST:PORT",
-        help="join a multi-process run: jax.distributed.initialize with this "
-        "coordinator (process 0 listens there)")  # fmt: skip
-    add("--num-processes", type=positive_int, default=None,
-        help="processes in the multi-process run (with --coordinator)")  # fmt: skip
-    add("--process-id", type=int, default=None,
-        help="this process's index, 0 .. N-1 (with --coordinator)")  # fmt: skip
-    args = parser.parse_args(argv)
-    if args.resume and args.out is None:
-        parser.error("--resume needs --out DIR (the run to continue)")
-    distributed = (args.coordinator, args.num_processes, args.process_id)
-    if any(v is not None for v in distributed) and None in distributed:
-        parser.error("--coordinator, --num-processes and --process-id go together")
-    if args.process_id is not None and not 0 <= args.process_id < args.num_processes:
-        parser.error(f"--process-id must be in 0..{args.num_processes - 1}")
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise ValueError(f"--config {path}: cannot read it as JSON ({error})") from None
+    if isinstance(saved, dict) and isinstance(saved.get("config"), dict):
+        saved = saved["config"]  # a run's metrics.json
+    if not isinstance(saved, dict):
+        raise ValueError(f"--config {path}: expected a JSON object of options")
+    fields = {f.name for f in dataclasses.fields(Config)} - {"config"}
+    unknown = sorted(set(saved) - fields - set(RUN_FACTS) - {"config"})
+    if unknown:
+        raise ValueError(f"--config {path}: unknown options {unknown}")
+    args = ["--config", str(path)]
+    for name in sorted(fields & set(saved)):
+        value = saved[name]
+        if isinstance(value, bool):
+            args.append(_flag(name) if value else _flag("no_" + name))
+        elif isinstance(value, str | int | float):
+            args.append(f"{_flag(name)}={value}")
+        elif value is not None:
+            raise ValueError(
+                f"--config {path}: {name} is {value!r}, not an option value"
+            )
     return args
 
 
-def device_count(text: str) -> int | str:
-    """An argparse type: a positive number of devices, or 'all'."""
-    return text if text == "all" else positive_int(text)
+def _cli(args: Sequence[str], default: Config | None = None) -> Config:
+    """Parse flags into a ``Config`` with tyro, on top of ``default``."""
+    return tyro.cli(
+        Config,
+        prog="mnist.py",
+        args=args,
+        default=tyro.MISSING_NONPROP if default is None else default,
+        config=(tyro.conf.DisallowNone,),  # None is a default, never a flag value
+    )
 
 
-def make_mesh(args: argparse.Namespace) -> Mesh | None:
-    """The data-parallel mesh the flags ask for (``None``: one device)."""
-    devices = args.devices
-    if args.coordinator is not None:
+def parse_args(argv: Sequence[str] | None = None) -> Config:
+    """The command line as a resolved ``Config``; bad values exit with status 2.
+
+    With ``--config FILE`` the file's values replace the defaults, and the
+    flags given beside it replace the file's.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    pre.add_argument("--config", type=pathlib.Path)
+    given, _ = pre.parse_known_args(argv)
+    saved = None
+    if given.config is not None:
+        try:
+            file_args = config_args(given.config)
+        except ValueError as error:
+            sys.stderr.write(f"error: {error}\n")
+            sys.exit(2)
+        try:
+            saved = _cli(file_args)
+        except SystemExit:
+            sys.stderr.write(f"error: a value in --config {given.config} is bad\n")
+            raise
+    return _cli(argv, saved).resolved()
+
+
+def make_augment(config: Config) -> grain.transforms.RandomMap | None:
+    """The augmentation of training batches the config asks for, if any."""
+    parts: list[grain.transforms.RandomMap] = []
+    if config.shift:
+        parts.append(RandomShift(config.shift))
+    if config.crop_padding:
+        parts.append(RandomCrop(padding=config.crop_padding))
+    if config.flip:
+        parts.append(RandomFlip())
+    if config.erasing:
+        parts.append(RandomErasing(p=config.erasing))
+    if len(parts) <= 1:
+        return parts[0] if parts else None
+    return Compose(*parts)
+
+
+def make_mesh(config: Config) -> Mesh | None:
+    """The data-parallel mesh the config asks for (``None``: one device)."""
+    devices = config.devices
+    if config.coordinator is not None:
         jax.distributed.initialize(
-            args.coordinator,
-            num_processes=args.num_processes,
-            process_id=args.process_id,
+            config.coordinator,
+            num_processes=config.num_processes,
+            process_id=config.process_id,
         )
         devices = devices or "all"
     if devices in (None, 1):
@@ -151,18 +308,16 @@ def make_mesh(args: argparse.Namespace) -> Mesh | None:
     return zoo.train.data_mesh(available if devices == "all" else available[:devices])
 
 
-def make_optimizer(
-    args: argparse.Namespace, total_steps: int
-) -> optax.GradientTransformation:
-    """The optimiser the flags ask for, with its learning-rate schedule."""
+def make_optimizer(config: Config, total_steps: int) -> optax.GradientTransformation:
+    """The optimiser the config asks for, with its learning-rate schedule."""
     lr = (
-        optax.cosine_decay_schedule(args.lr, total_steps)
-        if args.schedule == "cosine"
-        else args.lr
+        optax.cosine_decay_schedule(config.lr, total_steps)
+        if config.schedule == "cosine"
+        else config.lr
     )
-    if args.optimizer == "adam":
+    if config.optimizer == "adam":
         return optax.adam(lr)
-    if args.optimizer == "momentum":
+    if config.optimizer == "momentum":
         return optax.sgd(lr, momentum=0.9, nesterov=True)
     return optax.sgd(lr)
 
@@ -203,48 +358,52 @@ def write_figures(
 
 def main(argv: Sequence[str] | None = None) -> float:
     """Train, evaluate on the whole test set, and return the test accuracy."""
-    args = parse_args(argv)
-    mesh = make_mesh(args)
+    config = parse_args(argv)
+    mesh = make_mesh(config)
     is_main = jax.process_index() == 0  # only process 0 prints and writes
     say = print if is_main else lambda *_: None
-    train = load_dataset(args.dataset, "train", data_dir=args.data_dir)
-    test = load_dataset(args.dataset, "test", data_dir=args.data_dir)
-    if args.train_examples is not None:
-        train = train.take(min(args.train_examples, len(train)))
-    if args.batch_size > len(train):
-        sys.exit(f"--batch-size {args.batch_size} exceeds {len(train)} examples")
+    train = load_dataset(config.dataset, "train", data_dir=config.data_dir)
+    test = load_dataset(config.dataset, "test", data_dir=config.data_dir)
+    if config.train_examples is not None:
+        train = train.take(min(config.train_examples, len(train)))
+    if config.batch_size > len(train):
+        sys.exit(f"--batch-size {config.batch_size} exceeds {len(train)} examples")
 
-    model, state = zoo.create_model(args.model, key=jax.random.key(args.seed))
-    steps = args.epochs * (len(train) // args.batch_size)
-    optimizer = make_optimizer(args, steps)
-    config = {k: str(v) if isinstance(v, pathlib.Path) else v
-              for k, v in vars(args).items()}  # fmt: skip
-    config["model_config"] = model.config()
-    config["devices"] = 1 if mesh is None else mesh.devices.size
-    config["processes"] = jax.process_count()
-    if args.out is not None and is_main:
-        zoo.train.ensure_writable(args.out)  # fail now, not after an epoch
+    model, state = zoo.create_model(config.model, key=jax.random.key(config.seed))
+    steps = config.epochs * (len(train) // config.batch_size)
+    optimizer = make_optimizer(config, steps)
+    augment = make_augment(config)
+    run_config = {
+        **config.to_json(),
+        "model_config": model.config(),
+        "device_count": 1 if mesh is None else mesh.devices.size,
+        "process_count": jax.process_count(),
+    }
+    if config.out is not None and is_main:
+        zoo.train.ensure_writable(config.out)  # fail now, not after an epoch
 
-    say(f"{args.model} on {args.dataset}: {len(train)} train / {len(test)} test")
+    say(f"{config.model} on {config.dataset}: {len(train)} train / {len(test)} test")
+    say(f"augmentation: {augment or 'none'}")
     if mesh is not None:
         say(f"data parallel over {mesh.devices.size} devices in "
             f"{jax.process_count()} process(es)")  # fmt: skip
+    out = config.out
     result = fit(
         model,
         state,
         train,
         optimizer=optimizer,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        seed=args.seed,
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        seed=config.seed,
         test_data=test,
-        checkpoint_dir=None if args.out is None else args.out / "checkpoint",
-        resume=args.resume,
-        history_path=None if args.out is None else args.out / "metrics.json",
-        run_config=config,
-        progress=not args.no_progress,
+        checkpoint_dir=None if out is None else out / "checkpoint",
+        resume=config.resume,
+        history_path=None if out is None else out / "metrics.json",
+        run_config=run_config,
+        progress=config.progress,
         mesh=mesh,
-        augment=RandomShift(args.shift) if args.shift else None,
+        augment=augment,
     )
     say(f"compile time {result.compile_seconds:.2f} s (not in the epoch times)")
     # Every process holds the whole trained model: evaluate it on one device.
@@ -254,16 +413,17 @@ def main(argv: Sequence[str] | None = None) -> float:
         f"test accuracy {100 * final['accuracy']:.2f}% "
         f"({round(final['accuracy'] * final['count'])}/{final['count']} images)"
     )
-    if args.out is not None and is_main:
+    if out is not None and is_main:
         try:
-            write_figures(args.out, model, state, result.history, test)
+            history = [record.to_json() for record in result.history]
+            write_figures(out, model, state, history, test)
             figures = ", curves.png, samples.png, confusion.png"
         except ModuleNotFoundError as error:  # zoo.plot needs the plot extra
             if error.name != "matplotlib":
                 raise
             say("no figures: they need Matplotlib (pip install 'typed-zoo[plot]')")
             figures = ""
-        say(f"wrote {args.out}/metrics.json{figures} and checkpoint/")
+        say(f"wrote {out}/metrics.json{figures} and checkpoint/")
     return final["accuracy"]
 
 

@@ -8,14 +8,17 @@ accuracy of the untrained model on the first batch, a line every 10 epochs and t
 test accuracy, and writes two figures: the data (``toy_data.png``) and the decision
 boundary over the test points (``toy_decision_boundary.png``).
 
-Run it from the repository root (about 10 s on 2 CPU cores)::
+Run it from the repository root (about 10 s on 2 CPU cores; ``pip install -e
+".[examples]"`` brings tyro and Matplotlib)::
 
     python examples/toy.py                    # figures go to runs/toy/
     python examples/toy.py --epochs 20 --out /tmp/toy --no-progress
+    python examples/toy.py --help             # the options: the fields of Config
 """
 
-import argparse
+import dataclasses
 import pathlib
+import sys
 import time
 from collections.abc import Sequence
 
@@ -30,6 +33,13 @@ import zoo.plot
 from zoo.data import load_toy
 from zoo.train import evaluate, fit, format_epoch, predict
 
+try:
+    import tyro
+except ModuleNotFoundError as missing:  # the examples extra
+    if missing.name != "tyro":
+        raise
+    sys.exit("examples/toy.py reads its flags with tyro: pip install -e '.[examples]'")
+
 # ---------------------------------------------------------------- constants --
 LEARNING_RATE = 0.01
 BATCH_SIZE = 32  # 800 training points -> 25 optimiser steps per epoch
@@ -38,24 +48,32 @@ DATA_SEED = 42  # fixes the blob centres, the noise and the 800/200 split
 LOG_EVERY = 10  # print one line every this many epochs
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--epochs", type=int, default=EPOCHS)
-    parser.add_argument(
-        "--seed", type=int, default=1, help="seeds the model and the batch order"
-    )
-    parser.add_argument(
-        "--out", type=pathlib.Path, default=pathlib.Path("runs/toy"), help="figures"
-    )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return parser.parse_args(argv)
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Train a 2-10-2 classifier on the 2-D toy set and draw its decision boundary."""
+
+    epochs: int = EPOCHS
+    """Passes over the 800 training points (25 steps each)."""
+    seed: int = 1
+    """Seeds the initial parameters and the batch order."""
+    out: pathlib.Path = pathlib.Path("runs/toy")
+    """Write the figures toy_data.png and toy_decision_boundary.png here."""
+    progress: bool = True
+    """Show a progress bar."""
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ValueError(f"--epochs must be a positive integer, got {self.epochs}")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> Config:
+    """The command line as a ``Config``; bad values exit with status 2."""
+    return tyro.cli(Config, prog="toy.py", args=argv)
 
 
 def main(argv: Sequence[str] | None = None) -> float:
     """Run the example; return the test accuracy (a fraction)."""
-    args = parse_args(argv)
+    config = parse_args(argv)
 
     # -------------------------------------------------------------------- data --
     train = load_toy("train", seed=DATA_SEED)
@@ -67,12 +85,12 @@ def main(argv: Sequence[str] | None = None) -> float:
     for ax, split, name in zip(panels, (train, test), ("train", "test"), strict=True):
         title = f"{name} (n={len(split)})"
         zoo.plot.plot_dataset(split.inputs, split.labels, ax=ax, title=title)
-    data_png = zoo.plot.save_png(data, args.out / "toy_data.png")
+    data_png = zoo.plot.save_png(data, config.out / "toy_data.png")
 
     # ------------------------------------------------------------------- model --
     # MLPClassifier(hidden_layers=1, hidden_dim=10, n_classes=2): 2-10-2, ReLU,
     # log_softmax on the output. Each call takes ONE point of shape (2,).
-    model, state = zoo.create_model("toy_mlp", key=jax.random.key(args.seed))
+    model, state = zoo.create_model("toy_mlp", key=jax.random.key(config.seed))
 
     # The untrained model on the first batch of the training set.
     first = evaluate(model, state, train.take(BATCH_SIZE))
@@ -91,16 +109,16 @@ def main(argv: Sequence[str] | None = None) -> float:
         state,
         train,
         optimizer=optax.adam(LEARNING_RATE),
-        epochs=args.epochs,
+        epochs=config.epochs,
         batch_size=BATCH_SIZE,
-        seed=args.seed,
-        progress=not args.no_progress,
+        seed=config.seed,
+        progress=config.progress,
         log=None,
     )
     seconds = time.perf_counter() - start
     for record in result.history:
         if (record.epoch + 1) % LOG_EVERY == 0 or record is result.history[-1]:
-            print(format_epoch(record, args.epochs))
+            print(format_epoch(record, config.epochs))
     print(
         f"trained {result.step} steps in {seconds:.1f} s "
         f"(compile {result.compile_seconds:.1f} s)"
@@ -119,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> float:
         test.labels,
         title=f"Decision boundary, test accuracy {scores['accuracy']:.1%}",
     )
-    boundary_png = zoo.plot.save_png(boundary, args.out / "toy_decision_boundary.png")
+    boundary_png = zoo.plot.save_png(boundary, config.out / "toy_decision_boundary.png")
     print(f"wrote {data_png} and {boundary_png}")
     return scores["accuracy"]
 

@@ -9,12 +9,15 @@ a loss with respect to the model. Every timing waits for the result with
 ``block_until_ready`` (JAX dispatches asynchronously) and is the best of several
 runs, after a first call that compiles.
 
-Run it from the repository root (about 15 s on 2 CPU cores)::
+Run it from the repository root (about 15 s on 2 CPU cores; ``pip install -e
+".[examples]"`` brings tyro, which reads the flags)::
 
     python examples/transforms.py
+    python examples/transforms.py --seed 3
 """
 
-import argparse
+import dataclasses
+import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -26,6 +29,15 @@ import optax
 from jaxtyping import Array, Float, Int
 
 import zoo
+
+try:
+    import tyro
+except ModuleNotFoundError as missing:  # the examples extra
+    if missing.name != "tyro":
+        raise
+    sys.exit(
+        "examples/transforms.py reads its flags with tyro: pip install -e '.[examples]'"
+    )
 
 # ---------------------------------------------------------------- constants --
 SELU_SIZE = 1_000_000
@@ -168,15 +180,19 @@ def demo_model(key: jax.Array) -> None:
     print(f"  gradient leaves (weights, biases per layer): {shapes}")
 
 
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Time JAX's jit, grad and vmap on plain functions and on a zoo model."""
+
+    seed: int = 0
+    """Seeds the random inputs and the model's parameters."""
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+    config = tyro.cli(Config, prog="transforms.py", args=argv)
 
     print(f"JAX {jax.__version__} on {jax.devices()[0].device_kind}")
-    jit_key, vmap_key, model_key = jax.random.split(jax.random.key(args.seed), 3)
+    jit_key, vmap_key, model_key = jax.random.split(jax.random.key(config.seed), 3)
     demo_jit(jit_key)
     demo_grad()
     demo_vmap(vmap_key)

@@ -1,15 +1,22 @@
 """A tiny configuration of examples/mnist.py, run end to end."""
 
+import ast
+import dataclasses
 import importlib.util
+import inspect
 import json
 import pathlib
+import re
+import shlex
 import sys
+import typing
 
 import pytest
 
 import zoo
 
-EXAMPLE = pathlib.Path(__file__).resolve().parent.parent / "examples" / "mnist.py"
+REPO = pathlib.Path(__file__).resolve().parent.parent
+EXAMPLE = REPO / "examples" / "mnist.py"
 
 
 def load_example():
@@ -41,7 +48,12 @@ def test_tiny_run_writes_every_output_and_resumes(example, tmp_path, capsys):
     metrics = json.loads((out / "metrics.json").read_text())
     assert [e["epoch"] for e in metrics["epochs"]] == [0]
     assert metrics["compile_seconds"] > 0
-    assert metrics["config"]["model"] == "mlp"
+    config = metrics["config"]
+    fields = {f.name for f in dataclasses.fields(example.Config)}
+    assert set(config) == fields | {"model_config", "device_count", "process_count"}
+    assert config["model"] == "mlp" and config["epochs"] == 1
+    assert (config["shift"], config["flip"], config["out"]) == (2, False, str(out))
+    assert config["model_config"]["family"] == "MLP"
     assert metrics["epochs"][0]["test_accuracy"] == pytest.approx(accuracy)
     model, _ = zoo.load_model(out / "checkpoint")
     assert isinstance(model, zoo.MLP)
@@ -55,22 +67,173 @@ def test_tiny_run_writes_every_output_and_resumes(example, tmp_path, capsys):
     assert int(zoo.load_checkpoint(out / "checkpoint").train_state.step) == 16
 
 
+def _error_text(capsys: pytest.CaptureFixture[str]) -> str:
+    """stderr with tyro's box drawing and line wrapping undone."""
+    return " ".join(re.sub("[\u2500-\u257f]", " ", capsys.readouterr().err).split())
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--epochs", "-1"], "must be a positive integer"),
-        (["--batch-size", "0"], "must be a positive integer"),
-        (["--lr", "nan"], "must be a positive number"),
-        (["--model", "cnm"], "Did you mean 'cnn'"),
-        (["--dataset", "cifar"], "invalid choice"),
+        (["--epochs", "0"], "--epochs must be a positive integer, got 0"),
+        (["--epochs", "-1"], "--epochs must be a positive integer, got -1"),
+        (["--epochs", "two"], "Error parsing --epochs"),
+        (["--batch-size", "0"], "--batch-size must be a positive integer"),
+        (["--lr", "nan"], "--lr must be a positive number, got nan"),
+        (["--lr", "-1e-3"], "--lr must be a positive number"),
+        (["--model", "cnm"], "--model: Unknown model 'cnm'. Did you mean 'cnn'?"),
+        (["--dataset", "cifar"], "invalid choice 'cifar' for argument '--dataset'"),
+        (["--dataset", "toy"], "invalid choice 'toy' for argument '--dataset'"),
+        (["--optimizer", "adamw"], "invalid choice 'adamw' for argument '--optimizer'"),
+        (
+            ["--train-examples", "100", "--batch-size", "128"],
+            "--batch-size 128 exceeds --train-examples 100",
+        ),
+        (["--train-examples", "0"], "--train-examples must be a positive integer"),
+        (["--shift", "-1"], "--shift must be a non-negative integer, got -1"),
+        (["--crop-padding", "-2"], "--crop-padding must be a non-negative integer"),
+        (["--erasing", "1.5"], "--erasing must be a probability in [0, 1], got 1.5"),
+        (["--devices", "0"], "--devices must be a positive integer or 'all'"),
+        (["--devices", "some"], "Error parsing --devices"),
         (["--resume"], "--resume needs --out"),
+        (["--coordinator", "127.0.0.1:1234"], "--num-processes and --process-id go"),
+        (
+            ["--coordinator", "h:1", "--num-processes", "2", "--process-id", "2"],
+            "--process-id must be in 0..1, got 2",
+        ),
+        (["--shfit", "1"], "Unrecognized options: --shfit"),
     ],
 )
-def test_bad_command_line_values_are_refused(example, argv, message, capsys):
+def test_bad_command_line_values_are_refused_naming_the_option(
+    example, argv, message, capsys
+):
     with pytest.raises(SystemExit) as info:
         example.parse_args(argv)
     assert info.value.code == 2
-    assert message in capsys.readouterr().err
+    assert message in _error_text(capsys)
+
+
+def test_bad_values_fail_before_any_data_is_loaded(example, monkeypatch, capsys):
+    def no_loading(*args, **kwargs):
+        raise AssertionError("loaded data before checking the command line")
+
+    monkeypatch.setattr(example, "load_dataset", no_loading)
+    with pytest.raises(SystemExit) as info:
+        example.main(["--epochs", "0"])
+    assert info.value.code == 2
+    assert "--epochs must be a positive integer" in _error_text(capsys)
+
+
+def test_help_is_made_from_the_config_types_and_docstrings(example, capsys):
+    with pytest.raises(SystemExit) as info:
+        example.parse_args(["--help"])
+    assert info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for field in dataclasses.fields(example.Config):
+        flag = "--" + field.name.replace("_", "-")
+        assert flag in text, flag
+        docstring = inspect.getsource(example.Config).split(f"    {field.name}:")[1]
+        first_words = " ".join(docstring.split('"""')[1].split()[:4])
+        assert first_words in text, (field.name, first_words)
+    assert "--flip, --no-flip" in text and "--progress, --no-progress" in text
+    assert "--batch-size INT" in text and "--lr FLOAT" in text
+    assert "{mnist,fashion_mnist}" in text and "{sgd,momentum,adam}" in text
+    assert "{" + ",".join(zoo.list_models()) + "}" in text
+
+
+def test_datasets_offered_are_zoo_datasets_with_augmentation_defaults(example):
+    offered = typing.get_args(example.Dataset)
+    assert set(offered) <= set(zoo.data.DATASET_NAMES)
+    assert set(example.AUGMENT_DEFAULTS) == set(offered)
+    fields = {f.name for f in dataclasses.fields(example.Config)}
+    for defaults in example.AUGMENT_DEFAULTS.values():
+        assert set(defaults) <= fields
+        assert all(getattr(example.Config(), name) is None for name in defaults)
+
+
+def test_digits_are_shifted_and_never_flipped_by_default(example):
+    config = example.parse_args([])
+    assert (config.shift, config.flip, config.crop_padding, config.erasing) == (
+        2,
+        False,
+        0,
+        0.0,
+    )
+    augment = example.make_augment(config)
+    assert isinstance(augment, zoo.data.RandomShift) and augment.max_shift == 2
+    assert example.make_augment(example.parse_args(["--shift", "0"])) is None
+
+
+def test_fashion_is_flipped_and_cropped_by_default(example):
+    config = example.parse_args(["--dataset", "fashion_mnist"])
+    assert (config.shift, config.flip, config.crop_padding, config.erasing) == (
+        0,
+        True,
+        2,
+        0.0,
+    )
+    augment = example.make_augment(config)
+    assert isinstance(augment, zoo.data.Compose)
+    crop, flip = augment.transforms
+    assert isinstance(crop, zoo.data.RandomCrop) and crop.padding == 2
+    assert isinstance(flip, zoo.data.RandomFlip) and flip.p == 0.5
+
+
+def test_flags_override_the_dataset_defaults(example):
+    flipped = example.parse_args(["--flip"])  # allowed on digits, never the default
+    assert flipped.dataset == "mnist" and flipped.flip and flipped.shift == 2
+    augment = example.make_augment(flipped)
+    assert [type(t).__name__ for t in augment.transforms] == [
+        "RandomShift",
+        "RandomFlip",
+    ]
+    plain = example.parse_args(
+        ["--dataset", "fashion_mnist", "--no-flip", "--crop-padding", "0"]
+    )
+    assert not plain.flip and example.make_augment(plain) is None
+    erased = example.make_augment(
+        example.parse_args(["--dataset", "fashion_mnist", "--erasing", "0.25"])
+    )
+    assert isinstance(erased.transforms[-1], zoo.data.RandomErasing)
+    assert erased.transforms[-1].p == 0.25
+
+
+def _readme_runs() -> dict[str, tuple[list[str], float]]:
+    """``README_RUNS`` from noxfile.py, read without importing nox."""
+    tree = ast.parse((REPO / "noxfile.py").read_text(encoding="utf-8"))
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "README_RUNS" for t in node.targets
+        ):
+            return ast.literal_eval(node.value)
+    raise AssertionError("noxfile.py defines no README_RUNS")
+
+
+def _documented_commands() -> list[tuple[str, list[str]]]:
+    """Every ``python examples/mnist.py ...`` of the README and docs, as argv."""
+    found = []
+    for page in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+        text = page.read_text(encoding="utf-8").replace("\\\n", " ")
+        for line in text.splitlines():
+            for match in re.finditer(r"python examples/mnist\.py([^`#|]*)", line):
+                found.append((page.name, shlex.split(match.group(1))))
+    return found
+
+
+def test_every_documented_command_line_parses(example):
+    commands = _documented_commands()
+    commands += [("noxfile.py", flags) for flags, _ in _readme_runs().values()]
+    parallel = REPO / "tests" / "test_parallel.py"
+    commands += [(parallel.name, ["--train-examples", "1024", "--epochs", "1",
+                                  "--no-progress", "--out", "runs/x"])]  # fmt: skip
+    assert len(commands) > 10
+    for where, argv in commands:
+        if "--config" in argv:
+            continue  # reads a file: tests/test_run_config.py runs it
+        try:
+            example.parse_args(argv)
+        except SystemExit as error:  # --help exits with 0
+            assert error.code == 0, f"{where}: {argv} is refused"
 
 
 def test_output_dir_blocked_by_a_file_fails_before_training(example, tmp_path):

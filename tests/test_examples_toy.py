@@ -3,18 +3,21 @@
 import importlib.util
 import pathlib
 import re
+import sys
 
 import matplotlib.image
 import pytest
 
-EXAMPLE = pathlib.Path(__file__).resolve().parent.parent / "examples" / "toy.py"
+EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
+EXAMPLE = EXAMPLES / "toy.py"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def _load_example():
-    spec = importlib.util.spec_from_file_location("toy_example", EXAMPLE)
+def _load_example(path: pathlib.Path = EXAMPLE):
+    spec = importlib.util.spec_from_file_location(f"{path.stem}_example", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # tyro reads the docstrings from the source
     spec.loader.exec_module(module)
     return module
 
@@ -35,3 +38,24 @@ def test_toy_example_runs(tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[
         assert path.read_bytes()[:8] == PNG_SIGNATURE
         image = matplotlib.image.imread(path)
         assert image.ndim == 3 and min(image.shape[:2]) > 100
+
+
+def test_toy_options_are_a_typed_config(capsys: pytest.CaptureFixture[str]):
+    toy = _load_example()
+    config = toy.parse_args(["--epochs", "20", "--out", "/tmp/toy", "--no-progress"])
+    assert config == toy.Config(epochs=20, out=pathlib.Path("/tmp/toy"), progress=False)
+    assert toy.parse_args([]) == toy.Config(epochs=100, seed=1)
+    with pytest.raises(SystemExit) as info:
+        toy.parse_args(["--epochs", "0"])
+    assert info.value.code == 2
+    assert "--epochs must be a positive integer" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("script", ["toy.py", "transforms.py"])
+def test_help_lists_each_option_with_its_docstring(script, capsys):
+    module = _load_example(EXAMPLES / script)
+    with pytest.raises(SystemExit) as info:
+        module.tyro.cli(module.Config, args=["--help"])
+    assert info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--seed INT" in text and "Seeds the" in text
