@@ -7,8 +7,16 @@ from ._abstract import (
 )
 from ._apply import apply as apply
 from ._cnn import CNN as CNN, ConvBlock as ConvBlock
+from ._conv import (
+    CONV_PATHS as CONV_PATHS,
+    ConvPath as ConvPath,
+    conv_path as conv_path,
+    conv_path_setting as conv_path_setting,
+    resolved_conv_path as resolved_conv_path,
+    set_conv_path as set_conv_path,
+)
 from ._mlp import MLP as MLP
-from ._pool import MaxPool as MaxPool
+from ._pool import AvgPool as AvgPool, MaxPool as MaxPool
 from ._registry import (
     FAMILIES as FAMILIES,
     ModelSpec as ModelSpec,
