@@ -10,6 +10,8 @@ from zoo.data import ArrayDataset, load_mnist
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 jax.config.update("jax_numpy_dtype_promotion", "strict")
+# GPUs multiply float32 matrices in TF32 by default; the tests compare to 1e-5.
+jax.config.update("jax_default_matmul_precision", "highest")
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -67,3 +69,15 @@ def mnist_train(data_dir: pathlib.Path) -> ArrayDataset:
 def mnist_test(data_dir: pathlib.Path) -> ArrayDataset:
     """MNIST's 10,000 test examples, parsed once per test session."""
     return load_mnist("test", data_dir=data_dir)
+
+
+@pytest.fixture(scope="module")
+def small_train(mnist_train: ArrayDataset) -> ArrayDataset:
+    """The first 1,024 MNIST training images: 16 steps of 64, 8 of 128."""
+    return mnist_train.take(1024)
+
+
+@pytest.fixture(scope="module")
+def small_test(mnist_test: ArrayDataset) -> ArrayDataset:
+    """The first 1,000 MNIST test images."""
+    return mnist_test.take(1000)

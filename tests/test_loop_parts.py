@@ -36,16 +36,6 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 QUIET = {"progress": False, "log": None}
 
 
-@pytest.fixture(scope="module")
-def small_train(mnist_train: ArrayDataset) -> ArrayDataset:
-    return mnist_train.take(1024)
-
-
-@pytest.fixture(scope="module")
-def small_test(mnist_test: ArrayDataset) -> ArrayDataset:
-    return mnist_test.take(500)
-
-
 def small_mlp(seed: int = 0):
     return zoo.create_model("mlp", key=jax.random.key(seed), width_size=[32])
 

@@ -40,7 +40,10 @@ TIMEOUT = 300
 
 
 def _env(devices: int = 1) -> dict[str, str]:
+    # The runs are CPU runs (forced devices, processes over 127.0.0.1), also
+    # on a machine with GPUs.
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env["JAX_PLATFORMS"] = "cpu"
     if devices > 1:
         env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
     return env

@@ -41,16 +41,6 @@ SMALL_MODELS = {
 }
 
 
-@pytest.fixture(scope="module")
-def small_train(mnist_train: ArrayDataset) -> ArrayDataset:
-    return mnist_train.take(1024)
-
-
-@pytest.fixture(scope="module")
-def small_test(mnist_test: ArrayDataset) -> ArrayDataset:
-    return mnist_test.take(1000)
-
-
 def build(kind: str, seed: int = 0):
     name, overrides = SMALL_MODELS[kind]
     return zoo.create_model(name, key=jax.random.key(seed), **overrides)
