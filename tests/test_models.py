@@ -88,6 +88,44 @@ def test_cnn_stax_architecture(getkey):
     assert model.output.out_features == 10
 
 
+def test_lenet5_is_lecun_1998(getkey):
+    model, state = zoo.create_model("lenet5", key=getkey())
+    assert isinstance(model, zoo.CNN)
+    convs = [block.conv for block in model.blocks]
+    assert [c.out_channels for c in convs] == [6, 16]
+    assert all(c.kernel_size == (5, 5) and c.stride == (1, 1) for c in convs)
+    assert all(c.use_bias for c in convs)
+    assert all(isinstance(block.pool, zoo.AvgPool) for block in model.blocks)
+    assert all(
+        block.pool is not None and block.pool.size == 2 for block in model.blocks
+    )
+    assert all(block.norm is None for block in model.blocks)
+    assert model.activation == "tanh"
+    # C1 sees 28x28 padded to 32x32: 32 -> 28 (C1) -> 14 (S2) -> 10 (C3) -> 5 (S4).
+    assert [layer.out_features for layer in model.hidden] == [120, 84]
+    assert model.hidden[0].in_features == 16 * 5 * 5
+    assert model.output.out_features == 10
+    n_params = sum(
+        x.size for x in jax.tree.leaves(eqx.filter(model, eqx.is_inexact_array))
+    )
+    assert n_params == 156 + 2_416 + 48_120 + 10_164 + 850
+    logits, _ = zoo.apply(
+        eqx.nn.inference_mode(model), jnp.zeros((2, 1, 28, 28)), state
+    )
+    assert logits.shape == (2, 10)
+
+
+def test_cnn_pooling_is_max_or_avg_per_block(getkey):
+    model, _ = zoo.create_model(
+        "cnn", key=getkey(), channels=[4, 4], pooling=["avg", "max"]
+    )
+    assert isinstance(model, zoo.CNN)
+    assert [type(b.pool) for b in model.blocks] == [zoo.AvgPool, zoo.MaxPool]
+    assert model.config()["pooling"] == ["avg", "max"]
+    with pytest.raises(ValueError, match="`pooling` must be 'max' or 'avg'"):
+        zoo.create_model("cnn", key=getkey(), pooling="min")
+
+
 def test_cnn_running_statistics_move_in_training_only(getkey):
     model, state = zoo.create_model("stax_cnn", key=getkey())
     xs = jax.random.uniform(getkey(), (8, 1, 28, 28))

@@ -173,6 +173,28 @@ register_model(
     "Strongest preset: three conv3x3-BN-ReLU-maxpool blocks (32/64/128 "
     "channels, 28 -> 14 -> 7 -> 3 pixels), dense 256 with dropout, dense 10.",
 )
+register_model(
+    "lenet5",
+    {
+        "family": "CNN",
+        "in_channels": 1,
+        "image_size": [28, 28],
+        "out_size": 10,
+        "channels": [6, 16],
+        "kernel_sizes": 5,
+        "paddings": [2, "VALID"],
+        "pool_sizes": 2,
+        "pooling": "avg",
+        "batch_norm": False,
+        "hidden_sizes": [120, 84],
+        "activation": "tanh",
+    },
+    "LeNet-5 (LeCun et al. 1998): 5x5 convolutions to 6 and 16 maps, each "
+    "subsampled by 2x2 average pooling, then 120-84-10 with tanh; the first "
+    "convolution pads by 2 so C1 sees 32x32 as in the paper "
+    "(32 -> 28 -> 14 -> 10 -> 5 pixels). C3 sees all 6 maps and the output "
+    "layer is linear (the paper: a connection table and RBF units).",
+)
 
 register_model(
     "resnet8",
