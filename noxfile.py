@@ -1,5 +1,5 @@
-"""Developer sessions: ``nox`` runs tests, lint, typecheck and wheel; the rest on
-demand."""
+"""Developer sessions: ``nox`` runs tests (on one and on two devices), lint,
+typecheck and wheel; the rest on demand."""
 
 import json
 import os
@@ -15,7 +15,7 @@ import zipfile
 import nox
 import nox.command
 
-nox.options.sessions = ["tests", "lint", "typecheck", "wheel"]
+nox.options.sessions = ["tests", "tests_two_devices", "lint", "typecheck", "wheel"]
 nox.options.reuse_existing_virtualenvs = True
 
 PYPROJECT = nox.project.load_toml("pyproject.toml")
@@ -47,6 +47,18 @@ def tests(session: nox.Session) -> None:
     """The test suite (pass extra pytest arguments after ``--``)."""
     _install(session, "dev")
     session.run("pytest", "-n", "2", *session.posargs, env=ENV)
+
+
+@nox.session
+def tests_two_devices(session: nox.Session) -> None:
+    """The test suite again with two CPU devices (XLA's forced host devices).
+
+    Code that meets every device (``data_mesh()``, sharded batches) then sees
+    two, as on a multi-GPU host; the suite must pass either way.
+    """
+    _install(session, "dev")
+    flags = "--xla_force_host_platform_device_count=2"
+    session.run("pytest", "-n", "2", *session.posargs, env={**ENV, "XLA_FLAGS": flags})
 
 
 @nox.session
