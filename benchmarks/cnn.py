@@ -1,4 +1,4 @@
-"""CNN training speed on MNIST: zoo's ``fit`` against per-record Grain and the floor.
+"""CNN training speed on MNIST: zoo's ``fit`` against PyTorch, Grain, the floor.
 
 For the ``stax_cnn`` preset (four stride-2 conv-BatchNorm blocks) and the ``cnn``
 preset (the strongest: three conv-BatchNorm-pool blocks, dense 256, dropout), Adam
@@ -11,6 +11,13 @@ MNIST epoch (compilation excluded) for:
   ``make_train_step`` passed to every call (so only the first compiles).
 * ``zoo_step_on_device`` (diagnostic): that compiled step over chunks already on
   the device, without Grain or the ``fit`` loop.
+* ``zoo_fit_channels_first`` (diagnostic): ``zoo_fit`` with the conv path forced
+  to ``"xla"`` (Equinox's channels-first layers), i.e. zoo before the
+  channels-last CPU path.
+* ``pytorch``: PyTorch eager on the same architecture, batch and optimiser,
+  images a float32 tensor in memory, ``torch.set_num_threads`` equal to the
+  cores XLA uses (``benchmarks/_pytorch.py``); left out when torch is not
+  installed (``pip install --group bench``).
 * ``per_record``: Grain used per record feeding an ``eqx.filter_jit`` step.
 * ``per_record_eqx_pool`` (``cnn`` only): the same loop on the same model with
   ``eqx.nn.MaxPool2d`` in place of ``zoo.MaxPool``, as the model reads when
@@ -34,6 +41,7 @@ import time
 from typing import Any, cast
 
 import _harness as h
+import _pytorch as pt
 import _references as ref
 import jax
 import optax
@@ -45,6 +53,7 @@ PRESETS = ("stax_cnn", "cnn")
 LEARNING_RATE = 1e-3
 FLOOR_CHUNK = 4
 TARGETS = {
+    "zoo_over_pytorch": ("<=", 1.0),
     "zoo_over_floor": ("<=", 1.15),
     "per_record_over_zoo": (">=", 2.0),
 }
@@ -63,6 +72,38 @@ def bench_preset(
     zoo_side = h.ZooContenders(
         model, state, optimizer, data, steps=steps, steps_per_call=k, scale=scale
     )
+    # Diagnostic: zoo's fit on Equinox's channels-first layers ("xla" path).
+    with zoo.conv_path("xla"):
+        cf_model, cf_state = zoo.create_model(name, key=jax.random.key(0))
+        cf_side = h.ZooContenders(
+            cf_model,
+            cf_state,
+            optimizer,
+            data,
+            steps=steps,
+            steps_per_call=h.fit_steps_per_call(cf_model, cf_state, train),
+            scale=scale,
+        )
+
+    def zoo_fit_channels_first(r: int) -> float:
+        with zoo.conv_path("xla"):  # only matters if fit traced anew
+            return cf_side.fit(r)
+
+    # Reference: PyTorch eager on the same architecture, tensors in memory.
+    references: dict[str, Any] = {}
+    if pt.available():
+        torch_loop = pt.TorchLoop(
+            model.config(),
+            data.inputs,
+            data.labels,
+            learning_rate=LEARNING_RATE,
+            batch_size=h.BATCH_SIZE,
+            threads=pt.jax_threads(),
+        )
+        torch_loop.epoch(min(steps, 4), seed=0)  # warm up (oneDNN primitives)
+        references["pytorch"] = lambda r: (
+            h.timed(lambda: torch_loop.epoch(steps, seed=r))[1] * scale
+        )
 
     # Reference: per-record Grain + an eqx.filter_jit step on the same model.
     pr_model, pr_state = zoo.create_model(name, key=jax.random.key(0))
@@ -79,7 +120,7 @@ def bench_preset(
     # Reference: the same loop on the model as built from Equinox's own layers
     # (eqx.nn.MaxPool2d in place of zoo.MaxPool), for presets that pool.
     eqx_pool_model = ref.with_equinox_pooling(pr_model)
-    references = {"per_record": per_record}
+    references["per_record"] = per_record
     if eqx_pool_model is not None:
         pr_eqx = ref.PerRecordLoop(
             eqx_pool_model, pr_state, optimizer, flatten=False, batch_size=h.BATCH_SIZE
@@ -127,6 +168,7 @@ def bench_preset(
     times = h.run_rounds(
         {
             **zoo_side.contenders(),
+            "zoo_fit_channels_first": zoo_fit_channels_first,
             **references,
             **{n: floor(n) for n in floors},
         },
@@ -137,7 +179,16 @@ def bench_preset(
         "zoo_over_floor": h.ratio(times["zoo_fit"], times[floor_name]),
         "per_record_over_zoo": h.ratio(times["per_record"], times["zoo_fit"]),
     }
+    if "pytorch" in times:
+        ratios["zoo_over_pytorch"] = h.ratio(times["zoo_fit"], times["pytorch"])
     diagnostics = h.step_diagnostics(times, floor_name)
+    diagnostics["zoo_channels_first_over_zoo"] = h.ratio(
+        times["zoo_fit_channels_first"], times["zoo_fit"]
+    )
+    if "pytorch" in times:
+        diagnostics["zoo_channels_first_over_pytorch"] = h.ratio(
+            times["zoo_fit_channels_first"], times["pytorch"]
+        )
     if "per_record_eqx_pool" in times:
         diagnostics["per_record_eqx_pool_over_zoo"] = h.ratio(
             times["per_record_eqx_pool"], times["zoo_fit"]
@@ -146,11 +197,13 @@ def bench_preset(
         "seconds_per_epoch": {n: round(h.median(t), 3) for n, t in times.items()},
         "floor": floor_name,
         "ratios": {n: round(v, 3) for n, v in ratios.items()},
-        "met": h.targets_met(ratios, TARGETS),
+        "met": h.targets_met(ratios, {n: t for n, t in TARGETS.items() if n in ratios}),
         "diagnostic_ratios": {n: round(v, 3) for n, v in diagnostics.items()},
         "steps_timed_per_round": steps,
         "scaled_to_epoch": steps != h.STEPS_PER_MNIST_EPOCH,
         "zoo_steps_per_call": k,
+        "conv_path": zoo.resolved_conv_path(),
+        "pytorch_threads": pt.jax_threads() if pt.available() else None,
         "parameters": h.param_count(model),
         "compile_seconds": {
             "zoo_fit": round(zoo_side.compile_seconds, 2),
@@ -178,6 +231,7 @@ def main() -> None:
             "rounds": args.epochs,
             "batch_size": h.BATCH_SIZE,
             "optimizer": f"adam({LEARNING_RATE})",
+            "pytorch": pt.version(),
         }
     )
 

@@ -93,8 +93,10 @@ class ConvBlock(eqx.Module):
         if self.norm is not None:
             x, state = batch_norm_channels_last(self.norm, x, state)
         x = get_activation(self.activation)(x)
-        if self.pool is not None:
+        if isinstance(self.pool, MaxPool | AvgPool):
             x = self.pool.channels_last(x)
+        elif self.pool is not None:  # another pooling layer put in its place
+            x = to_channels_last(self.pool(to_channels_first(x)))
         return x, state
 
 
