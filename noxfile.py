@@ -86,8 +86,8 @@ def docs(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmarks: each prints one JSON line of figures."""
-    _install(session, "dev")
+    """Benchmarks: each prints one JSON line of figures (with PyTorch for the CNNs)."""
+    _install(session, "dev", "bench")
     for script in sorted((ROOT / "benchmarks").glob("[!_]*.py")):
         session.run("python", str(script), *session.posargs, env=ENV)
 
