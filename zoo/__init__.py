@@ -29,9 +29,11 @@ from .models import (
     conv_path_setting as conv_path_setting,
     create_model as create_model,
     list_models as list_models,
+    load_safetensors as load_safetensors,
     model_spec as model_spec,
     register_model as register_model,
     resolved_conv_path as resolved_conv_path,
+    save_safetensors as save_safetensors,
     set_conv_path as set_conv_path,
 )
 from .train import (

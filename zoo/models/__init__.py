@@ -31,3 +31,7 @@ from ._resnet import (
     Projection as Projection,
     ResNet as ResNet,
 )
+from ._safetensors import (
+    load_safetensors as load_safetensors,
+    save_safetensors as save_safetensors,
+)
