@@ -15,7 +15,7 @@ Run (``pip install -e ".[examples]"`` brings tyro, which reads the flags):
     python examples/mnist.py                      # the strongest preset, 6 epochs
     python examples/mnist.py --model mlp --optimizer sgd --lr 0.01 \\
         --schedule constant --epochs 10 --shift 0 # the tutorial's recipe
-    python examples/mnist.py --dataset fashion_mnist --erasing 0.25
+    python examples/mnist.py --dataset fashion_mnist --flip --erasing 0.25
     python examples/mnist.py --config runs/cnn/metrics.json --out runs/again
     python examples/mnist.py --devices all        # data parallel, every device
     python examples/mnist.py --coordinator HOST:PORT --num-processes 2 \\
@@ -65,13 +65,14 @@ SAMPLES = 32
 
 # ---------------------------------------------------------------- the config --
 Dataset = Literal["mnist", "fashion_mnist"]
-# Augmentation per data set, where a flag is not given. A mirrored digit is
-# another symbol or none, so digits are only shifted; clothes are mirrored and
-# cropped from the image padded by 2 pixels (the shift of digits, by another
-# name). Random erasing is there to try (--erasing 0.25), off by default.
+# Augmentation per data set, where a flag is not given. Digits are shifted by up
+# to 2 pixels, and never mirrored: a mirrored digit is another symbol or none.
+# Clothes are cropped from the image padded by 2 pixels (the same offsets).
+# Mirroring clothes is --flip: in the default 6 epochs it cost cnn 0.46 points
+# (91.35 % against 91.81 %, seed 0), so it is off. --erasing is there to try.
 AUGMENT_DEFAULTS: dict[str, dict[str, Any]] = {
     "mnist": {"shift": 2, "flip": False, "crop_padding": 0, "erasing": 0.0},
-    "fashion_mnist": {"shift": 0, "flip": True, "crop_padding": 2, "erasing": 0.0},
+    "fashion_mnist": {"shift": 0, "flip": False, "crop_padding": 2, "erasing": 0.0},
 }
 # Facts about a run saved beside the config in metrics.json; not options.
 RUN_FACTS = ("model_config", "device_count", "process_count")
@@ -94,7 +95,7 @@ def _flag(field: str) -> str:
 class Config:
     """Train a zoo model on MNIST or Fashion-MNIST and report what it learned.
 
-    Digits are shifted, never mirrored; clothes are mirrored and cropped. With
+    Digits are shifted and clothes cropped at random; --flip mirrors. With
     --config FILE, its values replace the defaults and flags replace its values.
     """
 
@@ -119,7 +120,7 @@ class Config:
     shift: Annotated[int | None, PerDataset] = None
     """Augment: shift by up to N pixels each way (default: mnist 2, fashion_mnist 0)."""
     flip: Annotated[bool | None, PerDataset] = None
-    """Augment: mirror half the images left-right (default: on for fashion_mnist)."""
+    """Augment: mirror half the images left-right (default: off; not for digits)."""
     crop_padding: Annotated[int | None, PerDataset] = None
     """Augment: pad N zero pixels, crop at random (default: fashion_mnist 2, else 0)."""
     erasing: Annotated[float | None, PerDataset] = None

@@ -11,6 +11,7 @@ import shlex
 import sys
 import typing
 
+import numpy as np
 import pytest
 
 import zoo
@@ -164,19 +165,32 @@ def test_digits_are_shifted_and_never_flipped_by_default(example):
     assert example.make_augment(example.parse_args(["--shift", "0"])) is None
 
 
-def test_fashion_is_flipped_and_cropped_by_default(example):
+def test_fashion_is_cropped_by_default_and_flipped_on_request(example):
     config = example.parse_args(["--dataset", "fashion_mnist"])
     assert (config.shift, config.flip, config.crop_padding, config.erasing) == (
         0,
-        True,
+        False,
         2,
         0.0,
     )
     augment = example.make_augment(config)
+    assert isinstance(augment, zoo.data.RandomCrop) and augment.padding == 2
+    flipped = example.parse_args(["--dataset", "fashion_mnist", "--flip"])
+    augment = example.make_augment(flipped)
     assert isinstance(augment, zoo.data.Compose)
     crop, flip = augment.transforms
     assert isinstance(crop, zoo.data.RandomCrop) and crop.padding == 2
     assert isinstance(flip, zoo.data.RandomFlip) and flip.p == 0.5
+
+
+def test_fashion_crops_move_images_as_the_digit_shift_does():
+    # RandomCrop(padding=2) draws the offsets RandomShift(2) draws, so Fashion-MNIST's
+    # crops keep the shifts it was trained with before they had a flag of their own.
+    images = np.random.default_rng(0).integers(0, 256, (64, 1, 28, 28), np.uint8)
+    batch = {"inputs": images}
+    crop = zoo.data.RandomCrop(padding=2).random_map(batch, np.random.default_rng(1))
+    shift = zoo.data.RandomShift(2).random_map(batch, np.random.default_rng(1))
+    np.testing.assert_array_equal(crop["inputs"], shift["inputs"])
 
 
 def test_flags_override_the_dataset_defaults(example):
@@ -187,9 +201,7 @@ def test_flags_override_the_dataset_defaults(example):
         "RandomShift",
         "RandomFlip",
     ]
-    plain = example.parse_args(
-        ["--dataset", "fashion_mnist", "--no-flip", "--crop-padding", "0"]
-    )
+    plain = example.parse_args(["--dataset", "fashion_mnist", "--crop-padding", "0"])
     assert not plain.flip and example.make_augment(plain) is None
     erased = example.make_augment(
         example.parse_args(["--dataset", "fashion_mnist", "--erasing", "0.25"])

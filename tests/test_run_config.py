@@ -72,7 +72,7 @@ def test_the_saved_config_holds_every_field_resolved(example):
     saved = config.to_json()
     assert set(saved) == {f.name for f in dataclasses.fields(example.Config)}
     assert None not in (saved["shift"], saved["flip"], saved["crop_padding"])
-    assert (saved["flip"], saved["crop_padding"], saved["lr"]) == (True, 2, 2e-3)
+    assert (saved["flip"], saved["crop_padding"], saved["lr"]) == (False, 2, 2e-3)
     json.dumps(saved)  # plain JSON: paths are strings
 
 
@@ -94,13 +94,13 @@ def test_config_reads_a_run_folder_and_keeps_its_values(example, tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     saved = example.parse_args(
-        ["--dataset", "fashion_mnist", "--no-flip", "--erasing", "0.25",
+        ["--dataset", "fashion_mnist", "--flip", "--erasing", "0.25",
          "--train-examples", "256", "--devices", "all", "--out", str(run)]
     ).to_json()  # fmt: skip
     metrics = {"epochs": [], "config": {**saved, "model_config": {}}}
     (run / "metrics.json").write_text(json.dumps(metrics))
-    config = example.parse_args(["--config", str(run), "--flip"])
-    assert config.flip  # the flag wins
+    config = example.parse_args(["--config", str(run), "--no-flip"])
+    assert not config.flip  # the flag wins
     assert (config.erasing, config.crop_padding) == (0.25, 2)
     assert (config.train_examples, config.devices) == (256, "all")
     assert config.out == run and config.dataset == "fashion_mnist"
@@ -108,9 +108,9 @@ def test_config_reads_a_run_folder_and_keeps_its_values(example, tmp_path):
 
 def test_null_values_in_a_config_file_keep_the_defaults(example, tmp_path):
     file = tmp_path / "options.json"
-    file.write_text(json.dumps({"dataset": "fashion_mnist", "flip": None}))
+    file.write_text(json.dumps({"dataset": "fashion_mnist", "crop_padding": None}))
     config = example.parse_args(["--config", str(file)])
-    assert config.flip  # the data set's default
+    assert config.crop_padding == 2  # the data set's default
 
 
 @pytest.mark.parametrize(
