@@ -17,6 +17,7 @@ from ._conv import (
 )
 from ._mlp import MLP as MLP
 from ._pool import AvgPool as AvgPool, MaxPool as MaxPool
+from ._pretrained import ModelCard as ModelCard, model_card as model_card
 from ._registry import (
     FAMILIES as FAMILIES,
     ModelSpec as ModelSpec,
@@ -35,3 +36,4 @@ from ._safetensors import (
     load_safetensors as load_safetensors,
     save_safetensors as save_safetensors,
 )
+from ._transfer import features as features, head_only as head_only

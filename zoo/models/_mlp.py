@@ -154,6 +154,41 @@ class MLP(AbstractModel):
             x = self.dropout(act(layer(x)), key=k)
         return get_activation(self.final_activation)(self.layers[-1](x))
 
+    def features(
+        self, x: Float[Array, " in_size"], *, key: PRNGKeyArray | None = None
+    ) -> Float[Array, " features"]:
+        """The activations the classifier sees for one example.
+
+        The same computation as ``__call__`` up to the last linear layer
+        (``self.layers[-1]``), which is left out with ``final_activation``:
+        for transfer learning, or to look at what the network learned. Batch
+        it with [`zoo.features`][zoo.features].
+
+        Args:
+            x: one flat example, shape ``(in_size,)``.
+            key: PRNG key for dropout; required only when dropout is active.
+
+        Returns:
+            The last hidden layer's activations, shape ``(width_sizes[-1],)``
+            (the input itself for an MLP without hidden layers).
+        """
+        stochastic = self.dropout.p > 0 and not self.dropout.inference
+        if stochastic and key is None:
+            raise ValueError(
+                f"MLP(dropout={self.dropout.p}) is in training mode and needs "
+                "`key=`; pass a PRNG key, or call "
+                "`eqx.nn.inference_mode(model)` for evaluation."
+            )
+        keys = (
+            jax.random.split(key, len(self.layers))
+            if stochastic and key is not None
+            else [None] * len(self.layers)
+        )
+        act = get_activation(self.activation)
+        for layer, k in zip(self.layers[:-1], keys, strict=False):
+            x = self.dropout(act(layer(x)), key=k)
+        return x
+
     def config(self) -> dict[str, Any]:
         """The JSON constructor arguments, with ``"family": "MLP"``."""
         return {

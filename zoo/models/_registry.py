@@ -3,6 +3,7 @@
 import copy
 import dataclasses
 import difflib
+import fnmatch
 import json
 from collections.abc import Callable, Mapping
 from typing import Any, cast
@@ -50,9 +51,31 @@ def register_model(name: str, config: Mapping[str, Any], description: str) -> No
     _REGISTRY[name] = ModelSpec(name, frozen, description)
 
 
-def list_models() -> list[str]:
-    """Names of every registered preset, in registration order."""
-    return list(_REGISTRY)
+def list_models(pattern: str | None = None, *, pretrained: bool = False) -> list[str]:
+    """Names of the registered presets, in registration order.
+
+    Example:
+        >>> import zoo
+        >>> zoo.list_models("resnet*")
+        ['resnet8', 'resnet20', 'resnet20x2']
+        >>> "mlp" in zoo.list_models(pretrained=True)
+        True
+
+    Args:
+        pattern: keep only names matching this wildcard (``fnmatch``: ``*``,
+            ``?``, ``[seq]``), e.g. ``"resnet*"``.
+        pretrained: keep only presets with pretrained weights on some dataset
+            (see [`zoo.model_card`][]).
+    """
+    names = list(_REGISTRY)
+    if pattern is not None:
+        names = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
+    if pretrained:
+        from ._pretrained import available_weights
+
+        have = {preset for preset, _ in available_weights()}
+        names = [n for n in names if n in have]
+    return names
 
 
 def model_spec(name: str) -> ModelSpec:
@@ -94,7 +117,11 @@ def build_model(
 
 
 def create_model(
-    name: str, *, key: PRNGKeyArray, **overrides: Any
+    name: str,
+    *,
+    key: PRNGKeyArray,
+    pretrained: str | None = None,
+    **overrides: Any,
 ) -> tuple[AbstractModel, eqx.nn.State]:
     """Build the preset ``name``, with any constructor argument overridden.
 
@@ -103,10 +130,37 @@ def create_model(
         >>> model, state = zoo.create_model("mlp", key=jax.random.key(0))
         >>> model.config()["width_size"]
         [512, 512]
+        >>> trained, _ = zoo.create_model("mlp", pretrained="mnist",
+        ...                               key=jax.random.key(0))
+        >>> new_head, _ = zoo.create_model("mlp", pretrained="mnist", out_size=3,
+        ...                                key=jax.random.key(0))
+        >>> new_head.layers[-1].weight.shape
+        (3, 512)
+
+    Args:
+        name: a registered preset (see [`zoo.list_models`][]).
+        key: PRNG key for the initial parameters (with ``pretrained``: for a
+            new head only).
+        pretrained: the dataset whose trained weights to load (e.g.
+            ``"mnist"``; see [`zoo.model_card`][]), or ``None`` for a fresh
+            model.
+        **overrides: constructor arguments that replace the preset's. With
+            ``pretrained``, only those that keep every backbone parameter's
+            shape: ``out_size=K`` keeps the backbone and draws a new head.
 
     Returns:
         ``(model, state)``; ``state`` is empty for stateless models.
+
+    Raises:
+        KeyError: no such preset (the message suggests the nearest names).
+        ValueError: bad overrides; with ``pretrained``, no weights for that
+            dataset (the message lists those with weights), a weight file whose
+            SHA-256 differs from its card, or overrides that change the backbone.
     """
+    if pretrained is not None:
+        from ._pretrained import load_pretrained
+
+        return load_pretrained(name, pretrained, key=key, **overrides)
     return build_model({**model_spec(name).config, **overrides}, key=key)
 
 

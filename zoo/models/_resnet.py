@@ -415,6 +415,31 @@ class ResNet(AbstractModel):
         features = self.dropout(features, key=key if stochastic else None)
         return self.output(features), state
 
+    def features(
+        self,
+        x: Float[Array, "channels height width"],
+        state: eqx.nn.State,
+        *,
+        key: PRNGKeyArray | None = None,
+    ) -> tuple[Float[Array, " features"], eqx.nn.State]:
+        """The activations the classifier sees for one image, and the state.
+
+        The same computation as ``__call__`` up to the last linear layer
+        (``self.output``), which is left out: for transfer learning, or to
+        look at what the network learned. Batch it with
+        [`zoo.features`][zoo.features].
+
+        Args:
+            x: one image, shape ``(in_channels, height, width)``.
+            state: the BatchNorm state.
+            key: PRNG key for dropout; required only when dropout is active.
+
+        Returns:
+            ``(features, state)``, features of shape ``(output.in_features,)``.
+        """
+        body = eqx.tree_at(lambda m: m.output, self, eqx.nn.Identity())
+        return body(x, state, key=key)
+
     def config(self) -> dict[str, Any]:
         """The JSON constructor arguments, with ``"family": "ResNet"``."""
         return {

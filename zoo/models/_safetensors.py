@@ -19,7 +19,7 @@ import json
 import os
 import pathlib
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import equinox as eqx
@@ -202,16 +202,29 @@ def load_safetensors(
             f"shape {tensors[extra[0]].shape} that the model lacks "
             f"({len(extra)} extra in all). It was saved from another config."
         )
+    return fill_arrays(model, state, tensors)
+
+
+def fill_arrays(
+    model: AbstractModel, state: eqx.nn.State, arrays: Mapping[str, Any]
+) -> tuple[AbstractModel, eqx.nn.State]:
+    """``model`` and ``state`` with the arrays named in ``arrays`` replaced.
+
+    Names are those of [`named_arrays`][zoo.models._safetensors.named_arrays];
+    arrays not named keep their values. Shapes are not checked here.
+    """
+
+    def take(name: str, leaf: Any) -> Any:
+        return _restore(leaf, np.asarray(arrays[name])) if name in arrays else leaf
+
     params, static = eqx.partition(model, eqx.is_array)
-    leaves = jax.tree_util.tree_flatten_with_path(params)
-    restored = [_restore(leaf, tensors[_name(p)]) for p, leaf in leaves[0]]
-    model = eqx.combine(jax.tree.unflatten(leaves[1], restored), static)
+    flat, treedef = jax.tree_util.tree_flatten_with_path(params)
+    restored = [take(_name(p), leaf) for p, leaf in flat]
+    model = eqx.combine(jax.tree.unflatten(treedef, restored), static)
     for index_name, index in _state_indices(model):
         value = state.get(index)
         flat, treedef = jax.tree_util.tree_flatten_with_path(value)
-        new = [
-            _restore(leaf, tensors[STATE_PREFIX + index_name + jax.tree_util.keystr(p)])
-            for p, leaf in flat
-        ]
+        prefix = STATE_PREFIX + index_name
+        new = [take(prefix + jax.tree_util.keystr(p), leaf) for p, leaf in flat]
         state = state.set(index, jax.tree.unflatten(treedef, new))
     return model, state

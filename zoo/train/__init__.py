@@ -57,7 +57,11 @@ from ._parallel import (
     replicate as replicate,
     shard_batch as shard_batch,
 )
-from ._state import TrainState as TrainState
+from ._state import (
+    FilterSpec as FilterSpec,
+    TrainState as TrainState,
+    partition_trainable as partition_trainable,
+)
 from ._step import (
     TrainStep as TrainStep,
     eval_step as eval_step,

@@ -37,7 +37,7 @@ from ._events import ChunkEnd, EpochEnd, EpochRecord, FitResult, RunInfo
 from ._feed import BatchIterator, DeviceFeed
 from ._metrics import LossFn, Metrics, softmax_cross_entropy
 from ._parallel import check_batch_size, process_shard, replicate, shard_batch
-from ._state import TrainState
+from ._state import FilterSpec, TrainState
 from ._step import TrainStep, make_train_step
 
 Program = Callable[[TrainState, Chunk], tuple[TrainState, Metrics]]
@@ -68,6 +68,7 @@ def fit(
     mesh: Mesh | None = None,
     augment: grain.transforms.RandomMap | None = None,
     train_step: TrainStep | None = None,
+    trainable: FilterSpec = True,
 ) -> FitResult:
     """Train ``model`` for ``epochs`` epochs over a shuffled Grain pipeline.
 
@@ -114,6 +115,10 @@ def fit(
             ``zoo.data.RandomShift(2)``, seeded from ``seed`` and the step.
         train_step: a step from [`make_train_step`][zoo.train.make_train_step]
             to use instead of ``make_train_step(optimizer, loss=loss)``.
+        trainable: the arrays to train (an Equinox filter spec over ``model``,
+            e.g. [`zoo.head_only(model)`][zoo.head_only]); the others stay as
+            they are. ``True`` (default): all. A ``train_step`` passed in must
+            have been made with the same ``trainable``.
 
     Returns:
         The final train state, the history, the compile time and why training
@@ -149,7 +154,9 @@ def fit(
             cbs.append(HistoryWriter(history_path, config=run_config))
     cbs += callbacks
 
-    ts = TrainState.init(model, state, optimizer, key=jax.random.key(seed))
+    ts = TrainState.init(
+        model, state, optimizer, key=jax.random.key(seed), trainable=trainable
+    )
     batches = iter(
         train_pipeline(
             train_data, batch_size=batch_size // jax.process_count(), seed=seed,
@@ -171,7 +178,7 @@ def fit(
     )
     if step >= epochs * spe:
         return FitResult(ts, history, 0.0)
-    step_fn = train_step or make_train_step(optimizer, loss=loss)
+    step_fn = train_step or make_train_step(optimizer, loss=loss, trainable=trainable)
     local_batch = batch_size // jax.process_count()
     example = Batch(
         np.zeros((local_batch, *train_data.inputs.shape[1:]), train_data.inputs.dtype),

@@ -1,5 +1,8 @@
 """``TrainState``: everything a training run carries from one step to the next."""
 
+from collections.abc import Callable
+from typing import Any, cast
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -7,6 +10,46 @@ import optax
 from jaxtyping import Array, Int, PRNGKeyArray
 
 from ..models import AbstractModel
+
+FilterSpec = bool | Callable[[Any], bool] | Any
+"""An Equinox filter spec: a bool, a callable on leaves, or a pytree prefix of them."""
+
+
+def partition_trainable(
+    model: AbstractModel, trainable: FilterSpec = True
+) -> tuple[AbstractModel, AbstractModel]:
+    """Split ``model`` into the arrays to train and everything else.
+
+    The trainable part holds the inexact arrays that ``trainable`` selects
+    (``None`` elsewhere); the rest (frozen arrays, integers, static fields)
+    is the other part. ``eqx.combine`` of the two gives ``model`` back.
+
+    Example:
+        >>> import jax, zoo
+        >>> model, _ = zoo.create_model("mlp", key=jax.random.key(0))
+        >>> params, rest = partition_trainable(model, zoo.head_only(model))
+        >>> [x.shape for x in jax.tree.leaves(params)]
+        [(10, 512), (10,)]
+
+    Args:
+        model: the model.
+        trainable: an Equinox filter spec over ``model``: ``True`` for all its
+            inexact arrays, a pytree prefix of bools (e.g. from
+            [`zoo.head_only`][]), or a callable on each leaf.
+
+    Raises:
+        ValueError: ``trainable`` is not a prefix of the model's structure.
+    """
+    try:
+        chosen, frozen = eqx.partition(model, trainable)
+    except ValueError as error:
+        raise ValueError(
+            "`trainable` must be a filter spec over the model: a bool, a callable "
+            "on each leaf, or a pytree of the model's structure (a prefix of it) "
+            f"holding those, e.g. zoo.head_only(model). ({error})"
+        ) from None
+    params, other = eqx.partition(chosen, eqx.is_inexact_array)
+    return params, eqx.combine(frozen, other)
 
 
 class TrainState(eqx.Module):
@@ -48,6 +91,7 @@ class TrainState(eqx.Module):
         optimizer: optax.GradientTransformation | None,
         *,
         key: PRNGKeyArray,
+        trainable: FilterSpec = True,
     ) -> "TrainState":
         """A fresh state at step 0, the optimiser initialised on ``model``.
 
@@ -59,9 +103,15 @@ class TrainState(eqx.Module):
                 arrays (``eqx.filter(model, eqx.is_inexact_array)``). ``None``
                 gives a state without an optimiser (``opt_state`` is ``None``).
             key: the run's PRNG key (dropout, stochastic layers).
+            trainable: which arrays the optimiser trains: an Equinox filter
+                spec over ``model`` (a pytree prefix of bools, or a callable
+                on each leaf), e.g. [`zoo.head_only(model)`][zoo.head_only].
+                The optimiser state covers only these; pass the same spec to
+                ``make_train_step``. ``True`` (default): every inexact array.
         """
         opt_state = None
         if optimizer is not None:
+            params, _ = partition_trainable(model, trainable)
             with jax.numpy_dtype_promotion("standard"):  # optax mixes dtypes
-                opt_state = optimizer.init(eqx.filter(model, eqx.is_inexact_array))
+                opt_state = optimizer.init(cast(optax.Params, params))
         return cls(model, model_state, opt_state, key, jnp.int32(0))

@@ -23,7 +23,7 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray, Shaped
 from ..data import Batch, Chunk
 from ..models import AbstractModel, apply
 from ._metrics import LossFn, Metrics, masked_loss, softmax_cross_entropy
-from ._state import TrainState
+from ._state import FilterSpec, TrainState, partition_trainable
 
 
 def prepare_inputs(
@@ -145,6 +145,7 @@ def make_train_step(
     loss: LossFn = softmax_cross_entropy,
     max_traces: int | None = None,
     unroll: bool | None = None,
+    trainable: FilterSpec = True,
 ) -> TrainStep:
     """Build the jitted training call: ``step(train_state, chunk)``.
 
@@ -174,19 +175,28 @@ def make_train_step(
             unrolled for convolutional models on CPU, rolled otherwise (see
             [`unrolls_steps`][zoo.train._step.unrolls_steps]). Both compute the
             same steps.
+        trainable: the arrays to train, as given to ``TrainState.init`` (an
+            Equinox filter spec: e.g. [`zoo.head_only(model)`][zoo.head_only]
+            to train the classifier on a frozen backbone). Gradients are taken
+            only for these; the others pass through unchanged, bitwise.
     """
 
     @eqx.filter_jit
     @eqx.debug.assert_max_traces(max_traces=max_traces)
     def train_chunk(ts: TrainState, chunk: Chunk) -> tuple[TrainState, Metrics]:
-        params, static = eqx.partition(ts.model, eqx.is_inexact_array)
-        grad_fn = eqx.filter_grad(loss_and_metrics, has_aux=True)
+        params, static = partition_trainable(ts.model, trainable)
+
+        def trainable_loss(params: Any, *args: Any) -> Any:
+            # Differentiated with respect to the trainable arrays only.
+            return loss_and_metrics(eqx.combine(params, static), *args)
+
+        grad_fn = eqx.filter_grad(trainable_loss, has_aux=True)
 
         def one_step(carry: Any, xs: tuple[Batch, jax.Array]) -> tuple[Any, None]:
             params, state, opt_state, total = carry
             batch, i = xs
             grads, (state, metrics) = grad_fn(
-                eqx.combine(params, static),
+                params,
                 state,
                 batch,
                 jax.random.fold_in(ts.key, ts.step + i),
