@@ -1,0 +1,182 @@
+"""Turn a finished training run into a pretrained weight file and its model card.
+
+Reads a run written by ``examples/mnist.py --out RUN_DIR`` (its ``checkpoint/``
+and ``metrics.json`` with the resolved config), evaluates the model itself on
+every test image, and writes ``<preset>-<dataset>.safetensors`` and its card
+``<preset>-<dataset>.json`` (see ``zoo.ModelCard``) into the weights folder:
+the package's ``zoo/weights/`` by default, where ``zoo.create_model(preset,
+pretrained=dataset, key=key)`` finds them.
+
+Run:
+    python examples/mnist.py --model mlp --epochs 10 --shift 0 --seed 0 \\
+        --out runs/mlp-mnist
+    python examples/publish_weights.py runs/mlp-mnist
+    python examples/publish_weights.py runs/mlp-mnist --weights-dir my-weights
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import platform
+import shlex
+import statistics
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import zoo
+from zoo._files import atomic_write
+from zoo.data import ArrayDataset, load_dataset, sha256_file
+from zoo.train import evaluate
+from zoo.train._step import prepare_inputs
+
+WEIGHTS = pathlib.Path(zoo.__file__).resolve().parent / "weights"
+# What examples/mnist.py does to every image before the model sees it.
+PREPROCESSING = (
+    "uint8 pixels scaled to [0, 1] as float32 (x / 255), no normalisation; "
+    "channels-first (1, 28, 28) images, flattened to 784 for MLPs"
+)
+# Near ties: a test image whose two largest logits are closer than this
+# (relative to the largest) could be classified otherwise on another CPU,
+# whose float32 sums may round differently.
+NEAR_TIE = 1e-4
+# The options of examples/mnist.py that change what a run learns, in order.
+RECIPE = (
+    "model", "dataset", "epochs", "batch_size", "optimizer", "lr", "schedule",
+    "seed", "shift", "flip", "crop_padding", "erasing", "train_examples",
+)  # fmt: skip
+ALWAYS_SHOWN = {"model", "dataset", "epochs", "seed"}
+# The defaults of examples/mnist.py, and the per-dataset augmentation defaults.
+DEFAULTS: dict[str, Any] = {
+    "batch_size": 128, "optimizer": "adam", "lr": 1e-3, "schedule": "cosine",
+    "train_examples": None,
+}  # fmt: skip
+AUGMENT_DEFAULTS: dict[str, dict[str, Any]] = {
+    "mnist": {"shift": 2, "flip": False, "crop_padding": 0, "erasing": 0.0},
+    "fashion_mnist": {"shift": 0, "flip": True, "crop_padding": 2, "erasing": 0.0},
+}
+
+
+def command_of(config: dict[str, Any], run_dir: pathlib.Path) -> str:
+    """The examples/mnist.py command line that trains this run's config."""
+    defaults = {**DEFAULTS, **AUGMENT_DEFAULTS.get(config["dataset"], {})}
+    words = ["python", "examples/mnist.py"]
+    for name in RECIPE:
+        value = config.get(name)
+        if name not in ALWAYS_SHOWN and value == defaults.get(name):
+            continue
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            words.append(flag if value else "--no-" + name.replace("_", "-"))
+        elif value is not None:
+            words += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
+    return shlex.join([*words, "--out", str(run_dir)])
+
+
+def machine() -> str:
+    """The CPU model and core count of this machine."""
+    name = platform.processor() or platform.machine()
+    try:
+        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.partition(":")[2].strip()
+                break
+    except OSError:
+        pass
+    return f"{name}, {os.cpu_count()} cores"
+
+
+def parameter_count(model) -> int:
+    """Trained parameters: the model's floating-point arrays (state excluded)."""
+    leaves = jax.tree.leaves(eqx.filter(model, eqx.is_inexact_array))
+    return sum(int(leaf.size) for leaf in leaves)
+
+
+def near_ties(model, state, test: ArrayDataset) -> int:
+    """Test images whose two largest logits are within ``NEAR_TIE`` of each other."""
+    infer = eqx.filter_jit(lambda m, s, x: zoo.apply(m, prepare_inputs(m, x), s)[0])
+    model = eqx.nn.inference_mode(model)
+    count = 0
+    for i in range(0, len(test), 1000):
+        logits = np.asarray(infer(model, state, jnp.asarray(test.inputs[i : i + 1000])))
+        top2 = np.sort(logits, axis=1)[:, -2:]
+        gap = top2[:, 1] - top2[:, 0]
+        count += int((gap <= NEAR_TIE * np.maximum(1.0, np.abs(top2[:, 1]))).sum())
+    return count
+
+
+def publish(run_dir: pathlib.Path, weights_dir: pathlib.Path) -> zoo.ModelCard:
+    """Write the weight file and card of the run in ``run_dir``; return the card."""
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    config = metrics["config"]
+    preset, dataset = config["model"], config["dataset"]
+    model, state = zoo.load_model(run_dir / "checkpoint")
+    if model.config() != config["model_config"]:
+        raise ValueError(f"{run_dir}: the checkpoint is not the model of metrics.json")
+    test = load_dataset(dataset, "test", data_dir=config.get("data_dir"))
+    result = evaluate(model, state, test)
+    correct = round(result["accuracy"] * result["count"])
+    stem = f"{preset}-{dataset}"
+    weights_dir.mkdir(parents=True, exist_ok=True)
+    path = zoo.save_safetensors(weights_dir / f"{stem}.safetensors", model, state)
+    ties = near_ties(model, state, test)
+    seconds = [epoch["train_seconds"] for epoch in metrics["epochs"]]
+    card = zoo.ModelCard(
+        preset=preset,
+        dataset=dataset,
+        file=path.name,
+        sha256=sha256_file(path),
+        config=model.config(),
+        parameter_count=parameter_count(model),
+        input_shape=model.input_shape,
+        preprocessing=PREPROCESSING,
+        classes=tuple(test.class_names),
+        command=command_of(config, run_dir),
+        seed=config["seed"],
+        epochs=len(seconds),
+        test_correct=correct,
+        test_count=int(result["count"]),
+        test_accuracy=correct / int(result["count"]),
+        correct_tolerance=ties,
+        seconds_per_epoch=round(statistics.median(seconds), 2),
+        machine=machine(),
+        zoo_version=zoo.__version__,
+        notes=(
+            f"Evaluated with zoo.train.evaluate (batches of 1000, float32, "
+            f"XLA:CPU, JAX {jax.__version__}). {ties} test image(s) have their "
+            f"two largest logits within {NEAR_TIE:g} (relative) of each other, "
+            "so another CPU may count that many more or fewer correct."
+        ),
+    )
+    text = json.dumps(card.to_json(), indent=2) + "\n"
+    atomic_write(weights_dir / f"{stem}.json", text.encode())
+    return card
+
+
+def main(argv: Sequence[str] | None = None) -> zoo.ModelCard:
+    """Parse the command line, publish the run, print the card's summary."""
+    parser = argparse.ArgumentParser(description=(__doc__ or "").partition("\n")[0])
+    parser.add_argument("run_dir", type=pathlib.Path, help="an --out folder")
+    parser.add_argument("--weights-dir", type=pathlib.Path, default=WEIGHTS)
+    args = parser.parse_args(argv)
+    card = publish(args.run_dir, args.weights_dir)
+    print(
+        f"{card.file}: {card.preset} on {card.dataset}, "
+        f"{card.test_correct}/{card.test_count} test images "
+        f"({100 * card.test_accuracy:.2f}%), ±{card.correct_tolerance}, "
+        f"{card.parameter_count:,} parameters, sha256 {card.sha256[:12]}…"
+    )
+    return card
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (OSError, ValueError, KeyError, zoo.CheckpointError) as error:
+        sys.exit(f"error: {error}")
