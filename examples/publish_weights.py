@@ -46,31 +46,22 @@ PREPROCESSING = (
 # (relative to the largest) could be classified otherwise on another CPU,
 # whose float32 sums may round differently.
 NEAR_TIE = 1e-4
-# The options of examples/mnist.py that change what a run learns, in order.
+# The options of examples/mnist.py that make a run what it is, in order.
 RECIPE = (
     "model", "dataset", "epochs", "batch_size", "optimizer", "lr", "schedule",
     "seed", "shift", "flip", "crop_padding", "erasing", "train_examples",
 )  # fmt: skip
-ALWAYS_SHOWN = {"model", "dataset", "epochs", "seed"}
-# The defaults of examples/mnist.py, and the per-dataset augmentation defaults.
-DEFAULTS: dict[str, Any] = {
-    "batch_size": 128, "optimizer": "adam", "lr": 1e-3, "schedule": "cosine",
-    "train_examples": None,
-}  # fmt: skip
-AUGMENT_DEFAULTS: dict[str, dict[str, Any]] = {
-    "mnist": {"shift": 2, "flip": False, "crop_padding": 0, "erasing": 0.0},
-    "fashion_mnist": {"shift": 0, "flip": True, "crop_padding": 2, "erasing": 0.0},
-}
 
 
 def command_of(config: dict[str, Any], run_dir: pathlib.Path) -> str:
-    """The examples/mnist.py command line that trains this run's config."""
-    defaults = {**DEFAULTS, **AUGMENT_DEFAULTS.get(config["dataset"], {})}
+    """The examples/mnist.py command line that trains this run's config.
+
+    Every option of the recipe is spelt out, defaults included, so that the
+    command stays exact when the example's defaults change.
+    """
     words = ["python", "examples/mnist.py"]
     for name in RECIPE:
         value = config.get(name)
-        if name not in ALWAYS_SHOWN and value == defaults.get(name):
-            continue
         flag = "--" + name.replace("_", "-")
         if isinstance(value, bool):
             words.append(flag if value else "--no-" + name.replace("_", "-"))

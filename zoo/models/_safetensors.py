@@ -10,7 +10,8 @@ from its Equinox key path (``jax.tree_util.keystr`` without the leading dot)::
 
 State entries are named after the ``eqx.nn.StateIndex`` in the model that owns
 them, prefixed by ``state:``. The model's ``config()`` is stored as JSON in the
-file's metadata, so the file alone rebuilds the model (``zoo.build_model``).
+file's metadata (its only entry, so the same model always gives the same
+bytes), and the file alone rebuilds the model (``zoo.build_model``).
 Arrays keep their dtype (``float32`` for every preset; BatchNorm's counter is
 ``int32``); loading gives back bitwise the arrays that were saved.
 """
@@ -29,13 +30,10 @@ import numpy as np
 from safetensors.numpy import load as load_bytes, save as save_bytes
 
 from .._files import atomic_write
-from .._version import __version__
 from ._abstract import AbstractModel
 
 STATE_PREFIX = "state:"
 """Prefix of the names of state entries (BatchNorm statistics) in a file."""
-FORMAT = "zoo"
-"""The ``format`` entry of the metadata of every file zoo writes."""
 
 
 def _name(path: tuple[Any, ...]) -> str:
@@ -103,11 +101,9 @@ def save_safetensors(
         name: np.asarray(jax.device_get(array))
         for name, array in named_arrays(model, state).items()
     }
-    metadata = {
-        "format": FORMAT,
-        "config": json.dumps(model.config(), sort_keys=True),
-        "zoo_version": __version__,
-    }
+    # One metadata entry: safetensors writes several in no fixed order, and
+    # the same model must always give the same bytes (and SHA-256).
+    metadata = {"config": json.dumps(model.config(), sort_keys=True)}
     return atomic_write(path, save_bytes(tensors, metadata=metadata))
 
 
