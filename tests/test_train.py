@@ -55,10 +55,10 @@ def test_default_steps_per_call_fuses_more_steps_in_a_rolled_loop():
     assert default_steps_per_call(6e9) == 2  # the cnn preset: still fused
     assert default_steps_per_call(1e9) == 4
     assert default_steps_per_call(1e3) == 16
-    # Rolled loop: about 16 GFLOP per call, 2 to 64 steps.
+    # Rolled loop: about 16 GFLOP per call, 2 to 256 steps.
     assert default_steps_per_call(6e9, unrolled=False) == 2
     assert default_steps_per_call(1e9, unrolled=False) == 16
-    assert default_steps_per_call(1e3, unrolled=False) == 64
+    assert default_steps_per_call(1e3, unrolled=False) == 256
     # A chunk of inputs stays within 256 MiB, even below 2 steps.
     mib = 2**20
     assert default_steps_per_call(1e3, unrolled=False, batch_bytes=8 * mib) == 32

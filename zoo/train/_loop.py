@@ -143,25 +143,19 @@ def fit(
         model, state, train_data.inputs[0], batch_size=batch_size,
         steps_per_epoch=spe, loss=loss,
     )  # fmt: skip
-    every = checkpoint_every
-    cbs: list[Callback] = [FiniteLossGuard(check_every=every)] if check_finite else []
-    if main:
-        cbs += [ProgressBar()] if progress else []
-        cbs += [EpochLogger(log)] if log is not None else []
-        if checkpoint_dir is not None:
-            cbs.append(Checkpointer(checkpoint_dir, every=every, config=run_config))
-        if history_path is not None:
-            cbs.append(HistoryWriter(history_path, config=run_config))
-    cbs += callbacks
+    cbs = _builtin_callbacks(
+        main, check_finite, progress, log, checkpoint_dir, checkpoint_every,
+        history_path, run_config,
+    ) + list(callbacks)  # fmt: skip
 
     ts = TrainState.init(
         model, state, optimizer, key=jax.random.key(seed), trainable=trainable
     )
+    local_batch = batch_size // jax.process_count()  # this process's rows
     batches = iter(
         train_pipeline(
-            train_data, batch_size=batch_size // jax.process_count(), seed=seed,
-            num_epochs=epochs, shard=None if mesh is None else process_shard(),
-            augment=augment,
+            train_data, batch_size=local_batch, seed=seed, num_epochs=epochs,
+            shard=None if mesh is None else process_shard(), augment=augment,
         )
     )  # fmt: skip
     history: list[EpochRecord] = []
@@ -179,7 +173,6 @@ def fit(
     if step >= epochs * spe:
         return FitResult(ts, history, 0.0)
     step_fn = train_step or make_train_step(optimizer, loss=loss, trainable=trainable)
-    local_batch = batch_size // jax.process_count()
     example = Batch(
         np.zeros((local_batch, *train_data.inputs.shape[1:]), train_data.inputs.dtype),
         np.zeros(local_batch, np.int32),
@@ -226,6 +219,34 @@ def fit(
     for cb in cbs:
         cb.on_train_end(result)
     return result
+
+
+def _builtin_callbacks(
+    main: bool,
+    check_finite: bool,
+    progress: bool,
+    log: Callable[[str], object] | None,
+    checkpoint_dir: str | os.PathLike[str] | None,
+    checkpoint_every: int | None,
+    history_path: str | os.PathLike[str] | None,
+    run_config: Mapping[str, object] | None,
+) -> list[Callback]:
+    """The callbacks ``fit``'s arguments switch on, in the order they run.
+
+    The NaN guard runs on every process and first, so no checkpoint is written
+    after a non-finite loss; the rest run on the main process only.
+    """
+    every = checkpoint_every
+    cbs: list[Callback] = [FiniteLossGuard(check_every=every)] if check_finite else []
+    if not main:
+        return cbs
+    cbs += [ProgressBar()] if progress else []
+    cbs += [EpochLogger(log)] if log is not None else []
+    if checkpoint_dir is not None:
+        cbs.append(Checkpointer(checkpoint_dir, every=every, config=run_config))
+    if history_path is not None:
+        cbs.append(HistoryWriter(history_path, config=run_config))
+    return cbs
 
 
 def _compile(

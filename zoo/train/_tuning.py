@@ -27,7 +27,7 @@ MIN_STEPS_PER_CALL = 2
 """Fused even for big models: XLA:CPU runs a lone step slower than two together."""
 MAX_STEPS_PER_CALL = 16
 """Unrolled steps per call at most (compile time)."""
-MAX_ROLLED_STEPS_PER_CALL = 64
+MAX_ROLLED_STEPS_PER_CALL = 256
 """Rolled steps per call at most (the chunk of batches waits on the host)."""
 MAX_CHUNK_BYTES = 256 * 2**20
 """Input bytes of one chunk at most (two are alive: the one training and the
