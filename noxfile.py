@@ -29,6 +29,10 @@ README_RUNS = {
     "cnn": ([], 0.994),
     "cnn_fashion": (["--dataset", "fashion_mnist"], 0.915),
     "mlp": (["--model", "mlp", "--epochs", "10", "--shift", "0"], 0.982),
+    "lenet5": (
+        ["--model", "lenet5", "--epochs", "10", "--batch-size", "64", "--lr", "3e-3"],
+        0.990,
+    ),
     "stax_cnn": (
         ["--model", "stax_cnn", "--lr", "2e-3", "--epochs", "10", "--shift", "0"],
         0.990,

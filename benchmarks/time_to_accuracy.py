@@ -34,13 +34,13 @@ TARGET_ACCURACY = 0.99
 TARGET_RATIO = ("<=", 0.8)
 MODEL = "cnn"
 BATCH_SIZE = 128
-LEARNING_RATE = 1e-3
+LEARNING_RATE = 1e-3  # both contenders, unless --zoo-lr says otherwise for zoo
 FIRST_EVAL = 300
 EVAL_EVERY = 117  # a quarter of an MNIST epoch at batch 128
 MAX_EPOCHS = 6
 
 
-def zoo_worker(data_dir: str | None) -> None:
+def zoo_worker(data_dir: str | None, learning_rate: float) -> None:
     """Train until the target; print one JSON line per evaluation."""
     import jax
     import optax
@@ -52,7 +52,7 @@ def zoo_worker(data_dir: str | None) -> None:
     train = load_mnist("train", data_dir=data_dir)
     test = load_mnist("test", data_dir=data_dir)
     model, state = zoo.create_model(MODEL, key=jax.random.key(0))
-    optimizer = optax.adam(LEARNING_RATE)
+    optimizer = optax.adam(learning_rate)
     ts = TrainState.init(model, state, optimizer, key=jax.random.key(1))
     step = make_train_step(optimizer)
     batches = iter(
@@ -123,9 +123,9 @@ def _report(step: int, accuracy: float) -> None:
     sys.stdout.flush()
 
 
-def run_contender(name: str, data_dir: str | None) -> dict[str, object]:
+def run_contender(name: str, data_dir: str | None, zoo_lr: float) -> dict[str, object]:
     """Spawn one worker; seconds from spawn until it first reports the target."""
-    command = [sys.executable, __file__, "--worker", name]
+    command = [sys.executable, __file__, "--worker", name, "--zoo-lr", str(zoo_lr)]
     if data_dir:
         command += ["--data-dir", data_dir]
     start = time.time()
@@ -147,9 +147,12 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=1, help="rounds per contender")
     p.add_argument("--data-dir", default=None, help="defaults to $ZOO_DATA_DIR")
     p.add_argument("--worker", choices=["zoo", "pytorch"], help=argparse.SUPPRESS)
+    p.add_argument(
+        "--zoo-lr", type=float, default=LEARNING_RATE, help="zoo's Adam learning rate"
+    )
     args = p.parse_args()
     if args.worker == "zoo":
-        return zoo_worker(args.data_dir)
+        return zoo_worker(args.data_dir, args.zoo_lr)
     if args.worker == "pytorch":
         return pytorch_worker(args.data_dir)
 
@@ -161,7 +164,7 @@ def main() -> None:
     runs: dict[str, list[dict[str, object]]] = {n: [] for n in names}
     for r in range(args.epochs):
         for name in names[r % len(names) :] + names[: r % len(names)]:
-            runs[name].append(run_contender(name, args.data_dir))
+            runs[name].append(run_contender(name, args.data_dir, args.zoo_lr))
     seconds = {
         n: h.median([float(x["seconds"]) for x in rs if x["seconds"] is not None])  # pyright: ignore[reportArgumentType]
         for n, rs in runs.items()
@@ -172,7 +175,7 @@ def main() -> None:
         "target_accuracy": TARGET_ACCURACY,
         "recipe": {
             "model": MODEL,
-            "optimizer": f"adam {LEARNING_RATE}",
+            "optimizer": f"adam {args.zoo_lr} (pytorch: adam {LEARNING_RATE})",
             "batch_size": BATCH_SIZE,
             "augmentation": None,
             "evaluation": f"all 10,000 test images every {EVAL_EVERY} steps "
