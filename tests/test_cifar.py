@@ -9,17 +9,15 @@ it from a real HTTP server on 127.0.0.1, and points the ``cifar10`` entry of
 
 import dataclasses
 import hashlib
-import http.server
 import io
 import os
 import pathlib
 import tarfile
-import threading
 from collections.abc import Iterator
-from typing import cast
 
 import numpy as np
 import pytest
+from _file_server import FileServer, serve
 
 from zoo.data import (
     CIFAR10_CLASS_NAMES,
@@ -87,51 +85,16 @@ def _official_layout(
     return _Cifar(path, _write_archive(path, members), splits)
 
 
-class _Server(http.server.ThreadingHTTPServer):
-    root: pathlib.Path
-    requests: list[str]
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
-        del format, args
-
-    def do_GET(self) -> None:
-        server = cast(_Server, self.server)
-        server.requests.append(self.path)
-        mode, _, rest = self.path.lstrip("/").partition("/")
-        path = server.root / rest
-        if not path.is_file():
-            self.send_error(404)
-            return
-        body = path.read_bytes()
-        if mode == "corrupt":
-            body = body[:100] + bytes([body[100] ^ 0xFF]) + body[101:]
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-
 @pytest.fixture
-def served(tmp_path: pathlib.Path) -> Iterator[tuple[_Server, _Cifar]]:
+def served(tmp_path: pathlib.Path) -> Iterator[tuple[FileServer, _Cifar]]:
     """An HTTP server on 127.0.0.1 over a folder holding a generated archive."""
     cifar = _official_layout(tmp_path / "served")
-    httpd = _Server(("127.0.0.1", 0), _Handler)
-    httpd.root = tmp_path / "served"
-    httpd.requests = []
-    thread = threading.Thread(
-        target=httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
-    )
-    thread.start()
-    yield httpd, cifar
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join()
+    with serve(tmp_path / "served") as httpd:
+        yield httpd, cifar
 
 
 def _point_at(
-    monkeypatch: pytest.MonkeyPatch, httpd: _Server, mode: str, sha256: str
+    monkeypatch: pytest.MonkeyPatch, httpd: FileServer, mode: str, sha256: str
 ) -> None:
     host, port = httpd.server_address[:2]
     remote = dataclasses.replace(
@@ -143,7 +106,7 @@ def _point_at(
 
 
 def test_download_then_load_both_splits_from_the_cache(
-    served: tuple[_Server, _Cifar],
+    served: tuple[FileServer, _Cifar],
     tmp_path: pathlib.Path,
     monkeypatch: pytest.MonkeyPatch,
 ):
@@ -171,7 +134,7 @@ def test_download_then_load_both_splits_from_the_cache(
 
 
 def test_wrong_checksum_is_refused_and_leaves_no_file(
-    served: tuple[_Server, _Cifar],
+    served: tuple[FileServer, _Cifar],
     tmp_path: pathlib.Path,
     monkeypatch: pytest.MonkeyPatch,
 ):

@@ -8,69 +8,28 @@ second). A closed port stands in for a server that is down.
 """
 
 import hashlib
-import http.server
 import os
 import pathlib
 import socket
-import threading
 import time
 from collections.abc import Iterator
-from typing import cast
 
 import pytest
+from _file_server import FileServer, serve
 
 from zoo.data import REMOTE_DATASETS, DataError, _download, default_data_dir, fetch
 
 TEST_FILES = ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 
 
-class _Server(http.server.ThreadingHTTPServer):
-    root: pathlib.Path
-    requests: list[str]
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
-        del format, args
-
-    def do_GET(self) -> None:
-        server = cast(_Server, self.server)
-        server.requests.append(self.path)
-        mode, _, rest = self.path.lstrip("/").partition("/")
-        path = server.root / rest
-        if mode in {"404", "500"} or not path.is_file():
-            self.send_error(int(mode) if mode == "500" else 404)
-            return
-        body = path.read_bytes()
-        if mode == "slow":
-            time.sleep(1.0)
-        if mode == "corrupt":
-            body = body[:100] + bytes([body[100] ^ 0xFF]) + body[101:]
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if mode == "truncated":
-            body = body[: len(body) // 2]
-        self.wfile.write(body)
-
-
 @pytest.fixture
-def server(data_dir: pathlib.Path) -> Iterator[_Server]:
+def server(data_dir: pathlib.Path) -> Iterator[FileServer]:
     """A local HTTP server over the shared data folder, counting requests."""
-    httpd = _Server(("127.0.0.1", 0), _Handler)
-    httpd.root = data_dir
-    httpd.requests = []
-    thread = threading.Thread(
-        target=httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
-    )
-    thread.start()
-    yield httpd
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join()
+    with serve(data_dir) as httpd:
+        yield httpd
 
 
-def _url(httpd: _Server, mode: str, dataset: str = "mnist") -> str:
+def _url(httpd: FileServer, mode: str, dataset: str = "mnist") -> str:
     host, port = httpd.server_address[:2]
     return f"http://{host!s}:{port}/{mode}/{dataset}/"
 
@@ -88,7 +47,7 @@ def _listing(folder: pathlib.Path) -> list[str]:
     return sorted(os.listdir(folder)) if folder.exists() else []
 
 
-def test_good_download_then_no_requests(server: _Server, tmp_path: pathlib.Path):
+def test_good_download_then_no_requests(server: FileServer, tmp_path: pathlib.Path):
     cache = tmp_path / "cache"
     folder = fetch(
         "mnist", split="test", data_dir=cache, mirrors=[_url(server, "good")]
@@ -108,7 +67,7 @@ def test_good_download_then_no_requests(server: _Server, tmp_path: pathlib.Path)
     assert len(server.requests) == 2  # verified files: no network at all
 
 
-def test_only_missing_files_are_downloaded(server: _Server, tmp_path: pathlib.Path):
+def test_only_missing_files_are_downloaded(server: FileServer, tmp_path: pathlib.Path):
     mirrors = [_url(server, "good")]
     fetch("mnist", split="test", data_dir=tmp_path, mirrors=mirrors)
     (tmp_path / "mnist" / "t10k-labels-idx1-ubyte.gz").unlink()
@@ -118,7 +77,7 @@ def test_only_missing_files_are_downloaded(server: _Server, tmp_path: pathlib.Pa
 
 
 @pytest.mark.parametrize("mode", ["corrupt", "truncated"])
-def test_bad_body_leaves_no_file(server: _Server, tmp_path: pathlib.Path, mode: str):
+def test_bad_body_leaves_no_file(server: FileServer, tmp_path: pathlib.Path, mode: str):
     cache = tmp_path / "cache"
     with pytest.raises(DataError) as info:
         fetch("mnist", split="test", data_dir=cache, mirrors=[_url(server, mode)])
@@ -131,7 +90,7 @@ def test_bad_body_leaves_no_file(server: _Server, tmp_path: pathlib.Path, mode: 
 
 
 @pytest.mark.parametrize("code", ["404", "500"])
-def test_http_errors(server: _Server, tmp_path: pathlib.Path, code: str):
+def test_http_errors(server: FileServer, tmp_path: pathlib.Path, code: str):
     with pytest.raises(DataError, match=f"HTTP {code}"):
         fetch("mnist", split="test", data_dir=tmp_path, mirrors=[_url(server, code)])
     assert _listing(tmp_path / "mnist") == []
@@ -150,7 +109,7 @@ def test_server_down_names_urls_and_env(tmp_path: pathlib.Path, down_url: str):
 
 
 def test_fallback_to_second_mirror(
-    server: _Server, tmp_path: pathlib.Path, down_url: str
+    server: FileServer, tmp_path: pathlib.Path, down_url: str
 ):
     mirrors = [down_url, _url(server, "500"), _url(server, "good")]
     folder = fetch("mnist", split="test", data_dir=tmp_path, mirrors=mirrors)
@@ -160,7 +119,7 @@ def test_fallback_to_second_mirror(
     )
 
 
-def test_timeout(server: _Server, tmp_path: pathlib.Path):
+def test_timeout(server: FileServer, tmp_path: pathlib.Path):
     start = time.perf_counter()
     with pytest.raises(DataError, match="timed out"):
         fetch(
@@ -174,7 +133,7 @@ def test_timeout(server: _Server, tmp_path: pathlib.Path):
     assert _listing(tmp_path / "mnist") == []
 
 
-def test_present_file_with_wrong_hash(server: _Server, tmp_path: pathlib.Path):
+def test_present_file_with_wrong_hash(server: FileServer, tmp_path: pathlib.Path):
     folder = tmp_path / "mnist"
     folder.mkdir()
     bad = folder / "t10k-labels-idx1-ubyte.gz"
@@ -191,7 +150,7 @@ def test_present_file_with_wrong_hash(server: _Server, tmp_path: pathlib.Path):
 
 
 def test_keyboard_interrupt_leaves_no_file(
-    server: _Server, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+    server: FileServer, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
 ):
     real_open = _download._open
     during: list[list[str]] = []
@@ -273,7 +232,7 @@ def test_default_data_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Pat
 
 
 def test_env_var_used_when_no_data_dir(
-    server: _Server, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+    server: FileServer, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
 ):
     monkeypatch.setenv("ZOO_DATA_DIR", str(tmp_path))
     folder = fetch("mnist", split="test", mirrors=[_url(server, "good")])

@@ -6,17 +6,15 @@ temporary folder under a path prefix picking its behaviour: ``/good/`` or
 """
 
 import dataclasses
-import http.server
 import json
 import pathlib
-import threading
 from collections.abc import Iterator
-from typing import cast
 
 import equinox as eqx
 import jax
 import numpy as np
 import pytest
+from _file_server import FileServer, serve
 
 import zoo
 from zoo.data import load_dataset, sha256_file
@@ -201,56 +199,21 @@ def test_a_file_unlike_its_card_is_refused(monkeypatch, tmp_path: pathlib.Path):
     assert weights.read_bytes() == bytes(data)  # refused, never deleted
 
 
-class _Server(http.server.ThreadingHTTPServer):
-    root: pathlib.Path
-    requests: list[str]
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
-        del format, args
-
-    def do_GET(self) -> None:
-        server = cast(_Server, self.server)
-        server.requests.append(self.path)
-        mode, _, rest = self.path.lstrip("/").partition("/")
-        path = server.root / rest
-        if not path.is_file():
-            self.send_error(404)
-            return
-        body = path.read_bytes()
-        if mode == "corrupt" and path.suffix == ".safetensors":
-            body = body[:-1] + bytes([body[-1] ^ 0xFF])
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-
 @pytest.fixture
-def server(tmp_path: pathlib.Path) -> Iterator[_Server]:
+def server(tmp_path: pathlib.Path) -> Iterator[FileServer]:
     """A local HTTP server over a folder holding toy_mlp-toy's file and card."""
     _publish(tmp_path / "served")
-    httpd = _Server(("127.0.0.1", 0), _Handler)
-    httpd.root = tmp_path / "served"
-    httpd.requests = []
-    thread = threading.Thread(
-        target=httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
-    )
-    thread.start()
-    yield httpd
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join()
+    with serve(tmp_path / "served") as httpd:
+        yield httpd
 
 
-def _url(httpd: _Server, mode: str) -> str:
+def _url(httpd: FileServer, mode: str) -> str:
     host, port = httpd.server_address[:2]
     return f"http://{host!s}:{port}/{mode}/"
 
 
 def test_weights_download_verified_into_the_cache(
-    monkeypatch, server: _Server, tmp_path: pathlib.Path
+    monkeypatch, server: FileServer, tmp_path: pathlib.Path
 ):
     monkeypatch.setenv("ZOO_WEIGHTS_URL", _url(server, "good"))
     model, _ = zoo.create_model("toy_mlp", pretrained="toy", key=jax.random.key(0))
@@ -270,7 +233,7 @@ def test_weights_download_verified_into_the_cache(
 
 
 def test_a_corrupt_download_is_refused_and_not_kept(
-    monkeypatch, server: _Server, tmp_path: pathlib.Path
+    monkeypatch, server: FileServer, tmp_path: pathlib.Path
 ):
     monkeypatch.setenv("ZOO_WEIGHTS_URL", _url(server, "corrupt"))
     with pytest.raises(ValueError, match="SHA-256 mismatch"):
@@ -279,7 +242,7 @@ def test_a_corrupt_download_is_refused_and_not_kept(
     assert sorted(p.name for p in cache.iterdir()) == ["toy_mlp-toy.json"]
 
 
-def test_a_missing_remote_card_says_where_it_looked(monkeypatch, server: _Server):
+def test_a_missing_remote_card_says_where_it_looked(monkeypatch, server: FileServer):
     monkeypatch.setenv("ZOO_WEIGHTS_URL", _url(server, "good"))
     with pytest.raises(ValueError, match="HTTP 404"):
         zoo.model_card("toy_mlp", "nothing")

@@ -14,6 +14,7 @@ from .models import (
     CONV_PATHS as CONV_PATHS,
     FAMILIES as FAMILIES,
     MLP as MLP,
+    AbstractImageClassifier as AbstractImageClassifier,
     AbstractModel as AbstractModel,
     AvgPool as AvgPool,
     BasicBlock as BasicBlock,

@@ -3,6 +3,7 @@
 from ._abstract import (
     ACTIVATIONS as ACTIVATIONS,
     BATCH_AXIS as BATCH_AXIS,
+    AbstractImageClassifier as AbstractImageClassifier,
     AbstractModel as AbstractModel,
 )
 from ._apply import apply as apply

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+from jaxtyping import Array, Float, PRNGKeyArray
 
 BATCH_AXIS = "batch"
 """The ``jax.vmap`` axis name over which BatchNorm computes batch statistics."""
@@ -79,3 +80,68 @@ class AbstractModel(eqx.Module):
         ``zoo.build_model(model.config(), key=key)`` builds a model with the same
         structure (and, with the same key, the same parameters).
         """
+
+
+def dropout_active(model_name: str, dropout: eqx.nn.Dropout, key: Any) -> bool:
+    """Whether ``dropout`` will drop units; refuses an active dropout without a key.
+
+    Raises:
+        ValueError: dropout is active (``p > 0``, not in inference mode) and
+            ``key`` is ``None``; the message says how to fix it.
+    """
+    active = dropout.p > 0 and not dropout.inference
+    if active and key is None:
+        raise ValueError(
+            f"{model_name}(dropout={dropout.p}) is in training mode and needs "
+            "`key=`; pass a PRNG key, or call `eqx.nn.inference_mode(model)` for "
+            "evaluation."
+        )
+    return active
+
+
+class AbstractImageClassifier(AbstractModel):
+    """A stateful classifier of ONE channels-first image ending in ``output``.
+
+    Called as ``model(x, state, key=None) -> (logits, state)`` with ``x`` of
+    shape ``(in_channels, height, width)`` and logits of shape ``(out_size,)``,
+    inside ``jax.vmap(..., axis_name=zoo.BATCH_AXIS)`` in training mode (the
+    BatchNorm statistics span the batch). ``key`` is needed only while dropout
+    is active. A wrong image shape or a missing dropout key raises
+    ``ValueError``; BatchNorm in training mode outside that ``vmap`` raises
+    ``NameError``.
+    """
+
+    in_channels: eqx.AbstractVar[int]
+    image_size: eqx.AbstractVar[tuple[int, int]]
+    output: eqx.AbstractVar[eqx.nn.Linear]
+    stateful: ClassVar[bool] = True
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """``(in_channels, height, width)``."""
+        return (self.in_channels, *self.image_size)
+
+    def features(
+        self,
+        x: Float[Array, "channels height width"],
+        state: eqx.nn.State,
+        *,
+        key: PRNGKeyArray | None = None,
+    ) -> tuple[Float[Array, " features"], eqx.nn.State]:
+        """The activations the classifier sees for one image, and the state.
+
+        The same computation as ``__call__`` up to the last linear layer
+        (``self.output``), which is left out: for transfer learning, or to
+        look at what the network learned. Batch it with
+        [`zoo.features`][zoo.features].
+
+        Args:
+            x: one image, shape ``(in_channels, height, width)``.
+            state: the BatchNorm state.
+            key: PRNG key for dropout; required only when dropout is active.
+
+        Returns:
+            ``(features, state)``, features of shape ``(output.in_features,)``.
+        """
+        body = eqx.tree_at(lambda m: m.output, self, eqx.nn.Identity())
+        return body(x, state, key=key)

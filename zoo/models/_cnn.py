@@ -10,7 +10,14 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._checks import checked_model_call
-from ._abstract import BATCH_AXIS, DTYPES, AbstractModel, get_activation, parse_dtype
+from ._abstract import (
+    BATCH_AXIS,
+    DTYPES,
+    AbstractImageClassifier,
+    dropout_active,
+    get_activation,
+    parse_dtype,
+)
 from ._conv import (
     batch_norm_channels_last,
     conv_channels_last,
@@ -100,7 +107,7 @@ class ConvBlock(eqx.Module):
         return x, state
 
 
-class CNN(AbstractModel):
+class CNN(AbstractImageClassifier):
     """A convolutional classifier on ONE channels-first image.
 
     Each conv block is ``Conv2d -> [BatchNorm] -> activation -> [pooling]``; the
@@ -314,11 +321,6 @@ class CNN(AbstractModel):
         self.activation = activation
         self.use_bias = use_bias
 
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        """``(in_channels, height, width)``."""
-        return (self.in_channels, *self.image_size)
-
     @checked_model_call
     def __call__(
         self,
@@ -327,28 +329,12 @@ class CNN(AbstractModel):
         *,
         key: PRNGKeyArray | None = None,
     ) -> tuple[Float[Array, " out_size"], eqx.nn.State]:
-        """Logits for one image, and the updated BatchNorm state.
+        """Logits ``(out_size,)`` for one image and the new BatchNorm state.
 
-        Args:
-            x: one image, shape ``(in_channels, height, width)``, floating point.
-            state: the BatchNorm state from ``make_with_state`` or the last call.
-            key: PRNG key for dropout; required only when dropout is active.
-
-        Returns:
-            ``(logits, state)`` with logits of shape ``(out_size,)``.
-
-        Raises:
-            ValueError: wrong image shape, or a missing dropout key.
-            NameError: BatchNorm in training mode called outside
-                ``jax.vmap(..., axis_name=zoo.BATCH_AXIS)``.
+        See [`AbstractImageClassifier`][zoo.AbstractImageClassifier] for the
+        calling convention and errors.
         """
-        stochastic = self.dropout.p > 0 and not self.dropout.inference
-        if stochastic and key is None:
-            raise ValueError(
-                f"CNN(dropout={self.dropout.p}) is in training mode and needs "
-                "`key=`; pass a PRNG key, or call "
-                "`eqx.nn.inference_mode(model)` for evaluation."
-            )
+        stochastic = dropout_active("CNN", self.dropout, key)
         path = resolved_conv_path()
         try:
             if path == "xla":
@@ -378,31 +364,6 @@ class CNN(AbstractModel):
         for layer, k in zip(self.hidden, keys, strict=True):
             h = self.dropout(act(layer(h)), key=k)
         return self.output(h), state
-
-    def features(
-        self,
-        x: Float[Array, "channels height width"],
-        state: eqx.nn.State,
-        *,
-        key: PRNGKeyArray | None = None,
-    ) -> tuple[Float[Array, " features"], eqx.nn.State]:
-        """The activations the classifier sees for one image, and the state.
-
-        The same computation as ``__call__`` up to the last linear layer
-        (``self.output``), which is left out: for transfer learning, or to
-        look at what the network learned. Batch it with
-        [`zoo.features`][zoo.features].
-
-        Args:
-            x: one image, shape ``(in_channels, height, width)``.
-            state: the BatchNorm state.
-            key: PRNG key for dropout; required only when dropout is active.
-
-        Returns:
-            ``(features, state)``, features of shape ``(output.in_features,)``.
-        """
-        body = eqx.tree_at(lambda m: m.output, self, eqx.nn.Identity())
-        return body(x, state, key=key)
 
     def config(self) -> dict[str, Any]:
         """The JSON constructor arguments, with ``"family": "CNN"``."""

@@ -8,7 +8,13 @@ import jax
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._checks import checked_model_call
-from ._abstract import DTYPES, AbstractModel, get_activation, parse_dtype
+from ._abstract import (
+    DTYPES,
+    AbstractModel,
+    dropout_active,
+    get_activation,
+    parse_dtype,
+)
 
 
 class MLP(AbstractModel):
@@ -137,22 +143,8 @@ class MLP(AbstractModel):
         Returns:
             Logits of shape ``(out_size,)``.
         """
-        stochastic = self.dropout.p > 0 and not self.dropout.inference
-        if stochastic and key is None:
-            raise ValueError(
-                f"MLP(dropout={self.dropout.p}) is in training mode and needs "
-                "`key=`; pass a PRNG key, or call "
-                "`eqx.nn.inference_mode(model)` for evaluation."
-            )
-        keys = (
-            jax.random.split(key, len(self.layers))
-            if stochastic and key is not None
-            else [None] * len(self.layers)
-        )
-        act = get_activation(self.activation)
-        for layer, k in zip(self.layers[:-1], keys, strict=False):
-            x = self.dropout(act(layer(x)), key=k)
-        return get_activation(self.final_activation)(self.layers[-1](x))
+        hidden = self.features(x, key=key)
+        return get_activation(self.final_activation)(self.layers[-1](hidden))
 
     def features(
         self, x: Float[Array, " in_size"], *, key: PRNGKeyArray | None = None
@@ -172,13 +164,7 @@ class MLP(AbstractModel):
             The last hidden layer's activations, shape ``(width_sizes[-1],)``
             (the input itself for an MLP without hidden layers).
         """
-        stochastic = self.dropout.p > 0 and not self.dropout.inference
-        if stochastic and key is None:
-            raise ValueError(
-                f"MLP(dropout={self.dropout.p}) is in training mode and needs "
-                "`key=`; pass a PRNG key, or call "
-                "`eqx.nn.inference_mode(model)` for evaluation."
-            )
+        stochastic = dropout_active("MLP", self.dropout, key)
         keys = (
             jax.random.split(key, len(self.layers))
             if stochastic and key is not None

@@ -11,7 +11,14 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._checks import checked_model_call
-from ._abstract import BATCH_AXIS, DTYPES, AbstractModel, get_activation, parse_dtype
+from ._abstract import (
+    BATCH_AXIS,
+    DTYPES,
+    AbstractImageClassifier,
+    dropout_active,
+    get_activation,
+    parse_dtype,
+)
 from ._conv import (
     batch_norm_channels_last,
     conv_channels_last,
@@ -204,7 +211,7 @@ def _per_stage(name: str, value: int | Sequence[int], n: int) -> tuple[int, ...]
     return tuple(int(v) for v in values)
 
 
-class ResNet(AbstractModel):
+class ResNet(AbstractImageClassifier):
     """A residual network for small images, on ONE channels-first image.
 
     The CIFAR ResNets of He et al. (2016, section 4.2): a 3x3 conv stem with
@@ -358,11 +365,6 @@ class ResNet(AbstractModel):
         self.bn_momentum = bn_momentum
         self.activation = activation
 
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        """``(in_channels, height, width)``."""
-        return (self.in_channels, *self.image_size)
-
     @checked_model_call
     def __call__(
         self,
@@ -371,28 +373,12 @@ class ResNet(AbstractModel):
         *,
         key: PRNGKeyArray | None = None,
     ) -> tuple[Float[Array, " out_size"], eqx.nn.State]:
-        """Logits for one image, and the updated BatchNorm state.
+        """Logits ``(out_size,)`` for one image and the new BatchNorm state.
 
-        Args:
-            x: one image, shape ``(in_channels, height, width)``, floating point.
-            state: the BatchNorm state from ``make_with_state`` or the last call.
-            key: PRNG key for dropout; required only when dropout is active.
-
-        Returns:
-            ``(logits, state)`` with logits of shape ``(out_size,)``.
-
-        Raises:
-            ValueError: wrong image shape, or a missing dropout key.
-            NameError: BatchNorm in training mode called outside
-                ``jax.vmap(..., axis_name=zoo.BATCH_AXIS)``.
+        See [`AbstractImageClassifier`][zoo.AbstractImageClassifier] for the
+        calling convention and errors.
         """
-        stochastic = self.dropout.p > 0 and not self.dropout.inference
-        if stochastic and key is None:
-            raise ValueError(
-                f"ResNet(dropout={self.dropout.p}) is in training mode and needs "
-                "`key=`; pass a PRNG key, or call "
-                "`eqx.nn.inference_mode(model)` for evaluation."
-            )
+        stochastic = dropout_active("ResNet", self.dropout, key)
         act = get_activation(self.activation)
         path = resolved_conv_path()
         try:
@@ -414,31 +400,6 @@ class ResNet(AbstractModel):
         features = jnp.mean(x, axis=(1, 2) if path == "xla" else (0, 1))
         features = self.dropout(features, key=key if stochastic else None)
         return self.output(features), state
-
-    def features(
-        self,
-        x: Float[Array, "channels height width"],
-        state: eqx.nn.State,
-        *,
-        key: PRNGKeyArray | None = None,
-    ) -> tuple[Float[Array, " features"], eqx.nn.State]:
-        """The activations the classifier sees for one image, and the state.
-
-        The same computation as ``__call__`` up to the last linear layer
-        (``self.output``), which is left out: for transfer learning, or to
-        look at what the network learned. Batch it with
-        [`zoo.features`][zoo.features].
-
-        Args:
-            x: one image, shape ``(in_channels, height, width)``.
-            state: the BatchNorm state.
-            key: PRNG key for dropout; required only when dropout is active.
-
-        Returns:
-            ``(features, state)``, features of shape ``(output.in_features,)``.
-        """
-        body = eqx.tree_at(lambda m: m.output, self, eqx.nn.Identity())
-        return body(x, state, key=key)
 
     def config(self) -> dict[str, Any]:
         """The JSON constructor arguments, with ``"family": "ResNet"``."""
