@@ -150,7 +150,7 @@ def make_train_step(
     """Build the jitted training call: ``step(train_state, chunk)``.
 
     ``step(train_state, chunk) -> (train_state, metrics)`` runs one optimiser
-    step per batch of ``chunk`` (a [`Chunk`][zoo.train.Chunk] of shape
+    step per batch of ``chunk`` (a [`Chunk`][zoo.data.Chunk] of shape
     ``(K, B, ...)``) in one compiled program and returns the new
     [`TrainState`][zoo.train.TrainState] and the summed training
     [`Metrics`][zoo.train.Metrics] of the chunk. It works for stateless models,
@@ -172,9 +172,9 @@ def make_train_step(
             against silent recompilation; see ``eqx.debug.assert_max_traces``).
         unroll: run the ``K`` steps as straight-line code (``True``) or in a
             rolled ``lax.scan`` (``False``). ``None`` decides per model:
-            unrolled for convolutional models on CPU, rolled otherwise (see
-            [`unrolls_steps`][zoo.train._step.unrolls_steps]). Both compute the
-            same steps.
+            unrolled for convolutional models on CPU (XLA:CPU runs convolutions
+            many times slower inside a loop), rolled otherwise. Both compute
+            the same steps.
         trainable: the arrays to train, as given to ``TrainState.init`` (an
             Equinox filter spec: e.g. [`zoo.head_only(model)`][zoo.head_only]
             to train the classifier on a frozen backbone). Gradients are taken
