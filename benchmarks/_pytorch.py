@@ -28,7 +28,7 @@ def version() -> str | None:
     """``torch.__version__``, or ``None`` when torch is not installed."""
     if not available():
         return None
-    import torch
+    import torch  # pyright: ignore[reportMissingImports] (the optional bench group)
 
     return str(torch.__version__)
 
@@ -60,8 +60,8 @@ def _padding(size: int, kernel: int, stride: int, padding: Any) -> tuple[int, in
 
 def torch_cnn(config: dict[str, Any]) -> Any:
     """``nn.Sequential`` with the architecture of a zoo ``CNN`` config."""
-    import torch
-    from torch import nn
+    import torch  # pyright: ignore[reportMissingImports]
+    from torch import nn  # pyright: ignore[reportMissingImports]
 
     activations = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "silu": nn.SiLU}
     act = activations[config.get("activation", "relu")]
@@ -128,7 +128,7 @@ class TorchLoop:
         threads: int,
     ) -> None:
         """``images`` uint8 ``(N, H, W)`` or ``(N, C, H, W)``; ``labels`` ``(N,)``."""
-        import torch
+        import torch  # pyright: ignore[reportMissingImports]
 
         torch.set_num_threads(threads)
         self.torch = torch

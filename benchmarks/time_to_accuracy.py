@@ -77,7 +77,7 @@ def zoo_worker(data_dir: str | None, learning_rate: float) -> None:
 def pytorch_worker(data_dir: str | None) -> None:
     """The PyTorch reference: same network, optimiser, batch and cadence."""
     import _pytorch
-    import torch
+    import torch  # pyright: ignore[reportMissingImports] (the bench group)
 
     import zoo
     from zoo.data import load_mnist
