@@ -250,50 +250,38 @@ register_model(
     "layer is linear (the paper: a connection table and RBF units).",
 )
 
-register_model(
-    "resnet8",
-    {
+
+def _mnist_resnet(width: int, depth: int, **extra: Any) -> dict[str, Any]:
+    """A ResNet config for 1x28x28 images: three stages, stride 2 between them."""
+    return {
         "family": "ResNet",
         "in_channels": 1,
         "image_size": [28, 28],
         "out_size": 10,
-        "stem_width": 16,
-        "widths": [16, 32, 64],
-        "depths": [1, 1, 1],
+        "stem_width": width,
+        "widths": [width, 2 * width, 4 * width],
+        "depths": [depth] * 3,
         "strides": [1, 2, 2],
-    },
+        **extra,
+    }
+
+
+register_model(
+    "resnet8",
+    _mnist_resnet(16, 1),
     "ResNet-8 of He et al. 2016 for small images: 3x3 stem, one basic block "
     "per stage (16/32/64 channels, 28 -> 14 -> 7 pixels), global average "
     "pooling, dense 10; about 78k parameters.",
 )
 register_model(
     "resnet20",
-    {
-        "family": "ResNet",
-        "in_channels": 1,
-        "image_size": [28, 28],
-        "out_size": 10,
-        "stem_width": 16,
-        "widths": [16, 32, 64],
-        "depths": [3, 3, 3],
-        "strides": [1, 2, 2],
-    },
+    _mnist_resnet(16, 3),
     "ResNet-20 of He et al. 2016 (CIFAR, 6n+2 with n=3): three basic blocks per "
     "stage, 16/32/64 channels, projection shortcuts; about 0.27M parameters.",
 )
 register_model(
     "resnet20x2",
-    {
-        "family": "ResNet",
-        "in_channels": 1,
-        "image_size": [28, 28],
-        "out_size": 10,
-        "stem_width": 32,
-        "widths": [32, 64, 128],
-        "depths": [3, 3, 3],
-        "strides": [1, 2, 2],
-        "dropout": 0.2,
-    },
+    _mnist_resnet(32, 3, dropout=0.2),
     "ResNet-20 at twice the width (32/64/128 channels) with dropout 0.2 before "
     "the classifier, for Fashion-MNIST accuracy; about 1.1M parameters.",
 )
