@@ -115,6 +115,13 @@ class Config:
     """The peak learning rate."""
     schedule: Literal["cosine", "constant"] = "cosine"
     """Cosine decay of the learning rate over the whole run, or constant."""
+    warmup_epochs: float = 0.0
+    """Raise the learning rate linearly from 0 to --lr over this many epochs first."""
+    weight_decay: float = 0.0
+    """Decay the weight matrices and kernels (not biases or BatchNorm) by this factor:
+    decoupled (AdamW) with adam, added to the gradient with sgd and momentum."""
+    label_smoothing: float = 0.0
+    """Train against targets smoothed by this amount (0: one-hot)."""
     seed: int = 0
     """Seeds the initial parameters, the data order, the augmentation and dropout."""
     shift: Annotated[int | None, PerDataset] = None
@@ -166,6 +173,24 @@ class Config:
                 )
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"--lr must be a positive number, got {self.lr}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ValueError(
+                f"--weight-decay must be a non-negative number, got {self.weight_decay}"
+            )
+        warmup = self.warmup_epochs
+        if not (math.isfinite(warmup) and warmup >= 0):
+            raise ValueError(
+                f"--warmup-epochs must be a non-negative number, got {warmup}"
+            )
+        if self.warmup_epochs >= self.epochs:
+            raise ValueError(
+                f"--warmup-epochs {self.warmup_epochs} must be fewer than --epochs "
+                f"{self.epochs}"
+            )
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(
+                f"--label-smoothing must be in [0, 1), got {self.label_smoothing}"
+            )
         if self.erasing is not None and not 0.0 <= self.erasing <= 1.0:
             raise ValueError(
                 f"--erasing must be a probability in [0, 1], got {self.erasing}"
@@ -309,18 +334,43 @@ def make_mesh(config: Config) -> Mesh | None:
     return zoo.train.data_mesh(available if devices == "all" else available[:devices])
 
 
-def make_optimizer(config: Config, total_steps: int) -> optax.GradientTransformation:
+def _is_weight(leaf: jax.Array) -> bool:
+    """Weight matrices and kernels decay; biases and BatchNorm scales do not."""
+    return leaf.ndim >= 2
+
+
+def make_optimizer(
+    config: Config, total_steps: int, steps_per_epoch: int
+) -> optax.GradientTransformation:
     """The optimiser the config asks for, with its learning-rate schedule."""
-    lr = (
-        optax.cosine_decay_schedule(config.lr, total_steps)
-        if config.schedule == "cosine"
-        else config.lr
-    )
+    warmup = round(config.warmup_epochs * steps_per_epoch)
+    if config.schedule == "cosine" and warmup:
+        lr = optax.warmup_cosine_decay_schedule(0.0, config.lr, warmup, total_steps)
+    elif config.schedule == "cosine":
+        lr = optax.cosine_decay_schedule(config.lr, total_steps)
+    elif warmup:
+        lr = optax.join_schedules(
+            [
+                optax.linear_schedule(0.0, config.lr, warmup),
+                optax.constant_schedule(config.lr),
+            ],
+            [warmup],
+        )
+    else:
+        lr = config.lr
+    decay_mask = lambda params: jax.tree.map(_is_weight, params)  # noqa: E731
     if config.optimizer == "adam":
+        if config.weight_decay:
+            return optax.adamw(lr, weight_decay=config.weight_decay, mask=decay_mask)
         return optax.adam(lr)
-    if config.optimizer == "momentum":
-        return optax.sgd(lr, momentum=0.9, nesterov=True)
-    return optax.sgd(lr)
+    sgd = (
+        optax.sgd(lr, momentum=0.9, nesterov=True)
+        if config.optimizer == "momentum"
+        else optax.sgd(lr)
+    )
+    if not config.weight_decay:
+        return sgd
+    return optax.chain(optax.add_decayed_weights(config.weight_decay, decay_mask), sgd)
 
 
 def predictions(model, state, data: ArrayDataset) -> np.ndarray:
@@ -371,8 +421,8 @@ def main(argv: Sequence[str] | None = None) -> float:
         sys.exit(f"--batch-size {config.batch_size} exceeds {len(train)} examples")
 
     model, state = zoo.create_model(config.model, key=jax.random.key(config.seed))
-    steps = config.epochs * (len(train) // config.batch_size)
-    optimizer = make_optimizer(config, steps)
+    steps_per_epoch = len(train) // config.batch_size
+    optimizer = make_optimizer(config, config.epochs * steps_per_epoch, steps_per_epoch)
     augment = make_augment(config)
     run_config = {
         **config.to_json(),
@@ -394,6 +444,11 @@ def main(argv: Sequence[str] | None = None) -> float:
         state,
         train,
         optimizer=optimizer,
+        loss=(
+            zoo.train.label_smoothing(config.label_smoothing)
+            if config.label_smoothing
+            else zoo.train.softmax_cross_entropy
+        ),
         epochs=config.epochs,
         batch_size=config.batch_size,
         seed=config.seed,
