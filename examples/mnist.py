@@ -344,20 +344,15 @@ def make_optimizer(
 ) -> optax.GradientTransformation:
     """The optimiser the config asks for, with its learning-rate schedule."""
     warmup = round(config.warmup_epochs * steps_per_epoch)
-    if config.schedule == "cosine" and warmup:
-        lr = optax.warmup_cosine_decay_schedule(0.0, config.lr, warmup, total_steps)
-    elif config.schedule == "cosine":
-        lr = optax.cosine_decay_schedule(config.lr, total_steps)
-    elif warmup:
-        lr = optax.join_schedules(
-            [
-                optax.linear_schedule(0.0, config.lr, warmup),
-                optax.constant_schedule(config.lr),
-            ],
-            [warmup],
-        )
-    else:
-        lr = config.lr
+    lr: optax.ScalarOrSchedule = (
+        optax.cosine_decay_schedule(config.lr, total_steps - warmup)
+        if config.schedule == "cosine"
+        else config.lr
+    )
+    if warmup:  # a linear climb from 0, then the schedule from its start
+        after = lr if callable(lr) else optax.constant_schedule(lr)
+        climb = optax.linear_schedule(0.0, config.lr, warmup)
+        lr = optax.join_schedules([climb, after], [warmup])
     decay_mask = lambda params: jax.tree.map(_is_weight, params)  # noqa: E731
     if config.optimizer == "adam":
         if config.weight_decay:

@@ -11,6 +11,7 @@ import shlex
 import sys
 import typing
 
+import jax
 import numpy as np
 import pytest
 
@@ -94,6 +95,14 @@ def _error_text(capsys: pytest.CaptureFixture[str]) -> str:
         (["--shift", "-1"], "--shift must be a non-negative integer, got -1"),
         (["--crop-padding", "-2"], "--crop-padding must be a non-negative integer"),
         (["--erasing", "1.5"], "--erasing must be a probability in [0, 1], got 1.5"),
+        (["--weight-decay", "-1e-4"], "--weight-decay must be a non-negative number"),
+        (["--weight-decay", "inf"], "--weight-decay must be a non-negative number"),
+        (["--warmup-epochs", "-1"], "--warmup-epochs must be a non-negative number"),
+        (
+            ["--epochs", "2", "--warmup-epochs", "2"],
+            "--warmup-epochs 2.0 must be fewer than --epochs 2",
+        ),
+        (["--label-smoothing", "1"], "--label-smoothing must be in [0, 1), got 1.0"),
         (["--devices", "0"], "--devices must be a positive integer or 'all'"),
         (["--devices", "some"], "Error parsing --devices"),
         (["--resume"], "--resume needs --out"),
@@ -208,6 +217,70 @@ def test_flags_override_the_dataset_defaults(example):
     )
     assert isinstance(erased.transforms[-1], zoo.data.RandomErasing)
     assert erased.transforms[-1].p == 0.25
+
+
+def _one_update(example, argv: list[str], step: int = 0):
+    """The update the example's optimiser makes at ``step`` for gradients of 1."""
+    import jax.numpy as jnp
+
+    config = example.parse_args(argv)
+    optimizer = example.make_optimizer(config, total_steps=100, steps_per_epoch=10)
+    params = {"kernel": jnp.ones((2, 3)), "bias": jnp.ones(3)}
+    grads = jax.tree.map(jnp.ones_like, params)
+    opt_state = optimizer.init(params)
+    with jax.numpy_dtype_promotion("standard"):  # as the training step runs optax
+        for _ in range(step):
+            _, opt_state = optimizer.update(grads, opt_state, params)
+        updates, _ = optimizer.update(grads, opt_state, params)
+    return {name: float(update.ravel()[0]) for name, update in updates.items()}
+
+
+def test_weight_decay_reaches_kernels_but_not_biases(example):
+    sgd = ["--optimizer", "sgd", "--schedule", "constant", "--lr", "0.1"]
+    plain = _one_update(example, sgd)
+    decayed = _one_update(example, [*sgd, "--weight-decay", "0.5"])
+    assert plain == pytest.approx({"kernel": -0.1, "bias": -0.1})
+    # sgd: the decay joins the gradient, 1 + 0.5 * 1, for kernels alone
+    assert decayed == pytest.approx({"kernel": -0.15, "bias": -0.1})
+    adamw = _one_update(
+        example, ["--schedule", "constant", "--lr", "0.1", "--weight-decay", "0.5"]
+    )
+    # adam's first step is -lr * sign; AdamW subtracts lr * decay * weight beside it
+    expected = {"kernel": -0.1 - 0.05, "bias": -0.1}
+    assert adamw == pytest.approx(expected, rel=1e-4)  # Adam's eps: within 1e-5
+
+
+def test_warmup_climbs_to_the_peak_learning_rate(example):
+    argv = ["--optimizer", "sgd", "--lr", "0.1", "--epochs", "10"]
+    for schedule in ("cosine", "constant"):
+        warm = [*argv, "--schedule", schedule, "--warmup-epochs", "1"]
+        first = _one_update(example, warm, step=0)
+        middle = _one_update(example, warm, step=5)
+        peak = _one_update(example, warm, step=10)
+        assert first["kernel"] == 0.0
+        assert middle["kernel"] == pytest.approx(-0.05)
+        assert peak["kernel"] == pytest.approx(-0.1)
+    cold = _one_update(example, [*argv, "--schedule", "cosine"], step=0)
+    assert cold["kernel"] == pytest.approx(-0.1)
+
+
+def test_label_smoothing_picks_the_smoothed_loss(example, monkeypatch):
+    seen = {}
+
+    def record_fit(*args, **kwargs):
+        seen["loss"] = kwargs["loss"]
+        raise SystemExit(0)
+
+    monkeypatch.setattr(example, "fit", record_fit)
+    argv = [*TINY, "--epochs", "1", "--no-progress"]
+    with pytest.raises(SystemExit):
+        example.main([*argv, "--label-smoothing", "0.2"])
+    logits, label = jax.numpy.array([[2.0, 0.0, 0.0]]), jax.numpy.array([0])
+    smoothed = zoo.train.label_smoothing(0.2)(logits, label)
+    assert float(seen["loss"](logits, label)[0]) == pytest.approx(float(smoothed[0]))
+    with pytest.raises(SystemExit):
+        example.main(argv)
+    assert seen["loss"] is zoo.train.softmax_cross_entropy
 
 
 def _readme_runs() -> dict[str, tuple[list[str], float]]:

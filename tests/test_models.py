@@ -160,7 +160,7 @@ def test_cnn_needs_the_batch_axis_in_training(getkey):
 def test_registry_lists_every_preset():
     names = zoo.list_models()
     assert names[:4] == ["mlp", "toy_mlp", "stax_cnn", "cnn"]
-    assert {"resnet8", "resnet20", "resnet20x2"} <= set(names)
+    assert {"resnet8", "resnet20"} <= set(names)
     assert len(set(names)) == len(names)
     for name in zoo.list_models():
         spec = zoo.model_spec(name)

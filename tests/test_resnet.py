@@ -68,10 +68,10 @@ def test_resnet20_is_he_et_al_cifar_resnet_with_projections(getkey):
 def test_preset_sizes(getkey):
     counts = {
         name: _count(zoo.create_model(name, key=getkey())[0])
-        for name in ("resnet8", "resnet20", "resnet20x2")
+        for name in ("resnet8", "resnet20")
     }
     # 1-channel 28x28 presets: the stem has 144 weights, not CIFAR's 432.
-    assert counts == {"resnet8": 77_754, "resnet20": 272_186, "resnet20x2": 1_084_010}
+    assert counts == {"resnet8": 77_754, "resnet20": 272_186}
 
 
 @pytest.mark.parametrize(
@@ -119,10 +119,10 @@ def test_shortcut_is_added_before_the_last_activation(getkey):
 
 
 def test_weights_start_from_he_normal(getkey):
-    model, _ = zoo.create_model("resnet20x2", key=getkey())
+    model, _ = zoo.create_model("resnet20", key=getkey())
     assert isinstance(model, zoo.ResNet)
-    weight = model.blocks[-1].conv2.weight  # 128 x 128 x 3 x 3
-    assert abs(float(jnp.std(weight)) / math.sqrt(2 / (128 * 9)) - 1) < 0.02
+    weight = model.blocks[-1].conv2.weight  # 64 x 64 x 3 x 3
+    assert abs(float(jnp.std(weight)) / math.sqrt(2 / (64 * 9)) - 1) < 0.02
     assert abs(float(jnp.mean(weight))) < 1e-3
 
 

@@ -57,7 +57,7 @@ def list_models(pattern: str | None = None, *, pretrained: bool = False) -> list
     Example:
         >>> import zoo
         >>> zoo.list_models("resnet*")
-        ['resnet8', 'resnet20', 'resnet20x2']
+        ['resnet8', 'resnet20']
         >>> "mlp" in zoo.list_models(pretrained=True)
         True
 
@@ -278,10 +278,4 @@ register_model(
     _mnist_resnet(16, 3),
     "ResNet-20 of He et al. 2016 (CIFAR, 6n+2 with n=3): three basic blocks per "
     "stage, 16/32/64 channels, projection shortcuts; about 0.27M parameters.",
-)
-register_model(
-    "resnet20x2",
-    _mnist_resnet(32, 3, dropout=0.2),
-    "ResNet-20 at twice the width (32/64/128 channels) with dropout 0.2 before "
-    "the classifier, for Fashion-MNIST accuracy; about 1.1M parameters.",
 )
