@@ -49,7 +49,8 @@ NEAR_TIE = 1e-4
 # The options of examples/mnist.py that make a run what it is, in order.
 RECIPE = (
     "model", "dataset", "epochs", "batch_size", "optimizer", "lr", "schedule",
-    "seed", "shift", "flip", "crop_padding", "erasing", "train_examples",
+    "warmup_epochs", "weight_decay", "label_smoothing", "seed", "shift", "flip",
+    "crop_padding", "erasing", "train_examples",
 )  # fmt: skip
 
 
