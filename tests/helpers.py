@@ -1,5 +1,9 @@
 """Helpers shared by the test modules."""
 
+import importlib.util
+import pathlib
+import sys
+import types
 from typing import Any
 
 import equinox as eqx
@@ -8,6 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import zoo
+
+EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
 
 
 def make_model(
@@ -57,3 +63,15 @@ def assert_vmap_matches_loop(
     batched, _ = _jit_apply(model, xs, state)
     looped = jnp.stack([call_one(model, state, x) for x in xs])
     np.testing.assert_allclose(batched, looped, rtol=1e-5, atol=1e-5)
+
+
+def load_example(script: str, module_name: str | None = None) -> types.ModuleType:
+    """Import ``examples/<script>`` as a module (registered in ``sys.modules``:
+    tyro reads the docstrings of its config from the source)."""
+    name = module_name or f"{pathlib.Path(script).stem}_example"
+    spec = importlib.util.spec_from_file_location(name, EXAMPLES / script)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module

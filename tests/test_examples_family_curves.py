@@ -1,28 +1,18 @@
 """examples/family_curves.py: one accuracy figure per family of shipped weights."""
 
-import importlib.util
 import json
-import pathlib
-import sys
 
 import pytest
 
 import zoo
+from tests import helpers
 
 pytest.importorskip("matplotlib")
-EXAMPLE = (
-    pathlib.Path(__file__).resolve().parent.parent / "examples" / "family_curves.py"
-)
 
 
 @pytest.fixture(scope="module")
 def example():
-    spec = importlib.util.spec_from_file_location("family_curves_example", EXAMPLE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["family_curves_example"] = module
-    spec.loader.exec_module(module)
-    return module
+    return helpers.load_example("family_curves.py")
 
 
 def test_histories_merge_epoch_by_epoch(example):

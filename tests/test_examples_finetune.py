@@ -1,21 +1,13 @@
 """A tiny configuration of examples/finetune.py, run end to end."""
 
-import importlib.util
 import json
 import pathlib
-import sys
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
-EXAMPLE = REPO / "examples" / "finetune.py"
+from tests import helpers
 
 
 def load_example():
-    spec = importlib.util.spec_from_file_location("finetune_example", EXAMPLE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["finetune_example"] = module
-    spec.loader.exec_module(module)
-    return module
+    return helpers.load_example("finetune.py")
 
 
 def test_tiny_finetune_runs_three_ways(tmp_path: pathlib.Path, capsys):

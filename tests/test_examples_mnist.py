@@ -2,13 +2,11 @@
 
 import ast
 import dataclasses
-import importlib.util
 import inspect
 import json
 import pathlib
 import re
 import shlex
-import sys
 import typing
 
 import jax
@@ -16,18 +14,13 @@ import numpy as np
 import pytest
 
 import zoo
+from tests import helpers
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
-EXAMPLE = REPO / "examples" / "mnist.py"
 
 
 def load_example():
-    spec = importlib.util.spec_from_file_location("mnist_example", EXAMPLE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["mnist_example"] = module
-    spec.loader.exec_module(module)
-    return module
+    return helpers.load_example("mnist.py")
 
 
 @pytest.fixture(scope="module")

@@ -1,12 +1,12 @@
 """A tiny configuration of examples/toy.py runs end to end and writes its figures."""
 
-import importlib.util
 import pathlib
 import re
-import sys
 
 import matplotlib.image
 import pytest
+
+from tests import helpers
 
 EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
 EXAMPLE = EXAMPLES / "toy.py"
@@ -14,12 +14,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def _load_example(path: pathlib.Path = EXAMPLE):
-    spec = importlib.util.spec_from_file_location(f"{path.stem}_example", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # tyro reads the docstrings from the source
-    spec.loader.exec_module(module)
-    return module
+    return helpers.load_example(path.name)
 
 
 def test_toy_example_runs(tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]):

@@ -16,21 +16,16 @@ import numpy as np
 import pytest
 
 import zoo
+from tests import helpers
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
-EXAMPLE = REPO / "examples" / "mnist.py"
 TINY = ["--model", "mlp", "--train-examples", "512", "--epochs", "1"]
 TINY += ["--batch-size", "64", "--no-progress"]
 
 
 @pytest.fixture(scope="module")
 def example():
-    spec = importlib.util.spec_from_file_location("mnist_config_example", EXAMPLE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["mnist_config_example"] = module
-    spec.loader.exec_module(module)
-    return module
+    return helpers.load_example("mnist.py", "mnist_config_example")
 
 
 def _error_text(capsys: pytest.CaptureFixture[str]) -> str:
