@@ -62,7 +62,7 @@ def _card_or_none(name: str, dataset: str) -> zoo.ModelCard | None:
 
 def main(argv: Sequence[str] | None = None) -> list[pathlib.Path]:
     """Write ``<family>_curves.png`` for every family with weights; return paths."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--out", type=pathlib.Path, default=REPO / "docs" / "img")
     args = parser.parse_args(argv)
     from matplotlib.figure import Figure  # the plot extra
