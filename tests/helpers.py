@@ -1,5 +1,6 @@
 """Helpers shared by the test modules."""
 
+import ast
 import importlib.util
 import pathlib
 import sys
@@ -75,3 +76,25 @@ def load_example(script: str, module_name: str | None = None) -> types.ModuleTyp
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def readme_runs() -> dict[str, tuple[list[str], float]]:
+    """``README_RUNS`` from noxfile.py, read without importing nox.
+
+    Runs only the assignments of ``README_RUNS`` and of the private flag lists
+    it is built from (``_NAME = [...]``), none of the file's sessions.
+    """
+    tree = ast.parse((EXAMPLES.parent / "noxfile.py").read_text(encoding="utf-8"))
+    wanted: list[ast.stmt] = [
+        node
+        for node in tree.body
+        if isinstance(node, ast.Assign)
+        and len(node.targets) == 1
+        and isinstance(name := node.targets[0], ast.Name)
+        and (name.id == "README_RUNS" or name.id.startswith("_"))
+    ]
+    namespace: dict[str, Any] = {}
+    exec(compile(ast.Module(wanted, []), "noxfile.py", "exec"), namespace)
+    if "README_RUNS" not in namespace:
+        raise AssertionError("noxfile.py defines no README_RUNS")
+    return namespace["README_RUNS"]

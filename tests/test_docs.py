@@ -1,6 +1,5 @@
 """The documentation covers the public API, and its navigation points at real pages."""
 
-import ast
 import importlib
 import inspect
 import pathlib
@@ -8,6 +7,8 @@ import re
 import types
 
 import pytest
+
+from tests import helpers
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 DOCS = REPO / "docs"
@@ -87,22 +88,11 @@ def test_every_image_in_the_docs_exists():
                 assert (page.parent / target).is_file(), f"{page.name}: {target}"
 
 
-def _readme_runs() -> dict[str, tuple[list[str], float]]:
-    """``README_RUNS`` from noxfile.py, read without importing nox."""
-    tree = ast.parse((REPO / "noxfile.py").read_text(encoding="utf-8"))
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and any(
-            isinstance(t, ast.Name) and t.id == "README_RUNS" for t in node.targets
-        ):
-            return ast.literal_eval(node.value)
-    raise AssertionError("noxfile.py defines no README_RUNS")
-
-
 def test_nox_accuracy_session_checks_the_readme_commands_and_promises():
     # `nox -s accuracy` trains these runs and fails below the promised accuracy;
     # the README must show the same commands, with at least that accuracy.
     readme = (REPO / "README.md").read_text(encoding="utf-8")
-    for name, (flags, promised) in _readme_runs().items():
+    for name, (flags, promised) in helpers.readme_runs().items():
         command = " ".join(["python examples/mnist.py", *flags])
         rows = [line for line in readme.splitlines() if f"`{command}`" in line]
         assert rows, f"{name}: the README has no row with `{command}`"

@@ -1,6 +1,5 @@
 """A tiny configuration of examples/mnist.py, run end to end."""
 
-import ast
 import dataclasses
 import inspect
 import json
@@ -276,17 +275,6 @@ def test_label_smoothing_picks_the_smoothed_loss(example, monkeypatch):
     assert seen["loss"] is zoo.train.softmax_cross_entropy
 
 
-def _readme_runs() -> dict[str, tuple[list[str], float]]:
-    """``README_RUNS`` from noxfile.py, read without importing nox."""
-    tree = ast.parse((REPO / "noxfile.py").read_text(encoding="utf-8"))
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and any(
-            isinstance(t, ast.Name) and t.id == "README_RUNS" for t in node.targets
-        ):
-            return ast.literal_eval(node.value)
-    raise AssertionError("noxfile.py defines no README_RUNS")
-
-
 def _documented_commands() -> list[tuple[str, list[str]]]:
     """Every ``python examples/mnist.py ...`` of the README and docs, as argv."""
     found = []
@@ -300,7 +288,7 @@ def _documented_commands() -> list[tuple[str, list[str]]]:
 
 def test_every_documented_command_line_parses(example):
     commands = _documented_commands()
-    commands += [("noxfile.py", flags) for flags, _ in _readme_runs().values()]
+    commands += [("noxfile.py", flags) for flags, _ in helpers.readme_runs().values()]
     parallel = REPO / "tests" / "test_parallel.py"
     commands += [(parallel.name, ["--train-examples", "1024", "--epochs", "1",
                                   "--no-progress", "--out", "runs/x"])]  # fmt: skip
