@@ -87,11 +87,11 @@ README_RUNS = {
             "fashion_mnist",
             "--flip",
             "--epochs",
-            "16",
+            "22",
             *_RESNET_SGD,
             "1e-3",
         ],
-        0.943,
+        0.944,
     ),
 }
 
