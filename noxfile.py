@@ -42,7 +42,7 @@ README_RUNS = {
         ["--model", "stax_cnn", "--lr", "2e-3", "--epochs", "10", "--shift", "0"],
         0.990,
     ),
-    # The ResNet recipes: about 8 minutes each for resnet8, 45 for resnet20.
+    # The ResNet recipes: about 8 minutes each for resnet8, 42-55 for resnet20.
     "resnet8": (
         [
             "--model",
@@ -156,8 +156,8 @@ def bench(session: nox.Session) -> None:
 def accuracy(session: nox.Session) -> None:
     """Train the README's runs; fail where one misses the accuracy promised.
 
-    About 2.5 hours on 2 CPU cores for all of them (each ``resnet20`` run about
-    45 minutes); name some after ``--`` to run those alone (``nox -s accuracy --
+    About 2.7 hours on 2 CPU cores for all of them (each ``resnet20`` run 42-55
+    minutes); name some after ``--`` to run those alone (``nox -s accuracy --
     mlp stax_cnn``). Outputs: runs/accuracy/.
     """
     _install(session, "dev")
