@@ -1,5 +1,8 @@
 """zoo: a typed, functional model zoo for JAX, built on Equinox."""
 
+# First, before anything can run a JAX computation: importing _allocator tunes
+# the C allocator, and XLA's threads keep the arena they first allocate from.
+from ._allocator import allocator_tuned as allocator_tuned  # isort: skip
 from . import data as data, train as train
 from ._checks import (
     set_shape_checks as set_shape_checks,
