@@ -1,26 +1,35 @@
 """Wall-clock seconds from process start until 99.0 % on the MNIST test set.
 
-Each contender runs in a fresh Python process, so imports, data loading and
-compilation count; the clock starts just before the process is spawned and
-stops when the worker reports that an evaluation on all 10,000 test images
-reached the target. Contenders alternate, rounds rotating their order.
+Each run is a fresh Python process, so imports, data loading and compilation
+count; the clock starts just before the process is spawned and stops when the
+worker reports that an evaluation on all 10,000 test images reached the target.
 
-* ``zoo``: the ``cnn`` preset (3 conv3x3-BN-ReLU-maxpool blocks, dense 256,
-  dropout 0.3) trained with zoo's public parts (``TrainState``,
-  ``make_train_step``, ``DeviceFeed``, ``evaluate``): Adam 1e-3 at batch 128,
-  no augmentation, the steps fused per call that ``fit`` would choose, and the
-  test set evaluated at the first chunk end ``EVAL_EVERY`` steps or more after
-  the last evaluation, the first at step ``FIRST_EVAL`` or after.
+Both contenders train the ``cnn`` preset's architecture (3 conv3x3-BN-ReLU-
+maxpool blocks, dense 256, dropout 0.3) with Adam 1e-3 and no augmentation, at
+each batch size of ``--batch-sizes`` (a recipe each), and evaluate the test set
+at the same points in examples seen: first after ``FIRST_EVAL_EXAMPLES``, then
+every ``EVAL_EVERY_EXAMPLES`` (a quarter epoch), at the first step boundary
+(zoo: chunk boundary) on or after each.
+
+* ``zoo``: zoo's public parts (``TrainState``, ``make_train_step``,
+  ``DeviceFeed``, ``evaluate``) with the steps fused per call that ``fit``
+  would choose.
 * ``pytorch``: the same architecture in PyTorch eager (``torch.set_num_threads``
-  equal to JAX's threads), Adam 1e-3 at batch 128, tensors in memory, the same
-  evaluation cadence, ``model.eval()`` under ``torch.no_grad()`` in batches of
-  1,000.
+  equal to JAX's threads), tensors in memory, ``model.eval()`` under
+  ``torch.no_grad()`` in batches of 1,000.
 
-Target: zoo's seconds <= 0.8x PyTorch's. Prints one JSON line. PyTorch comes
-from the ``bench`` dependency group; without it only zoo is timed.
+Round ``r`` of each recipe seeds both contenders with ``r`` (initial values,
+data order, dropout), so rounds differ in where 99 % is first crossed as well
+as in time; a recipe's seconds are the median over rounds. Each contender's
+result is its fastest recipe, and the target compares those: zoo's seconds <=
+0.8x PyTorch's. The same-recipe ratios are printed too. Contenders alternate
+within a recipe, rounds rotating their order. Prints one
+JSON line. PyTorch comes from the ``bench`` dependency group; without it only
+zoo is timed.
 
 Run:
-    ZOO_DATA_DIR=/path/to/data python benchmarks/time_to_accuracy.py [--epochs 1]
+    ZOO_DATA_DIR=/path/to/data python benchmarks/time_to_accuracy.py \
+        [--epochs 1] [--batch-sizes 32,64,128]
 """
 
 import argparse
@@ -33,14 +42,21 @@ import time
 TARGET_ACCURACY = 0.99
 TARGET_RATIO = ("<=", 0.8)
 MODEL = "cnn"
-BATCH_SIZE = 128
+BATCH_SIZES = (32, 64, 128)
 LEARNING_RATE = 1e-3  # both contenders, unless --zoo-lr says otherwise for zoo
-FIRST_EVAL = 300
-EVAL_EVERY = 117  # a quarter of an MNIST epoch at batch 128
+FIRST_EVAL_EXAMPLES = 38_400  # 300 steps at batch 128
+EVAL_EVERY_EXAMPLES = 14_976  # 117 steps at batch 128: a quarter epoch
 MAX_EPOCHS = 6
 
 
-def zoo_worker(data_dir: str | None, learning_rate: float) -> None:
+def cadence(batch_size: int) -> tuple[int, int]:
+    """``(first, every)``: the evaluation points in steps at ``batch_size``."""
+    return FIRST_EVAL_EXAMPLES // batch_size, EVAL_EVERY_EXAMPLES // batch_size
+
+
+def zoo_worker(
+    data_dir: str | None, learning_rate: float, batch_size: int, seed: int
+) -> None:
     """Train until the target; print one JSON line per evaluation."""
     import jax
     import optax
@@ -51,22 +67,23 @@ def zoo_worker(data_dir: str | None, learning_rate: float) -> None:
 
     train = load_mnist("train", data_dir=data_dir)
     test = load_mnist("test", data_dir=data_dir)
-    model, state = zoo.create_model(MODEL, key=jax.random.key(0))
+    model, state = zoo.create_model(MODEL, key=jax.random.key(2 * seed))
     optimizer = optax.adam(learning_rate)
-    ts = TrainState.init(model, state, optimizer, key=jax.random.key(1))
+    ts = TrainState.init(model, state, optimizer, key=jax.random.key(2 * seed + 1))
     step = make_train_step(optimizer)
     batches = iter(
-        train_pipeline(train, batch_size=BATCH_SIZE, seed=0, num_epochs=MAX_EPOCHS)
+        train_pipeline(train, batch_size=batch_size, seed=seed, num_epochs=MAX_EPOCHS)
     )
     k = _tuning.steps_per_call(  # what fit would fuse
-        model, state, train.inputs[0], batch_size=BATCH_SIZE,
-        steps_per_epoch=len(train) // BATCH_SIZE,
+        model, state, train.inputs[0], batch_size=batch_size,
+        steps_per_epoch=len(train) // batch_size,
     )  # fmt: skip
     feed = DeviceFeed(batches, steps_per_call=k)
-    last_eval = FIRST_EVAL - EVAL_EVERY
+    first, every = cadence(batch_size)
+    last_eval = first - every
     for chunk in feed:
         ts, _ = step(ts, chunk)
-        if feed.step - last_eval >= EVAL_EVERY:
+        if feed.step - last_eval >= every:
             last_eval = feed.step
             accuracy = evaluate(ts.model, ts.model_state, test)["accuracy"]
             _report(feed.step, accuracy)
@@ -74,7 +91,7 @@ def zoo_worker(data_dir: str | None, learning_rate: float) -> None:
                 return
 
 
-def pytorch_worker(data_dir: str | None) -> None:
+def pytorch_worker(data_dir: str | None, batch_size: int, seed: int) -> None:
     """The PyTorch reference: same network, optimiser, batch and cadence."""
     import _pytorch
     import torch  # pyright: ignore[reportMissingImports] (the bench group)
@@ -87,24 +104,29 @@ def pytorch_worker(data_dir: str | None) -> None:
     config = dict(zoo.model_spec(MODEL).config)
     loop = _pytorch.TorchLoop(
         config, train.inputs, train.labels, learning_rate=LEARNING_RATE,
-        batch_size=BATCH_SIZE, threads=_pytorch.jax_threads(),
+        batch_size=batch_size, threads=_pytorch.jax_threads(),
     )  # fmt: skip
+    torch.manual_seed(seed)  # this round's initial values and dropout draws
+    for module in loop.model.modules():
+        if hasattr(module, "reset_parameters"):
+            module.reset_parameters()
     images = torch.from_numpy(test.inputs.astype("float32") / 255.0)
     labels = torch.from_numpy(test.labels.astype("int64"))
-    steps_per_epoch = len(train) // BATCH_SIZE
-    done, last_eval = 0, FIRST_EVAL - EVAL_EVERY
+    steps_per_epoch = len(train) // batch_size
+    first, every = cadence(batch_size)
+    done, last_eval = 0, first - every
     for epoch in range(MAX_EPOCHS):
-        generator = torch.Generator().manual_seed(epoch)
+        generator = torch.Generator().manual_seed(1000 * seed + epoch)
         order = torch.randperm(len(train), generator=generator)
         for i in range(steps_per_epoch):
             loop.model.train()
-            rows = order[i * BATCH_SIZE : (i + 1) * BATCH_SIZE]
+            rows = order[i * batch_size : (i + 1) * batch_size]
             loop.optimizer.zero_grad(set_to_none=True)
             loss = loop.loss(loop.model(loop.images[rows]), loop.labels[rows])
             loss.backward()
             loop.optimizer.step()
             done += 1
-            if done - last_eval >= EVAL_EVERY:
+            if done - last_eval >= every:
                 last_eval = done
                 loop.model.eval()
                 with torch.no_grad():
@@ -123,9 +145,12 @@ def _report(step: int, accuracy: float) -> None:
     sys.stdout.flush()
 
 
-def run_contender(name: str, data_dir: str | None, zoo_lr: float) -> dict[str, object]:
+def run_contender(
+    name: str, data_dir: str | None, zoo_lr: float, batch_size: int, seed: int
+) -> dict[str, object]:
     """Spawn one worker; seconds from spawn until it first reports the target."""
     command = [sys.executable, __file__, "--worker", name, "--zoo-lr", str(zoo_lr)]
+    command += ["--batch-sizes", str(batch_size), "--seed", str(seed)]
     if data_dir:
         command += ["--data-dir", data_dir]
     start = time.time()
@@ -147,49 +172,72 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=1, help="rounds per contender")
     p.add_argument("--data-dir", default=None, help="defaults to $ZOO_DATA_DIR")
     p.add_argument("--worker", choices=["zoo", "pytorch"], help=argparse.SUPPRESS)
+    p.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument(
         "--zoo-lr", type=float, default=LEARNING_RATE, help="zoo's Adam learning rate"
     )
+    p.add_argument(
+        "--batch-sizes",
+        default=",".join(map(str, BATCH_SIZES)),
+        help="the recipes: comma-separated batch sizes (default %(default)s)",
+    )
     args = p.parse_args()
+    batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
     if args.worker == "zoo":
-        return zoo_worker(args.data_dir, args.zoo_lr)
+        return zoo_worker(args.data_dir, args.zoo_lr, batch_sizes[0], args.seed)
     if args.worker == "pytorch":
-        return pytorch_worker(args.data_dir)
+        return pytorch_worker(args.data_dir, batch_sizes[0], args.seed)
 
     sys.path.insert(0, str(pathlib.Path(__file__).parent))
     import _harness as h
     import _pytorch
 
     names = ["zoo", "pytorch"] if _pytorch.available() else ["zoo"]
-    runs: dict[str, list[dict[str, object]]] = {n: [] for n in names}
-    for r in range(args.epochs):
-        for name in names[r % len(names) :] + names[: r % len(names)]:
-            runs[name].append(run_contender(name, args.data_dir, args.zoo_lr))
-    seconds = {
-        n: h.median([float(x["seconds"]) for x in rs if x["seconds"] is not None])  # pyright: ignore[reportArgumentType]
-        for n, rs in runs.items()
-        if any(x["seconds"] is not None for x in rs)
-    }
+    recipes: dict[str, dict[str, object]] = {}
+    best: dict[str, tuple[float, int]] = {}  # contender: (seconds, batch size)
+    for batch_size in batch_sizes:
+        runs: dict[str, list[dict[str, object]]] = {n: [] for n in names}
+        for r in range(args.epochs):
+            for name in names[r % len(names) :] + names[: r % len(names)]:
+                runs[name].append(
+                    run_contender(name, args.data_dir, args.zoo_lr, batch_size, r)
+                )
+        seconds = {
+            n: h.median([float(x["seconds"]) for x in rs if x["seconds"] is not None])  # pyright: ignore[reportArgumentType]
+            for n, rs in runs.items()
+            if any(x["seconds"] is not None for x in rs)
+        }
+        for n, sec in seconds.items():
+            if n not in best or sec < best[n][0]:
+                best[n] = (sec, batch_size)
+        first, every = cadence(batch_size)
+        recipe: dict[str, object] = {
+            "evaluation": f"all 10,000 test images every {every} steps from step "
+            f"{first}",
+            "seconds_to_target": seconds,
+            "runs": runs,
+        }
+        if "pytorch" in seconds and "zoo" in seconds:
+            recipe["zoo_over_pytorch"] = round(seconds["zoo"] / seconds["pytorch"], 3)
+        recipes[f"batch_{batch_size}"] = recipe
     result: dict[str, object] = {
         "benchmark": "time_to_accuracy",
         "target_accuracy": TARGET_ACCURACY,
-        "recipe": {
-            "model": MODEL,
-            "optimizer": f"adam {args.zoo_lr} (pytorch: adam {LEARNING_RATE})",
-            "batch_size": BATCH_SIZE,
-            "augmentation": None,
-            "evaluation": f"all 10,000 test images every {EVAL_EVERY} steps "
-            f"from step {FIRST_EVAL}",
-        },
-        "seconds_to_target": seconds,
-        "runs": runs,
+        "model": MODEL,
+        "optimizer": f"adam {args.zoo_lr} (pytorch: adam {LEARNING_RATE})",
+        "augmentation": None,
+        "recipes": recipes,
+        "best": {n: {"seconds": s, "batch_size": b} for n, (s, b) in best.items()},
         "pytorch": _pytorch.version(),
     }
-    if "pytorch" in seconds and "zoo" in seconds:
-        ratio = seconds["zoo"] / seconds["pytorch"]
+    if "pytorch" in best and "zoo" in best:
+        ratio = best["zoo"][0] / best["pytorch"][0]
         result["zoo_over_pytorch"] = round(ratio, 3)
         result["met"] = h.targets_met({"r": ratio}, {"r": TARGET_RATIO})["r"]
-        result["target"] = f"zoo_over_pytorch {TARGET_RATIO[0]} {TARGET_RATIO[1]}"
+        result["target"] = (
+            f"zoo_over_pytorch (each at its fastest recipe) {TARGET_RATIO[0]} "
+            f"{TARGET_RATIO[1]}"
+        )
     h.emit(result)
 
 
