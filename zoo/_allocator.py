@@ -5,22 +5,22 @@ XLA:CPU allocates every intermediate of a compiled step afresh on each call
 batch 128) and frees it at the end. With glibc's defaults those blocks come from
 per-thread arenas whose heaps are unmapped when they empty and mapped again on
 the next call, so every step touches tens of MiB of new pages: about 8,000 page
-faults, a quarter of the step's time for the ``cnn`` preset on a 2-core CPU
-(see the Performance page).
+faults, and 1.14x the step's time, for the ``cnn`` preset on a 2-core CPU (see
+the Performance page).
 
 :func:`tune_allocator` (run when this module is imported, first thing in
-``import zoo``) tells glibc to keep freed memory
-for reuse: one arena for all threads, no trimming of the heap below
-:data:`TRIM_THRESHOLD` (512 MiB) and no separate mapping for blocks under
-:data:`MMAP_THRESHOLD` (1 GiB). The cost is that the process keeps its peak heap (up to
-the trim threshold more than it uses) instead of giving it back between steps.
-It changes nothing else and nothing at all off glibc (macOS, Windows, musl).
+``import zoo``) tells glibc to keep freed memory for reuse: one arena for all
+threads, no trimming of the heap below :data:`TRIM_THRESHOLD` (512 MiB) and no
+separate mapping for blocks under :data:`MMAP_THRESHOLD` (1 GiB). The cost is
+that the process keeps its peak heap (up to the trim threshold more than it
+uses) instead of giving it back between steps. It changes nothing else, and
+nothing at all off glibc (macOS, Windows, musl).
 
 The arena setting only reaches threads that have not allocated yet, so it must
 run before the first JAX computation: ``import zoo`` before running any JAX
-code. Set ``ZOO_TUNE_ALLOCATOR=0`` to leave the allocator as it is, and leave it
-alone too when ``MALLOC_ARENA_MAX`` or a ``glibc.malloc`` tunable in
-``GLIBC_TUNABLES`` says how you want it.
+code. Set ``ZOO_TUNE_ALLOCATOR=0`` to leave the allocator as it is; it is left
+alone too when a ``MALLOC_*`` variable (``MALLOC_ARENA_MAX``, ...) or a
+``glibc.malloc`` tunable in ``GLIBC_TUNABLES`` says how you want it.
 """
 
 import ctypes
