@@ -23,9 +23,8 @@ data order, dropout), so rounds differ in where 99 % is first crossed as well
 as in time; a recipe's seconds are the median over rounds. Each contender's
 result is its fastest recipe, and the target compares those: zoo's seconds <=
 0.8x PyTorch's. The same-recipe ratios are printed too. Contenders alternate
-within a recipe, rounds rotating their order. Prints one
-JSON line. PyTorch comes from the ``bench`` dependency group; without it only
-zoo is timed.
+within a recipe, rounds rotating their order. Prints one JSON line. PyTorch
+comes from the ``bench`` dependency group; without it only zoo is timed.
 
 Run:
     ZOO_DATA_DIR=/path/to/data python benchmarks/time_to_accuracy.py \
