@@ -25,7 +25,7 @@ _PROBE = r"""
 import ctypes, ctypes.util, json, os, resource, tempfile
 import zoo
 import jax, numpy as np, optax
-from zoo.data._batch import Chunk
+from zoo.data import Chunk
 from zoo.train import TrainState, make_train_step
 
 model, state = zoo.create_model("cnn", key=jax.random.key(0))
