@@ -1,9 +1,10 @@
 """The conv path: every way of computing a CNN block is the same function.
 
-``"nhwc"`` and ``"gemm"`` (channels-last) must equal ``"xla"`` (Equinox's
-channels-first layers, ``lax.conv_general_dilated``) in values and gradients,
-layer by layer and for every registered CNN, and a model keeps its parameters
-whichever path trained it.
+``"nhwc"``, ``"winograd"`` and ``"gemm"`` (channels-last) must equal ``"xla"``
+(Equinox's channels-first layers, ``lax.conv_general_dilated``) in values and
+gradients, layer by layer and for every registered CNN, and a model keeps its
+parameters whichever path trained it. The Winograd primitive itself is tested in
+``tests/test_winograd.py``.
 """
 
 import os
@@ -27,7 +28,7 @@ from zoo.models._conv import (
     to_channels_last,
 )
 
-FAST_PATHS = ("nhwc", "gemm")
+FAST_PATHS = ("nhwc", "winograd", "gemm")
 CNN_MODELS = [
     n for n in zoo.list_models() if zoo.model_spec(n).config["family"] == "CNN"
 ]
@@ -43,7 +44,7 @@ def assert_close(actual, expected, rtol=1e-4):
 
 def test_conv_path_setting_and_context_manager():
     assert zoo.conv_path_setting() == "auto"
-    assert zoo.resolved_conv_path("cpu") == "nhwc"
+    assert zoo.resolved_conv_path("cpu") == "winograd"
     assert zoo.resolved_conv_path("gpu") == "xla"
     assert zoo.resolved_conv_path("tpu") == "xla"
     with zoo.conv_path("gemm"):
@@ -84,7 +85,7 @@ def test_conv_path_environment_variable():
     kernel=st.sampled_from([1, 3, 5]),
     stride=st.sampled_from([1, 2]),
     padding=st.sampled_from(["SAME", "VALID", 0, 1, 2]),
-    in_channels=st.sampled_from([1, 3, 8]),
+    in_channels=st.sampled_from([1, 3, 8, 64]),  # 64: Winograd on "winograd"
     out_channels=st.sampled_from([1, 6, 16]),
     size=st.integers(5, 12),
     use_bias=st.booleans(),
@@ -309,14 +310,27 @@ def test_a_model_trained_on_one_path_loads_and_runs_on_another(
     assert_close(actual, expected)
 
 
-def test_gemm_path_has_no_convolution_primitive_and_nhwc_keeps_one():
-    model, state = make_model("stax_cnn", 0)
+def _jaxpr_of_grad(name, path):
+    model, state = make_model(name, 0)
     xs = random_inputs(model, 2, 1)
     labels = jnp.zeros((2,), jnp.int32)
-    texts = {}
-    for path in ("nhwc", "gemm"):
-        with zoo.conv_path(path):
-            grad = eqx.filter_grad(lambda m: _loss(m, state, xs, labels, None)[0])
-            texts[path] = str(eqx.filter_make_jaxpr(grad)(model)[0])
-    assert "conv_general_dilated" in texts["nhwc"]
-    assert "conv_general_dilated" not in texts["gemm"]
+    with zoo.conv_path(path):
+        key = jax.random.key(2)  # cnn has dropout
+        grad = eqx.filter_grad(lambda m: _loss(m, state, xs, labels, key)[0])
+        return str(eqx.filter_make_jaxpr(grad)(model)[0])
+
+
+def test_gemm_path_has_no_convolution_primitive_and_nhwc_keeps_one():
+    assert "conv_general_dilated" in _jaxpr_of_grad("stax_cnn", "nhwc")
+    assert "conv_general_dilated" not in _jaxpr_of_grad("stax_cnn", "gemm")
+
+
+def test_winograd_path_takes_the_wide_3x3_convolutions_only():
+    # cnn: 1 -> 32 and 32 -> 64 stay XLA's, 64 -> 128 is Winograd's, forward
+    # and input gradient (the weight gradient is plain matrix products);
+    # stax_cnn's stride-2 convolutions all stay XLA's.
+    text = _jaxpr_of_grad("cnn", "winograd")
+    assert text.count("winograd_conv[") == 2
+    assert "conv_general_dilated" in text
+    assert "winograd_conv" not in _jaxpr_of_grad("cnn", "nhwc")
+    assert "winograd_conv" not in _jaxpr_of_grad("stax_cnn", "winograd")

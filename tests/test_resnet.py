@@ -207,9 +207,11 @@ def test_a_few_adam_steps_fit_a_small_batch():
     assert losses[-1] < 0.5 * losses[0]
 
 
-@pytest.mark.parametrize("path", ["nhwc", "gemm"])
+@pytest.mark.parametrize("path", ["nhwc", "winograd", "gemm"])
 def test_conv_paths_compute_the_same_function_and_state(path):
-    model, state = _tiny(in_channels=3, image_size=[10, 9])
+    # 64 channels in the second stage give "winograd" a convolution to take.
+    wide = {"widths": [4, 64]} if path == "winograd" else {}
+    model, state = _tiny(in_channels=3, image_size=[10, 9], **wide)
     xs = jax.random.uniform(jax.random.key(1), (4, 3, 10, 9))
     labels = jnp.arange(4)
 

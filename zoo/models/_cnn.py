@@ -61,8 +61,8 @@ class ConvBlock(eqx.Module):
 
     Computed along the conv path in force when traced (see
     ``zoo.set_conv_path``): channels-first Equinox layers on ``"xla"``,
-    channels-last inside on ``"nhwc"`` and ``"gemm"``; the same function and
-    parameters on each.
+    channels-last inside on ``"nhwc"``, ``"winograd"`` and ``"gemm"``; the same
+    function and parameters on each.
     """
 
     conv: eqx.nn.Conv2d
@@ -93,7 +93,7 @@ class ConvBlock(eqx.Module):
         self,
         x: Float[Array, "h w c"],
         state: eqx.nn.State,
-        path: Literal["nhwc", "gemm"] = "nhwc",
+        path: Literal["nhwc", "winograd", "gemm"] = "nhwc",
     ) -> tuple[Float[Array, "h2 w2 c2"], eqx.nn.State]:
         """Apply the block to one channels-last map ``(height, width, channels)``."""
         x = conv_channels_last(self.conv, x, path)

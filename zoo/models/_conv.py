@@ -10,14 +10,18 @@ parameters, state and checkpoints are the same whichever path computes them:
   ``lax.conv_general_dilated`` in ``NHWC``/``HWIO`` layout, BatchNorm takes its
   batch statistics in one pass, pooling is a reshape and a reduction. XLA:CPU
   runs its convolutions channels-last, so the channels-first path pays a
-  transpose of every activation and gradient around every convolution. Used on
-  CPU.
+  transpose of every activation and gradient around every convolution.
+* ``"winograd"``: ``"nhwc"``, with the 3x3 stride-1 convolutions of 64 or
+  more input channels computed by Winograd F(2x2, 3x3) (``zoo.models._winograd``):
+  2.25x fewer multiplies, as 16 matrix products, forward and backward. With
+  fewer channels the products are too thin and the tile transforms cost more
+  than they save (measured in ``docs/benchmarks.md``). Used on CPU.
 * ``"gemm"``: channels-last too, with each convolution as im2col (patches from
   ``k * k`` strided slices) times one matrix. No convolution primitive at all;
   slower than ``"nhwc"`` where XLA:CPU's convolutions are fast.
 
-``"auto"`` (the default) picks ``"nhwc"`` when JAX's default backend is the CPU
-and ``"xla"`` otherwise. Force a path with the environment variable
+``"auto"`` (the default) picks ``"winograd"`` when JAX's default backend is the
+CPU and ``"xla"`` otherwise. Force a path with the environment variable
 ``ZOO_CONV`` (read at import), :func:`set_conv_path`, or for a block of code
 with :func:`conv_path`. The path is read while a model is traced: a function
 already compiled keeps the path it was traced with.
@@ -34,9 +38,11 @@ import jax.numpy as jnp
 from jax import lax
 from jaxtyping import Array, Float
 
-ConvPath = Literal["auto", "xla", "nhwc", "gemm"]
+from ._winograd import winograd_conv
+
+ConvPath = Literal["auto", "xla", "nhwc", "winograd", "gemm"]
 """A conv path setting: ``"auto"`` or one of the concrete paths."""
-CONV_PATHS: tuple[str, ...] = ("auto", "xla", "nhwc", "gemm")
+CONV_PATHS: tuple[str, ...] = ("auto", "xla", "nhwc", "winograd", "gemm")
 
 
 def _parse(path: str, source: str) -> ConvPath:
@@ -60,9 +66,10 @@ def set_conv_path(path: ConvPath) -> None:
     """Choose how CNN blocks compute, for the whole process.
 
     Args:
-        path: ``"auto"`` (channels-last ``"nhwc"`` on CPU, ``"xla"`` elsewhere),
-            ``"xla"``, ``"nhwc"`` or ``"gemm"``. All compute the same function
-            with the same parameters; only speed differs.
+        path: ``"auto"`` (``"winograd"`` on CPU, ``"xla"`` elsewhere),
+            ``"xla"``, ``"nhwc"``, ``"winograd"`` or ``"gemm"``. All compute
+            the same function with the same parameters (within float32
+            rounding); only speed differs.
 
     Raises:
         ValueError: an unknown path.
@@ -94,7 +101,7 @@ def conv_path(path: ConvPath) -> Iterator[None]:
 
 def resolved_conv_path(
     backend: str | None = None,
-) -> Literal["xla", "nhwc", "gemm"]:
+) -> Literal["xla", "nhwc", "winograd", "gemm"]:
     """The concrete path the current setting means on ``backend``.
 
     Args:
@@ -103,7 +110,7 @@ def resolved_conv_path(
     if _path != "auto":
         return _path
     backend = jax.default_backend() if backend is None else backend
-    return "nhwc" if backend == "cpu" else "xla"
+    return "winograd" if backend == "cpu" else "xla"
 
 
 def to_channels_last(x: Float[Array, "c h w"]) -> Float[Array, "h w c"]:
@@ -129,6 +136,30 @@ def _pads(conv: eqx.nn.Conv2d, size: tuple[int, int]) -> list[tuple[int, int]]:
 def _plain(conv: eqx.nn.Conv2d) -> bool:
     """Whether the channels-last paths compute ``conv`` themselves."""
     return conv.groups == 1 and conv.padding_mode == "ZEROS"
+
+
+WINOGRAD_MIN_CHANNELS = 64
+"""Fewest input channels for which ``"winograd"`` uses Winograd (see below)."""
+
+
+def _winograd_applies(
+    conv: eqx.nn.Conv2d, x: Array, pads: list[tuple[int, int]]
+) -> bool:
+    """Whether ``"winograd"`` computes ``conv`` by Winograd F(2x2, 3x3).
+
+    Only 3x3, stride-1, undilated convolutions padded by 0 to 2 on each side,
+    in float32 or float64 (bfloat16 keeps XLA's convolution: the transforms
+    would round), with at least ``WINOGRAD_MIN_CHANNELS`` input channels: with
+    fewer, the products are too thin to win over XLA's convolution.
+    """
+    return (
+        tuple(conv.kernel_size) == (3, 3)
+        and tuple(conv.stride) == (1, 1)
+        and tuple(conv.dilation) == (1, 1)
+        and all(0 <= p <= 2 for pair in pads for p in pair)
+        and conv.in_channels >= WINOGRAD_MIN_CHANNELS
+        and x.dtype in (jnp.float32, jnp.float64)
+    )
 
 
 def _im2col_matmul(
@@ -166,14 +197,16 @@ def _im2col_matmul(
 def conv_channels_last(
     conv: eqx.nn.Conv2d,
     x: Float[Array, "height width channels"],
-    path: Literal["nhwc", "gemm"] = "nhwc",
+    path: Literal["nhwc", "winograd", "gemm"] = "nhwc",
 ) -> Float[Array, "height2 width2 channels2"]:
     """``conv`` applied to ONE channels-last map ``(H, W, C)`` -> ``(H', W', C')``.
 
     The same function as ``conv`` on the channels-first map, with its weight
     ``(C', C, kh, kw)`` and bias. ``"nhwc"`` convolves in ``NHWC``/``HWIO``
-    layout; ``"gemm"`` multiplies im2col patches ``(H' W', kh kw C)`` by the
-    weight as a ``(kh kw C, C')`` matrix. Grouped convolutions and non-zero
+    layout; ``"winograd"`` does too, except for the convolutions Winograd
+    F(2x2, 3x3) computes (see ``WINOGRAD_MIN_CHANNELS``); ``"gemm"`` multiplies
+    im2col patches ``(H' W', kh kw C)`` by the weight as a ``(kh kw C, C')``
+    matrix. Grouped convolutions and non-zero
     padding modes go through ``conv`` itself, transposed on either side.
     """
     if not _plain(conv):
@@ -183,6 +216,9 @@ def conv_channels_last(
     dilation = cast(tuple[int, int], tuple(conv.dilation))
     if path == "gemm":
         y = _im2col_matmul(x, conv.weight, stride, pads, dilation)
+    elif path == "winograd" and _winograd_applies(conv, x, pads):
+        weight = jnp.transpose(conv.weight, (2, 3, 1, 0))
+        y = winograd_conv(x[None], weight, (pads[0], pads[1]))[0]
     else:
         y = lax.conv_general_dilated(
             x[None],

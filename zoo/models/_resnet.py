@@ -27,7 +27,7 @@ from ._conv import (
     to_channels_last,
 )
 
-Path = Literal["xla", "nhwc", "gemm"]
+Path = Literal["xla", "nhwc", "winograd", "gemm"]
 
 
 def _conv(layer: eqx.nn.Conv2d, x: Array, path: Path) -> Array:
