@@ -18,7 +18,6 @@ lowering go through the plain JAX function :func:`winograd_conv_batch`.
 import functools
 import operator
 from collections.abc import Sequence
-from functools import partial
 from typing import cast
 
 import jax
@@ -29,7 +28,7 @@ from jax.interpreters import ad, batching, mlir
 from jaxtyping import Array, Float
 
 Pads = tuple[tuple[int, int], tuple[int, int]]
-"""``((top, bottom), (left, right))`` zero padding, each ``>= 0``."""
+"""``((top, bottom), (left, right))`` zero padding, each from 0 to 2."""
 
 # Input, kernel and output transforms of F(2, 3): B^T (4x4), G (4x3), A^T (2x4).
 _BT = ((1, 0, -1, 0), (0, 1, 1, 0), (0, -1, 1, 0), (0, 1, 0, -1))
@@ -211,7 +210,8 @@ def _batch(args, dims, *, pads: Pads):
         # A weight per mapped element (an ensemble of models): map the plain
         # function, whose products then carry the mapped axis as a batch axis.
         out = jax.vmap(
-            partial(winograd_conv_batch, pads=pads), in_axes=(x_dim, weight_dim)
+            functools.partial(winograd_conv_batch, pads=pads),
+            in_axes=(x_dim, weight_dim),
         )(x, weight)
         return out, 0
     x = jnp.moveaxis(x, x_dim, 0)
