@@ -59,8 +59,11 @@ def test_values_and_gradients_equal_lax_conv(height, width, channels, out, pads,
     (top, bottom), (left, right) = pads
     if height + top + bottom < 3 or width + left + right < 3:
         x = jnp.zeros((1, height, width, channels))
+        w = jnp.zeros((3, 3, channels, out))
         with pytest.raises(ValueError, match="no output pixels"):
-            winograd_conv(x, jnp.zeros((3, 3, channels, out)), pads)
+            winograd_conv(x, w, pads)
+        with pytest.raises(ValueError, match="no output pixels"):
+            jax.jit(winograd_conv, static_argnums=2)(x, w, pads)
         return
     x, w, kc = _inputs(seed, 2, height, width, channels, out)
     ct = jax.random.normal(kc, reference(x, w, pads).shape)
@@ -147,9 +150,11 @@ def test_a_vmapped_layer_computes_the_whole_batch_in_one_call():
     assert calls[0].invars[0].aval.shape == (8, 7, 7, 4)
 
 
-def test_paddings_outside_zero_to_two_are_refused():
+def test_paddings_outside_zero_to_two_and_empty_outputs_are_refused():
     x, w = jnp.zeros((1, 6, 6, 2)), jnp.zeros((3, 3, 2, 2))
     with pytest.raises(ValueError, match="paddings from 0 to 2"):
         winograd_conv(x, w, ((3, 3), (1, 1)))
     with pytest.raises(ValueError, match="paddings from 0 to 2"):
         winograd_conv(x, w, ((1, 1), (-1, 0)))
+    with pytest.raises(ValueError, match="no output pixels"):
+        jax.jit(winograd_conv, static_argnums=2)(x[:, :1], w, ((0, 1), (1, 1)))

@@ -206,8 +206,8 @@ def conv_channels_last(
     layout; ``"winograd"`` does too, except for the convolutions Winograd
     F(2x2, 3x3) computes (see ``WINOGRAD_MIN_CHANNELS``); ``"gemm"`` multiplies
     im2col patches ``(H' W', kh kw C)`` by the weight as a ``(kh kw C, C')``
-    matrix. Grouped convolutions and non-zero
-    padding modes go through ``conv`` itself, transposed on either side.
+    matrix. Grouped convolutions and non-zero padding modes go through
+    ``conv`` itself, transposed on either side.
     """
     if not _plain(conv):
         return to_channels_last(conv(to_channels_first(x)))

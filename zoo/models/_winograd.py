@@ -67,11 +67,6 @@ def _input_tiles(
     (top, bottom), (left, right) = pads
     out_h, tiles_h = _tiles(height, top, bottom)
     out_w, tiles_w = _tiles(width, left, right)
-    if out_h < 1 or out_w < 1:
-        raise ValueError(
-            f"a 3x3 convolution of a {height}x{width} map padded by {pads} "
-            "has no output pixels."
-        )
     # Pad so that every tile is whole; the extra outputs are cut off later.
     x = jnp.pad(
         x,
@@ -192,6 +187,13 @@ def winograd_conv(
         raise ValueError(
             f"winograd_conv takes paddings from 0 to 2 on each side, got {pads}; "
             "use lax.conv_general_dilated for others."
+        )
+    (top, bottom), (left, right) = pads
+    height, width = x.shape[1:3]
+    if _tiles(height, top, bottom)[0] < 1 or _tiles(width, left, right)[0] < 1:
+        raise ValueError(
+            f"a 3x3 convolution of a {height}x{width} map padded by {pads} "
+            "has no output pixels; pad it more or give a larger map."
         )
     return winograd_conv_p.bind(x, weight, pads=pads)
 
