@@ -98,3 +98,10 @@ def readme_runs() -> dict[str, tuple[list[str], float]]:
     if "README_RUNS" not in namespace:
         raise AssertionError("noxfile.py defines no README_RUNS")
     return namespace["README_RUNS"]
+
+
+def assert_close(actual: Any, expected: Any, rtol: float = 1e-4) -> None:
+    """Equal within float32 rounding, relative to the largest entry."""
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    scale = float(np.max(np.abs(expected), initial=0.0))
+    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=rtol * scale + 1e-6)

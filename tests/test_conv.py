@@ -14,13 +14,12 @@ import sys
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 import pytest
 from hypothesis import assume, given, strategies as st
 
 import zoo
-from tests.helpers import make_model, params, random_inputs
+from tests.helpers import assert_close, make_model, params, random_inputs
 from zoo.models._conv import (
     batch_norm_channels_last,
     conv_channels_last,
@@ -33,13 +32,6 @@ CNN_MODELS = [
     n for n in zoo.list_models() if zoo.model_spec(n).config["family"] == "CNN"
 ]
 seeds = st.integers(min_value=0, max_value=2**31 - 1)
-
-
-def assert_close(actual, expected, rtol=1e-4):
-    """Equal within float32 rounding, relative to the largest entry."""
-    actual, expected = np.asarray(actual), np.asarray(expected)
-    scale = float(np.max(np.abs(expected), initial=0.0))
-    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=rtol * scale + 1e-6)
 
 
 def test_conv_path_setting_and_context_manager():

@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from jax import lax
 
+from tests.helpers import assert_close
 from zoo.models._winograd import (
     winograd_conv,
     winograd_conv_batch,
@@ -31,12 +32,6 @@ def reference(x, w, pads):
     return lax.conv_general_dilated(
         x, w, (1, 1), list(pads), dimension_numbers=("NHWC", "HWIO", "NHWC")
     )
-
-
-def assert_close(actual, expected, rtol=1e-4):
-    actual, expected = np.asarray(actual), np.asarray(expected)
-    scale = float(np.max(np.abs(expected), initial=0.0))
-    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=rtol * scale + 1e-6)
 
 
 def _inputs(seed, n, height, width, channels, out):
