@@ -33,6 +33,19 @@ def version() -> str | None:
     return str(torch.__version__)
 
 
+def device_for(backend: str) -> str:
+    """Where PyTorch should train to face JAX on ``backend``: ``"cuda"`` or ``"cpu"``.
+
+    ``"cuda"`` when JAX runs on a GPU and this torch build sees one, so that the
+    two contenders share the machine's accelerator; ``"cpu"`` otherwise.
+    """
+    if backend != "gpu" or not available():
+        return "cpu"
+    import torch  # pyright: ignore[reportMissingImports]
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def jax_threads() -> int:
     """The CPU threads XLA:CPU uses: one per core this process may run on."""
     try:
@@ -126,27 +139,41 @@ class TorchLoop:
         learning_rate: float,
         batch_size: int,
         threads: int,
+        device: str = "cpu",
     ) -> None:
-        """``images`` uint8 ``(N, H, W)`` or ``(N, C, H, W)``; ``labels`` ``(N,)``."""
+        """``images`` uint8 ``(N, H, W)`` or ``(N, C, H, W)``; ``labels`` ``(N,)``.
+
+        ``device`` (``"cpu"`` or ``"cuda"``) holds the model and the data.
+        """
         import torch  # pyright: ignore[reportMissingImports]
 
         torch.set_num_threads(threads)
         self.torch = torch
-        self.model = torch_cnn(config)
+        self.device = torch.device(device)
+        self.model = torch_cnn(config).to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=learning_rate)
         self.loss = torch.nn.CrossEntropyLoss()
         shape = (len(images), config["in_channels"], *config["image_size"])
-        self.images = torch.from_numpy(images.reshape(shape).astype(np.float32) / 255.0)
-        self.labels = torch.from_numpy(labels.astype(np.int64))
+        scaled = images.reshape(shape).astype(np.float32) / 255.0
+        self.images = torch.from_numpy(scaled).to(self.device)
+        self.labels = torch.from_numpy(labels.astype(np.int64)).to(self.device)
         self.batch_size = batch_size
 
+    def order(self, seed: int) -> Any:
+        """A ``randperm`` of the training rows for ``seed``, on the loop's device."""
+        generator = self.torch.Generator().manual_seed(seed)
+        order = self.torch.randperm(len(self.labels), generator=generator)
+        return order.to(self.device)
+
     def epoch(self, steps: int, seed: int) -> float:
-        """Train ``steps`` batches of a shuffled epoch; return the last loss."""
-        torch = self.torch
-        generator = torch.Generator().manual_seed(seed)
-        order = torch.randperm(len(self.labels), generator=generator)
+        """Train ``steps`` batches of a shuffled epoch; return the last loss.
+
+        Reading the loss waits for the device, so a timer around this call
+        times the work on a GPU too.
+        """
+        order = self.order(seed)
         self.model.train()
-        loss = torch.zeros(())
+        loss = self.torch.zeros(())
         for i in range(steps):
             rows = order[i * self.batch_size : (i + 1) * self.batch_size]
             self.optimizer.zero_grad(set_to_none=True)

@@ -16,8 +16,8 @@ MNIST epoch (compilation excluded) for:
   channels-last CPU path.
 * ``pytorch``: PyTorch eager on the same architecture, batch and optimiser,
   images a float32 tensor in memory, ``torch.set_num_threads`` equal to the
-  cores XLA uses (``benchmarks/_pytorch.py``); left out when torch is not
-  installed (``pip install --group bench``).
+  cores XLA uses, on the GPU when JAX runs on one (``benchmarks/_pytorch.py``);
+  left out when torch is not installed (``pip install --group bench``).
 * ``per_record``: Grain used per record feeding an ``eqx.filter_jit`` step.
 * ``per_record_eqx_pool`` (``cnn`` only): the same loop on the same model with
   ``eqx.nn.MaxPool2d`` in place of ``zoo.MaxPool``, as the model reads when
@@ -99,8 +99,9 @@ def bench_preset(
             learning_rate=LEARNING_RATE,
             batch_size=h.BATCH_SIZE,
             threads=pt.jax_threads(),
+            device=pt.device_for(jax.default_backend()),
         )
-        torch_loop.epoch(min(steps, 4), seed=0)  # warm up (oneDNN primitives)
+        torch_loop.epoch(min(steps, 4), seed=0)  # warm up (oneDNN/cuDNN choices)
         references["pytorch"] = lambda r: (
             h.timed(lambda: torch_loop.epoch(steps, seed=r))[1] * scale
         )
@@ -204,6 +205,7 @@ def bench_preset(
         "zoo_steps_per_call": k,
         "conv_path": zoo.resolved_conv_path(),
         "pytorch_threads": pt.jax_threads() if pt.available() else None,
+        "pytorch_device": pt.device_for(jax.default_backend()),
         "parameters": h.param_count(model),
         "compile_seconds": {
             "zoo_fit": round(zoo_side.compile_seconds, 2),

@@ -15,8 +15,8 @@ every ``EVAL_EVERY_EXAMPLES`` (a quarter epoch), at the first step boundary
   ``DeviceFeed``, ``evaluate``) with the steps fused per call that ``fit``
   would choose.
 * ``pytorch``: the same architecture in PyTorch eager (``torch.set_num_threads``
-  equal to JAX's threads), tensors in memory, ``model.eval()`` under
-  ``torch.no_grad()`` in batches of 1,000.
+  equal to JAX's threads; on the GPU when JAX runs on one), tensors in memory,
+  ``model.eval()`` under ``torch.no_grad()`` in batches of 1,000.
 
 Round ``r`` of each recipe seeds both contenders with ``r`` (initial values,
 data order, dropout), so rounds differ in where 99 % is first crossed as well
@@ -90,7 +90,9 @@ def zoo_worker(
                 return
 
 
-def pytorch_worker(data_dir: str | None, batch_size: int, seed: int) -> None:
+def pytorch_worker(
+    data_dir: str | None, batch_size: int, seed: int, device: str
+) -> None:
     """The PyTorch reference: same network, optimiser, batch and cadence."""
     import _pytorch
     import torch  # pyright: ignore[reportMissingImports] (the bench group)
@@ -103,20 +105,19 @@ def pytorch_worker(data_dir: str | None, batch_size: int, seed: int) -> None:
     config = dict(zoo.model_spec(MODEL).config)
     loop = _pytorch.TorchLoop(
         config, train.inputs, train.labels, learning_rate=LEARNING_RATE,
-        batch_size=batch_size, threads=_pytorch.jax_threads(),
+        batch_size=batch_size, threads=_pytorch.jax_threads(), device=device,
     )  # fmt: skip
     torch.manual_seed(seed)  # this round's initial values and dropout draws
     for module in loop.model.modules():
         if hasattr(module, "reset_parameters"):
             module.reset_parameters()
-    images = torch.from_numpy(test.inputs.astype("float32") / 255.0)
-    labels = torch.from_numpy(test.labels.astype("int64"))
+    images = torch.from_numpy(test.inputs.astype("float32") / 255.0).to(device)
+    labels = torch.from_numpy(test.labels.astype("int64")).to(device)
     steps_per_epoch = len(train) // batch_size
     first, every = cadence(batch_size)
     done, last_eval = 0, first - every
     for epoch in range(MAX_EPOCHS):
-        generator = torch.Generator().manual_seed(1000 * seed + epoch)
-        order = torch.randperm(len(train), generator=generator)
+        order = loop.order(1000 * seed + epoch)
         for i in range(steps_per_epoch):
             loop.model.train()
             rows = order[i * batch_size : (i + 1) * batch_size]
@@ -145,11 +146,17 @@ def _report(step: int, accuracy: float) -> None:
 
 
 def run_contender(
-    name: str, data_dir: str | None, zoo_lr: float, batch_size: int, seed: int
+    name: str,
+    data_dir: str | None,
+    zoo_lr: float,
+    batch_size: int,
+    seed: int,
+    torch_device: str,
 ) -> dict[str, object]:
     """Spawn one worker; seconds from spawn until it first reports the target."""
     command = [sys.executable, __file__, "--worker", name, "--zoo-lr", str(zoo_lr)]
     command += ["--batch-sizes", str(batch_size), "--seed", str(seed)]
+    command += ["--torch-device", torch_device]
     if data_dir:
         command += ["--data-dir", data_dir]
     start = time.time()
@@ -172,6 +179,7 @@ def main() -> None:
     p.add_argument("--data-dir", default=None, help="defaults to $ZOO_DATA_DIR")
     p.add_argument("--worker", choices=["zoo", "pytorch"], help=argparse.SUPPRESS)
     p.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--torch-device", default="cpu", help=argparse.SUPPRESS)
     p.add_argument(
         "--zoo-lr", type=float, default=LEARNING_RATE, help="zoo's Adam learning rate"
     )
@@ -185,11 +193,16 @@ def main() -> None:
     if args.worker == "zoo":
         return zoo_worker(args.data_dir, args.zoo_lr, batch_sizes[0], args.seed)
     if args.worker == "pytorch":
-        return pytorch_worker(args.data_dir, batch_sizes[0], args.seed)
+        return pytorch_worker(
+            args.data_dir, batch_sizes[0], args.seed, args.torch_device
+        )
 
     sys.path.insert(0, str(pathlib.Path(__file__).parent))
     import _harness as h
     import _pytorch
+    import jax
+
+    torch_device = _pytorch.device_for(jax.default_backend())
 
     names = ["zoo", "pytorch"] if _pytorch.available() else ["zoo"]
     recipes: dict[str, dict[str, object]] = {}
@@ -199,7 +212,9 @@ def main() -> None:
         for r in range(args.epochs):
             for name in names[r % len(names) :] + names[: r % len(names)]:
                 runs[name].append(
-                    run_contender(name, args.data_dir, args.zoo_lr, batch_size, r)
+                    run_contender(
+                        name, args.data_dir, args.zoo_lr, batch_size, r, torch_device
+                    )
                 )
         seconds = {
             n: h.median([float(x["seconds"]) for x in rs if x["seconds"] is not None])  # pyright: ignore[reportArgumentType]
@@ -228,6 +243,8 @@ def main() -> None:
         "recipes": recipes,
         "best": {n: {"seconds": s, "batch_size": b} for n, (s, b) in best.items()},
         "pytorch": _pytorch.version(),
+        "pytorch_device": torch_device,
+        "backend": jax.default_backend(),
     }
     if "pytorch" in best and "zoo" in best:
         ratio = best["zoo"][0] / best["pytorch"][0]

@@ -705,7 +705,11 @@ def test_the_saved_zoo_version_is_the_installed_one(tmp_path: pathlib.Path):
     version = save_checkpoint(tmp_path, _train_state(*_toy()))
     trainer = json.loads((version / "trainer.json").read_text())
     assert trainer["zoo_version"] == zoo.__version__
-    assert zoo.__version__ == importlib.metadata.version("typed-zoo")
+    try:
+        installed = importlib.metadata.version("typed-zoo")
+    except importlib.metadata.PackageNotFoundError:  # nox -s gpu --no-venv
+        pytest.skip("zoo is imported from a source tree that was never installed")
+    assert zoo.__version__ == installed
 
 
 @pytest.mark.parametrize("module", [_checkpoint, _checkpoint_dir, _checkpoint_files])
