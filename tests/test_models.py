@@ -1,6 +1,9 @@
 """Unit tests for the model constructors, the registry and shape checks."""
 
 import json
+import logging
+from collections.abc import Callable
+from typing import cast
 
 import equinox as eqx
 import jax
@@ -175,6 +178,38 @@ def test_model_rebuilds_from_its_config_alone(name):
     rebuilt, rebuilt_state = zoo.build_model(config, key=jax.random.key(3))
     assert bool(eqx.tree_equal(model, rebuilt))
     assert bool(eqx.tree_equal(state, rebuilt_state))
+
+
+@pytest.mark.parametrize("name", zoo.list_models())
+def test_built_models_equal_the_eager_construction_bit_for_bit(name):
+    """build_model compiles the initialisers at once (and at XLA:CPU's -O1)."""
+    config = dict(zoo.model_spec(name).config)
+    family = cast(Callable[..., zoo.AbstractModel], zoo.FAMILIES[config.pop("family")])
+    for seed in (0, 11):
+        built = zoo.build_model(zoo.model_spec(name).config, key=jax.random.key(seed))
+        eager = eqx.nn.make_with_state(family)(**config, key=jax.random.key(seed))
+        built_arrays, built_static = eqx.partition(built, eqx.is_array)
+        eager_arrays, eager_static = eqx.partition(eager, eqx.is_array)
+        assert bool(eqx.tree_equal(built_static, eager_static))
+        assert jax.tree.structure(built_arrays) == jax.tree.structure(eager_arrays)
+        pairs = zip(
+            jax.tree.leaves(built_arrays), jax.tree.leaves(eager_arrays), strict=True
+        )
+        for a, b in pairs:
+            assert a.dtype == b.dtype and a.shape == b.shape
+            assert bool(jnp.all(a == b)), f"{name}: initial values differ"
+
+
+def test_initialisation_compiles_once_per_config(getkey, caplog):
+    def compilations() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "Compiling" in r.getMessage()]
+
+    with jax.log_compiles(), caplog.at_level(logging.WARNING):
+        zoo.create_model("stax_cnn", channels=[5, 6, 7, 8], key=getkey())
+        assert len(compilations()) == 1, compilations()
+        caplog.clear()
+        zoo.create_model("stax_cnn", channels=[5, 6, 7, 8], key=getkey())
+        assert compilations() == []
 
 
 def test_create_model_overrides_and_suggestions(getkey):

@@ -13,6 +13,7 @@ from jaxtyping import PRNGKeyArray
 
 from ._abstract import AbstractModel
 from ._cnn import CNN
+from ._initialise import initialise
 from ._mlp import MLP
 from ._resnet import ResNet
 
@@ -109,7 +110,7 @@ def build_model(
     del kwargs["family"]
     try:
         constructor = cast(Callable[..., AbstractModel], family)
-        return eqx.nn.make_with_state(constructor)(**kwargs, key=key)
+        return initialise(constructor, kwargs, key)
     except TypeError as error:
         raise ValueError(
             f"Invalid {family.__name__} config {config}: {error}"
