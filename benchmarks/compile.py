@@ -2,6 +2,9 @@
 
 For each preset, with Adam and batch 128:
 
+* ``create_model``: the first ``zoo.create_model(name)`` in a fresh Python
+  process (JAX imported and its backend started), which compiles the model's
+  initialisers.
 * ``train_step``: ``zoo.train.make_train_step(optimizer)`` lowered and compiled
   for one chunk of one batch (inputs ``(1, 128, ...)``), split into ``lower``
   (tracing, shape checks included, and lowering to StableHLO) and ``compile``
@@ -21,6 +24,8 @@ Run:
 """
 
 import math
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -33,6 +38,20 @@ import zoo
 from zoo.data import ArrayDataset, Chunk, load_mnist, load_toy
 
 LEARNING_RATE = 1e-3
+COLD_CREATE = """
+import sys, time, jax, zoo
+key = jax.random.key(0)  # starts the backend
+start = time.perf_counter()
+jax.block_until_ready(zoo.create_model(sys.argv[1], key=key))
+print(time.perf_counter() - start)
+"""
+
+
+def cold_create_seconds(name: str) -> float:
+    """Seconds of the first ``zoo.create_model(name)`` in a fresh process."""
+    command = [sys.executable, "-c", COLD_CREATE, name]
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    return float(done.stdout.split()[-1])
 
 
 def dataset_for(model: Any, data_dir: str | None) -> ArrayDataset:
@@ -77,6 +96,7 @@ def bench_preset(name: str, repeats: int, data_dir: str | None) -> dict[str, Any
         lower.append(middle - start)
         compile_.append(time.perf_counter() - middle)
 
+    create = [cold_create_seconds(name) for _ in range(repeats)]
     spe = len(data) // batch
     k = h.fit_steps_per_call(model, state, data, spe)
     fit_data = data.take(k * batch) if k * batch < len(data) else data
@@ -94,6 +114,7 @@ def bench_preset(name: str, repeats: int, data_dir: str | None) -> dict[str, Any
         )
         fit_seconds.append(result.compile_seconds)
     return {
+        "create_model_seconds": round(h.median(create), 2),
         "train_step_lower_seconds": round(h.median(lower), 2),
         "train_step_compile_seconds": round(h.median(compile_), 2),
         "train_step_total_seconds": round(h.median(lower) + h.median(compile_), 2),
@@ -102,6 +123,7 @@ def bench_preset(name: str, repeats: int, data_dir: str | None) -> dict[str, Any
         "data": data.name,
         "parameters": h.param_count(model),
         "per_repeat": {
+            "create_model": h.rounded(create, 2),
             "lower": h.rounded(lower, 2),
             "compile": h.rounded(compile_, 2),
             "fit": h.rounded(fit_seconds, 2),

@@ -22,7 +22,8 @@ Round ``r`` of each recipe seeds both contenders with ``r`` (initial values,
 data order, dropout), so rounds differ in where 99 % is first crossed as well
 as in time; a recipe's seconds are the median over rounds. Each contender's
 result is its fastest recipe, and the target compares those: zoo's seconds <=
-0.8x PyTorch's. The same-recipe ratios are printed too. Contenders alternate
+0.8x PyTorch's. The same-recipe ratios are printed too, and each contender's
+``pace`` (see :func:`pace`), which moves little with the seed. Contenders alternate
 within a recipe, rounds rotating their order. Prints one JSON line. PyTorch
 comes from the ``bench`` dependency group; without it only zoo is timed.
 
@@ -32,11 +33,14 @@ Run:
 """
 
 import argparse
+import itertools
 import json
 import pathlib
+import statistics
 import subprocess
 import sys
 import time
+from typing import Any
 
 TARGET_ACCURACY = 0.99
 TARGET_RATIO = ("<=", 0.8)
@@ -169,7 +173,33 @@ def run_contender(
     return {
         "seconds": None if first is None else round(first["time"] - start, 2),
         "steps": None if first is None else first["step"],
-        "evaluations": [(e["step"], round(e["accuracy"], 4)) for e in evals],
+        "evaluations": [
+            (e["step"], round(e["accuracy"], 4), round(e["time"] - start, 2))
+            for e in evals
+        ],
+    }
+
+
+def pace(runs: list[dict[str, Any]]) -> dict[str, float]:
+    """Seed-free speed: seconds to the first evaluation, and per interval after.
+
+    Where 99 % is first crossed moves with the seed, but every run passes the
+    same evaluation points: ``first_evaluation_seconds`` (start-up,
+    compilation, the first ``FIRST_EVAL_EXAMPLES`` and one evaluation) and
+    ``interval_seconds`` (``EVAL_EVERY_EXAMPLES`` more and one evaluation),
+    medians over the rounds' evaluations.
+    """
+    firsts = [r["evaluations"][0][2] for r in runs if r["evaluations"]]
+    intervals = [
+        later[2] - earlier[2]
+        for r in runs
+        for earlier, later in itertools.pairwise(r["evaluations"])
+    ]
+    return {
+        "first_evaluation_seconds": round(statistics.median(firsts), 2),
+        "interval_seconds": round(statistics.median(intervals), 2)
+        if intervals
+        else float("nan"),
     }
 
 
@@ -229,6 +259,7 @@ def main() -> None:
             "evaluation": f"all 10,000 test images every {every} steps from step "
             f"{first}",
             "seconds_to_target": seconds,
+            "pace": {n: pace(rs) for n, rs in runs.items()},
             "runs": runs,
         }
         if "pytorch" in seconds and "zoo" in seconds:
