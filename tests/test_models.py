@@ -212,6 +212,20 @@ def test_initialisation_compiles_once_per_config(getkey, caplog):
         assert compilations() == []
 
 
+def test_create_model_under_vmap_and_inside_jit():
+    """Ensembles (vmap over keys) and tracing callers get the same models."""
+    keys = jax.random.split(jax.random.key(5), 3)
+    ensemble, _ = eqx.filter_vmap(lambda k: zoo.create_model("stax_cnn", key=k))(keys)
+    for i in range(3):
+        single, _ = zoo.create_model("stax_cnn", key=keys[i])
+        member = jax.tree.map(
+            lambda leaf, i=i: leaf[i], eqx.filter(ensemble, eqx.is_array)
+        )
+        assert bool(eqx.tree_equal(member, eqx.filter(single, eqx.is_array)))
+    inside = eqx.filter_jit(lambda k: zoo.create_model("mlp", key=k))(keys[0])
+    assert bool(eqx.tree_equal(inside, zoo.create_model("mlp", key=keys[0])))
+
+
 def test_create_model_overrides_and_suggestions(getkey):
     model, _ = zoo.create_model("mlp", width_size=[32], key=getkey())
     assert isinstance(model, zoo.MLP)

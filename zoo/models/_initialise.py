@@ -5,7 +5,7 @@ shape on its own (``jax.random.uniform`` and friends are jitted functions):
 16 compilations, 3.5 s, for the ``cnn`` preset on a 2-core CPU, before its
 first step. Traced together they compile once; and since initialisers run once,
 XLA:CPU compiles them at optimisation level 1, which takes a third of the time
-of its default and draws the same bits (``tests/test_registry.py`` checks every
+of its default and draws the same bits (``tests/test_models.py`` checks every
 preset against the eager construction).
 """
 
