@@ -8,6 +8,7 @@ from typing import cast
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 from hypothesis import assume, given, strategies as st
 
@@ -224,6 +225,14 @@ def test_create_model_under_vmap_and_inside_jit():
         assert bool(eqx.tree_equal(member, eqx.filter(single, eqx.is_array)))
     inside = eqx.filter_jit(lambda k: zoo.create_model("mlp", key=k))(keys[0])
     assert bool(eqx.tree_equal(inside, zoo.create_model("mlp", key=keys[0])))
+
+
+def test_unhashable_arguments_build_eagerly_to_the_same_model():
+    """A config value jit cannot key on (an array) takes the eager constructor."""
+    key = jax.random.key(2)
+    from_array, _ = zoo.create_model("mlp", width_size=np.array([8, 4]), key=key)
+    from_list, _ = zoo.create_model("mlp", width_size=[8, 4], key=key)
+    assert bool(eqx.tree_equal(from_array, from_list))
 
 
 def test_create_model_overrides_and_suggestions(getkey):
