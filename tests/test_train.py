@@ -29,7 +29,11 @@ from zoo.train import (
     make_train_step,
     prepare_inputs,
 )
-from zoo.train._tuning import default_steps_per_call, fit_to_epoch, step_cost
+from zoo.train._tuning import (
+    default_steps_per_call,
+    fit_to_epoch,
+    step_cost,
+)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -65,17 +69,33 @@ def test_default_steps_per_call_fuses_more_steps_in_a_rolled_loop():
     assert default_steps_per_call(6e9, batch_bytes=200 * mib) == 1
 
 
+def test_unrolled_steps_per_call_are_bounded_by_their_convolutions():
+    # Compile time grows with every unrolled convolution: 48 per call at most.
+    assert default_steps_per_call(2.7e8) == 14  # stax_cnn at batch 32, uncounted
+    assert default_steps_per_call(2.7e8, convolutions=11) == 4
+    assert default_steps_per_call(2.9e8, convolutions=5) == 9  # lenet5
+    assert default_steps_per_call(1e3, convolutions=100) == 2  # never below 2
+    # A rolled loop compiles once whatever its length: no bound.
+    assert default_steps_per_call(1e9, unrolled=False, convolutions=11) == 16
+
+
 @pytest.mark.skipif(
     jax.default_backend() != "cpu",
     reason="the presets' steps per call are tuned from XLA:CPU's cost analysis",
 )
 def test_presets_get_the_steps_per_call_tuned_for_the_cpu():
-    presets = {"mlp": (36, False), "stax_cnn": (4, True), "cnn": (2, True)}
+    presets = {
+        "mlp": (36, False),
+        "stax_cnn": (4, True),
+        "cnn": (2, True),
+        "lenet5": (9, True),  # 13 by FLOPs, 9 by its 5 convolutions a step
+    }
     for name, (expected, unrolled) in presets.items():
         model, state = zoo.create_model(name, key=jax.random.key(0))
         example = np.zeros((1, 28, 28), np.uint8)
         cost = step_cost(model, state, example, 128)
         assert cost.unrolled is unrolled, name
+        assert (cost.convolutions > 0) is unrolled, name
         assert cost.flops > 0, name
         k = tuning.steps_per_call(
             model, state, example, batch_size=128, steps_per_epoch=468

@@ -92,7 +92,9 @@ def fit(
         callbacks: your own [`Callback`][zoo.train.Callback]s, run after the
             built-in ones that the arguments below switch on.
         steps_per_call: optimiser steps per device call; by default enough for
-            the call's work to dwarf its fixed cost (see the benchmarks page).
+            the call's work to dwarf its fixed cost, and for steps unrolled
+            around convolutions few enough to compile quickly (see the
+            benchmarks page).
         eval_batch_size: batch size for evaluation.
         checkpoint_dir: save a checkpoint here after each epoch
             ([`Checkpointer`][zoo.train.Checkpointer]); checked writable at once.

@@ -103,6 +103,7 @@ class TrainStep(Protocol):
 
 
 CONVOLUTION = "conv_general_dilated"
+CONVOLUTIONS = frozenset({CONVOLUTION, "winograd_conv"})
 
 
 def _primitive_names(jaxpr: Jaxpr) -> Iterator[str]:
@@ -124,6 +125,12 @@ def unrolls_steps(jaxpr: Jaxpr | ClosedJaxpr) -> bool:
     return jax.default_backend() == "cpu" and CONVOLUTION in set(
         _primitive_names(open_jaxpr)
     )
+
+
+def count_convolutions(jaxpr: Jaxpr | ClosedJaxpr) -> int:
+    """How many convolution primitives (XLA's and zoo's Winograd) ``jaxpr`` holds."""
+    open_jaxpr = jaxpr.jaxpr if isinstance(jaxpr, ClosedJaxpr) else jaxpr
+    return sum(name in CONVOLUTIONS for name in _primitive_names(open_jaxpr))
 
 
 def _trace_once(fn: Callable[..., Any], *args: Any) -> tuple[ClosedJaxpr, Callable]:
