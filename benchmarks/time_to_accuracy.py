@@ -4,9 +4,10 @@ Each run is a fresh Python process, so imports, data loading and compilation
 count; the clock starts just before the process is spawned and stops when the
 worker reports that an evaluation on all 10,000 test images reached the target.
 
-Both contenders train the ``cnn`` preset's architecture (3 conv3x3-BN-ReLU-
-maxpool blocks, dense 256, dropout 0.3) with Adam 1e-3 and no augmentation, at
-each batch size of ``--batch-sizes`` (a recipe each), and evaluate the test set
+Both contenders train a preset's architecture (``--models``: by default the
+``cnn`` preset, 3 conv3x3-BN-ReLU-maxpool blocks, dense 256, dropout 0.3) with
+Adam 1e-3 and no augmentation, for each model and each batch size of
+``--batch-sizes`` (a recipe each), and evaluate the test set
 at the same points in examples seen: first after ``FIRST_EVAL_EXAMPLES``, then
 every ``EVAL_EVERY_EXAMPLES`` (a quarter epoch), at the first step boundary
 (zoo: chunk boundary) on or after each.
@@ -29,12 +30,13 @@ comes from the ``bench`` dependency group; without it only zoo is timed.
 
 Run:
     ZOO_DATA_DIR=/path/to/data python benchmarks/time_to_accuracy.py \
-        [--epochs 1] [--batch-sizes 32,64,128]
+        [--epochs 1] [--models cnn,stax_cnn] [--batch-sizes 32,64,128]
 """
 
 import argparse
 import itertools
 import json
+import math
 import pathlib
 import statistics
 import subprocess
@@ -44,7 +46,7 @@ from typing import Any
 
 TARGET_ACCURACY = 0.99
 TARGET_RATIO = ("<=", 0.8)
-MODEL = "cnn"
+MODELS = ("cnn",)
 BATCH_SIZES = (32, 64, 128)
 LEARNING_RATE = 1e-3  # both contenders, unless --zoo-lr says otherwise for zoo
 FIRST_EVAL_EXAMPLES = 38_400  # 300 steps at batch 128
@@ -58,8 +60,9 @@ def cadence(batch_size: int) -> tuple[int, int]:
 
 
 def zoo_worker(
-    data_dir: str | None, learning_rate: float, batch_size: int, seed: int
-) -> None:
+    data_dir: str | None, model_name: str, learning_rate: float, batch_size: int,
+    seed: int,
+) -> None:  # fmt: skip
     """Train until the target; print one JSON line per evaluation."""
     import jax
     import optax
@@ -70,7 +73,7 @@ def zoo_worker(
 
     train = load_mnist("train", data_dir=data_dir)
     test = load_mnist("test", data_dir=data_dir)
-    model, state = zoo.create_model(MODEL, key=jax.random.key(2 * seed))
+    model, state = zoo.create_model(model_name, key=jax.random.key(2 * seed))
     optimizer = optax.adam(learning_rate)
     ts = TrainState.init(model, state, optimizer, key=jax.random.key(2 * seed + 1))
     step = make_train_step(optimizer)
@@ -95,7 +98,7 @@ def zoo_worker(
 
 
 def pytorch_worker(
-    data_dir: str | None, batch_size: int, seed: int, device: str
+    data_dir: str | None, model_name: str, batch_size: int, seed: int, device: str
 ) -> None:
     """The PyTorch reference: same network, optimiser, batch and cadence."""
     import _pytorch
@@ -106,7 +109,7 @@ def pytorch_worker(
 
     train = load_mnist("train", data_dir=data_dir)
     test = load_mnist("test", data_dir=data_dir)
-    config = dict(zoo.model_spec(MODEL).config)
+    config = dict(zoo.model_spec(model_name).config)
     loop = _pytorch.TorchLoop(
         config, train.inputs, train.labels, learning_rate=LEARNING_RATE,
         batch_size=batch_size, threads=_pytorch.jax_threads(), device=device,
@@ -152,6 +155,7 @@ def _report(step: int, accuracy: float) -> None:
 def run_contender(
     name: str,
     data_dir: str | None,
+    model: str,
     zoo_lr: float,
     batch_size: int,
     seed: int,
@@ -159,6 +163,7 @@ def run_contender(
 ) -> dict[str, object]:
     """Spawn one worker; seconds from spawn until it first reports the target."""
     command = [sys.executable, __file__, "--worker", name, "--zoo-lr", str(zoo_lr)]
+    command += ["--models", model]
     command += ["--batch-sizes", str(batch_size), "--seed", str(seed)]
     command += ["--torch-device", torch_device]
     if data_dir:
@@ -214,17 +219,31 @@ def main() -> None:
         "--zoo-lr", type=float, default=LEARNING_RATE, help="zoo's Adam learning rate"
     )
     p.add_argument(
+        "--models",
+        default=",".join(MODELS),
+        help="the recipes' architectures: comma-separated presets (default "
+        "%(default)s)",
+    )
+    p.add_argument(
         "--batch-sizes",
         default=",".join(map(str, BATCH_SIZES)),
-        help="the recipes: comma-separated batch sizes (default %(default)s)",
+        help="the recipes' batch sizes, comma-separated (default %(default)s)",
+    )
+    p.add_argument(
+        "--contenders",
+        default="zoo,pytorch",
+        help="comma-separated, from zoo and pytorch (default %(default)s)",
     )
     args = p.parse_args()
+    models = args.models.split(",")
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
     if args.worker == "zoo":
-        return zoo_worker(args.data_dir, args.zoo_lr, batch_sizes[0], args.seed)
+        return zoo_worker(
+            args.data_dir, models[0], args.zoo_lr, batch_sizes[0], args.seed
+        )
     if args.worker == "pytorch":
         return pytorch_worker(
-            args.data_dir, batch_sizes[0], args.seed, args.torch_device
+            args.data_dir, models[0], batch_sizes[0], args.seed, args.torch_device
         )
 
     sys.path.insert(0, str(pathlib.Path(__file__).parent))
@@ -234,28 +253,43 @@ def main() -> None:
 
     torch_device = _pytorch.device_for(jax.default_backend())
 
-    names = ["zoo", "pytorch"] if _pytorch.available() else ["zoo"]
+    names = [n for n in args.contenders.split(",") if n in ("zoo", "pytorch")]
+    if not _pytorch.available():
+        names = [n for n in names if n != "pytorch"]
     recipes: dict[str, dict[str, object]] = {}
-    best: dict[str, tuple[float, int]] = {}  # contender: (seconds, batch size)
-    for batch_size in batch_sizes:
+    best: dict[str, tuple[float, str]] = {}  # contender: (seconds, recipe)
+    for model, batch_size in itertools.product(models, batch_sizes):
         runs: dict[str, list[dict[str, object]]] = {n: [] for n in names}
         for r in range(args.epochs):
             for name in names[r % len(names) :] + names[: r % len(names)]:
                 runs[name].append(
                     run_contender(
-                        name, args.data_dir, args.zoo_lr, batch_size, r, torch_device
+                        name,
+                        args.data_dir,
+                        model,
+                        args.zoo_lr,
+                        batch_size,
+                        r,
+                        torch_device,
                     )
                 )
+        # A round that never reached the target counts as infinitely slow.
         seconds = {
-            n: h.median([float(x["seconds"]) for x in rs if x["seconds"] is not None])  # pyright: ignore[reportArgumentType]
+            n: statistics.median(
+                math.inf if x["seconds"] is None else float(x["seconds"])  # pyright: ignore[reportArgumentType]
+                for x in rs
+            )
             for n, rs in runs.items()
-            if any(x["seconds"] is not None for x in rs)
         }
+        seconds = {n: sec for n, sec in seconds.items() if math.isfinite(sec)}
+        name_of_recipe = f"{model}_batch_{batch_size}"
         for n, sec in seconds.items():
             if n not in best or sec < best[n][0]:
-                best[n] = (sec, batch_size)
+                best[n] = (sec, name_of_recipe)
         first, every = cadence(batch_size)
         recipe: dict[str, object] = {
+            "model": model,
+            "batch_size": batch_size,
             "evaluation": f"all 10,000 test images every {every} steps from step "
             f"{first}",
             "seconds_to_target": seconds,
@@ -264,15 +298,14 @@ def main() -> None:
         }
         if "pytorch" in seconds and "zoo" in seconds:
             recipe["zoo_over_pytorch"] = round(seconds["zoo"] / seconds["pytorch"], 3)
-        recipes[f"batch_{batch_size}"] = recipe
+        recipes[name_of_recipe] = recipe
     result: dict[str, object] = {
         "benchmark": "time_to_accuracy",
         "target_accuracy": TARGET_ACCURACY,
-        "model": MODEL,
         "optimizer": f"adam {args.zoo_lr} (pytorch: adam {LEARNING_RATE})",
         "augmentation": None,
         "recipes": recipes,
-        "best": {n: {"seconds": s, "batch_size": b} for n, (s, b) in best.items()},
+        "best": {n: {"seconds": s, "recipe": r} for n, (s, r) in best.items()},
         "pytorch": _pytorch.version(),
         "pytorch_device": torch_device,
         "backend": jax.default_backend(),
