@@ -6,11 +6,19 @@ worker reports that an evaluation on all 10,000 test images reached the target.
 
 Both contenders train a preset's architecture (``--models``: by default the
 ``cnn`` preset, 3 conv3x3-BN-ReLU-maxpool blocks, dense 256, dropout 0.3) with
-Adam 1e-3 and no augmentation, for each model and each batch size of
-``--batch-sizes`` (a recipe each), and evaluate the test set
-at the same points in examples seen: first after ``FIRST_EVAL_EXAMPLES``, then
-every ``EVAL_EVERY_EXAMPLES`` (a quarter epoch), at the first step boundary
-(zoo: chunk boundary) on or after each.
+Adam and no augmentation, for each model and each batch size of
+``--batch-sizes`` (a recipe each), on the same learning rate at every step:
+
+* ``--schedule onecycle`` (the default): ``optax.cosine_onecycle_schedule``
+  over one epoch to a peak of ``--lr`` (default 3e-3), then its final value.
+  The test set is evaluated from 70 % of the cycle on, every 10 % of it, up to
+  the first evaluation past its end (:func:`give_up_after`).
+* ``--schedule constant``: ``--lr`` (default 1e-3) throughout, evaluated first
+  after ``FIRST_EVAL_EXAMPLES`` examples, then every ``EVAL_EVERY_EXAMPLES``
+  (a quarter epoch), for at most ``MAX_EPOCHS``.
+
+Evaluations fall at the first step boundary (zoo: chunk boundary) on or after
+each point.
 
 * ``zoo``: zoo's public parts (``TrainState``, ``make_train_step``,
   ``DeviceFeed``, ``evaluate``) with the steps fused per call that ``fit``
@@ -30,7 +38,8 @@ comes from the ``bench`` dependency group; without it only zoo is timed.
 
 Run:
     ZOO_DATA_DIR=/path/to/data python benchmarks/time_to_accuracy.py \
-        [--epochs 1] [--models cnn,stax_cnn] [--batch-sizes 32,64,128]
+        [--epochs 1] [--models cnn] [--batch-sizes 64,128,256] \
+        [--schedule onecycle] [--lr 3e-3]
 """
 
 import argparse
@@ -47,21 +56,48 @@ from typing import Any
 TARGET_ACCURACY = 0.99
 TARGET_RATIO = ("<=", 0.8)
 MODELS = ("cnn",)
-BATCH_SIZES = (32, 64, 128)
-LEARNING_RATE = 1e-3  # both contenders, unless --zoo-lr says otherwise for zoo
-FIRST_EVAL_EXAMPLES = 38_400  # 300 steps at batch 128
-EVAL_EVERY_EXAMPLES = 14_976  # 117 steps at batch 128: a quarter epoch
+BATCH_SIZES = (64, 128, 256)
+SCHEDULES = ("onecycle", "constant")
+LEARNING_RATES = {"onecycle": 3e-3, "constant": 1e-3}  # peak / constant
+TRAIN_EXAMPLES = 60_000
+FIRST_EVAL_EXAMPLES = 38_400  # constant: 300 steps at batch 128
+EVAL_EVERY_EXAMPLES = 14_976  # constant: 117 steps at batch 128, a quarter epoch
 MAX_EPOCHS = 6
 
 
-def cadence(batch_size: int) -> tuple[int, int]:
+def cadence(batch_size: int, schedule: str) -> tuple[int, int]:
     """``(first, every)``: the evaluation points in steps at ``batch_size``."""
+    if schedule == "onecycle":
+        cycle = TRAIN_EXAMPLES // batch_size
+        return math.ceil(0.7 * cycle), math.ceil(0.1 * cycle)
     return FIRST_EVAL_EXAMPLES // batch_size, EVAL_EVERY_EXAMPLES // batch_size
 
 
+def give_up_after(batch_size: int, schedule: str) -> int:
+    """The step after which a run that has not reached the target stops.
+
+    A one-cycle run stops at the first evaluation past the cycle's end, where
+    the learning rate has fallen to nothing; a constant one after
+    ``MAX_EPOCHS``.
+    """
+    steps_per_epoch = TRAIN_EXAMPLES // batch_size
+    if schedule == "onecycle":
+        return steps_per_epoch + cadence(batch_size, schedule)[1]
+    return MAX_EPOCHS * steps_per_epoch
+
+
+def learning_rate(schedule: str, peak: float, batch_size: int) -> Any:
+    """The learning rate, a number or an optax schedule (of the step count)."""
+    import optax
+
+    if schedule == "onecycle":
+        return optax.cosine_onecycle_schedule(TRAIN_EXAMPLES // batch_size, peak)
+    return peak
+
+
 def zoo_worker(
-    data_dir: str | None, model_name: str, learning_rate: float, batch_size: int,
-    seed: int,
+    data_dir: str | None, model_name: str, schedule: str, lr: float,
+    batch_size: int, seed: int,
 ) -> None:  # fmt: skip
     """Train until the target; print one JSON line per evaluation."""
     import jax
@@ -74,7 +110,7 @@ def zoo_worker(
     train = load_mnist("train", data_dir=data_dir)
     test = load_mnist("test", data_dir=data_dir)
     model, state = zoo.create_model(model_name, key=jax.random.key(2 * seed))
-    optimizer = optax.adam(learning_rate)
+    optimizer = optax.adam(learning_rate(schedule, lr, batch_size))
     ts = TrainState.init(model, state, optimizer, key=jax.random.key(2 * seed + 1))
     step = make_train_step(optimizer)
     batches = iter(
@@ -85,23 +121,26 @@ def zoo_worker(
         steps_per_epoch=len(train) // batch_size,
     )  # fmt: skip
     feed = DeviceFeed(batches, steps_per_call=k)
-    first, every = cadence(batch_size)
-    last_eval = first - every
+    first, every = cadence(batch_size, schedule)
+    last_eval, last = first - every, give_up_after(batch_size, schedule)
     for chunk in feed:
         ts, _ = step(ts, chunk)
         if feed.step - last_eval >= every:
             last_eval = feed.step
             accuracy = evaluate(ts.model, ts.model_state, test)["accuracy"]
             _report(feed.step, accuracy)
-            if accuracy >= TARGET_ACCURACY:
+            if accuracy >= TARGET_ACCURACY or feed.step >= last:
                 return
 
 
 def pytorch_worker(
-    data_dir: str | None, model_name: str, batch_size: int, seed: int, device: str
-) -> None:
+    data_dir: str | None, model_name: str, schedule: str, lr: float,
+    batch_size: int, seed: int, device: str,
+) -> None:  # fmt: skip
     """The PyTorch reference: same network, optimiser, batch and cadence."""
     import _pytorch
+    import jax
+    import numpy as np
     import torch  # pyright: ignore[reportMissingImports] (the bench group)
 
     import zoo
@@ -111,7 +150,7 @@ def pytorch_worker(
     test = load_mnist("test", data_dir=data_dir)
     config = dict(zoo.model_spec(model_name).config)
     loop = _pytorch.TorchLoop(
-        config, train.inputs, train.labels, learning_rate=LEARNING_RATE,
+        config, train.inputs, train.labels, learning_rate=lr,
         batch_size=batch_size, threads=_pytorch.jax_threads(), device=device,
     )  # fmt: skip
     torch.manual_seed(seed)  # this round's initial values and dropout draws
@@ -121,8 +160,12 @@ def pytorch_worker(
     images = torch.from_numpy(test.inputs.astype("float32") / 255.0).to(device)
     labels = torch.from_numpy(test.labels.astype("int64")).to(device)
     steps_per_epoch = len(train) // batch_size
-    first, every = cadence(batch_size)
+    rate = learning_rate(schedule, lr, batch_size)
+    if callable(rate):  # optax's values, step by step, computed once
+        rate = np.asarray(jax.vmap(rate)(np.arange(MAX_EPOCHS * steps_per_epoch)))
+    first, every = cadence(batch_size, schedule)
     done, last_eval = 0, first - every
+    last = give_up_after(batch_size, schedule)
     for epoch in range(MAX_EPOCHS):
         order = loop.order(1000 * seed + epoch)
         for i in range(steps_per_epoch):
@@ -131,6 +174,9 @@ def pytorch_worker(
             loop.optimizer.zero_grad(set_to_none=True)
             loss = loop.loss(loop.model(loop.images[rows]), loop.labels[rows])
             loss.backward()
+            if isinstance(rate, np.ndarray):
+                for group in loop.optimizer.param_groups:
+                    group["lr"] = float(rate[done])
             loop.optimizer.step()
             done += 1
             if done - last_eval >= every:
@@ -143,7 +189,7 @@ def pytorch_worker(
                         for j in range(0, len(labels), 1000)
                     )  # fmt: skip
                 _report(done, correct / len(labels))
-                if correct / len(labels) >= TARGET_ACCURACY:
+                if correct / len(labels) >= TARGET_ACCURACY or done >= last:
                     return
 
 
@@ -156,14 +202,15 @@ def run_contender(
     name: str,
     data_dir: str | None,
     model: str,
-    zoo_lr: float,
+    schedule: str,
+    lr: float,
     batch_size: int,
     seed: int,
     torch_device: str,
 ) -> dict[str, object]:
     """Spawn one worker; seconds from spawn until it first reports the target."""
-    command = [sys.executable, __file__, "--worker", name, "--zoo-lr", str(zoo_lr)]
-    command += ["--models", model]
+    command = [sys.executable, __file__, "--worker", name, "--models", model]
+    command += ["--schedule", schedule, "--lr", str(lr)]
     command += ["--batch-sizes", str(batch_size), "--seed", str(seed)]
     command += ["--torch-device", torch_device]
     if data_dir:
@@ -189,9 +236,9 @@ def pace(runs: list[dict[str, Any]]) -> dict[str, float]:
     """Seed-free speed: seconds to the first evaluation, and per interval after.
 
     Where 99 % is first crossed moves with the seed, but every run passes the
-    same evaluation points: ``first_evaluation_seconds`` (start-up,
-    compilation, the first ``FIRST_EVAL_EXAMPLES`` and one evaluation) and
-    ``interval_seconds`` (``EVAL_EVERY_EXAMPLES`` more and one evaluation),
+    same evaluation points (:func:`cadence`): ``first_evaluation_seconds``
+    (start-up, compilation, the steps to the first point and one evaluation)
+    and ``interval_seconds`` (the steps to the next point and one evaluation),
     medians over the rounds' evaluations.
     """
     firsts = [r["evaluations"][0][2] for r in runs if r["evaluations"]]
@@ -216,7 +263,17 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--torch-device", default="cpu", help=argparse.SUPPRESS)
     p.add_argument(
-        "--zoo-lr", type=float, default=LEARNING_RATE, help="zoo's Adam learning rate"
+        "--schedule",
+        choices=SCHEDULES,
+        default=SCHEDULES[0],
+        help="the learning rate over the steps (default %(default)s)",
+    )
+    p.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help="peak (onecycle) or constant learning rate; default "
+        + ", ".join(f"{k} {v}" for k, v in LEARNING_RATES.items()),
     )
     p.add_argument(
         "--models",
@@ -235,16 +292,18 @@ def main() -> None:
         help="comma-separated, from zoo and pytorch (default %(default)s)",
     )
     args = p.parse_args()
+    lr = LEARNING_RATES[args.schedule] if args.lr is None else args.lr
     models = args.models.split(",")
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
     if args.worker == "zoo":
         return zoo_worker(
-            args.data_dir, models[0], args.zoo_lr, batch_sizes[0], args.seed
+            args.data_dir, models[0], args.schedule, lr, batch_sizes[0], args.seed
         )
     if args.worker == "pytorch":
         return pytorch_worker(
-            args.data_dir, models[0], batch_sizes[0], args.seed, args.torch_device
-        )
+            args.data_dir, models[0], args.schedule, lr, batch_sizes[0], args.seed,
+            args.torch_device,
+        )  # fmt: skip
 
     sys.path.insert(0, str(pathlib.Path(__file__).parent))
     import _harness as h
@@ -267,7 +326,8 @@ def main() -> None:
                         name,
                         args.data_dir,
                         model,
-                        args.zoo_lr,
+                        args.schedule,
+                        lr,
                         batch_size,
                         r,
                         torch_device,
@@ -286,7 +346,7 @@ def main() -> None:
         for n, sec in seconds.items():
             if n not in best or sec < best[n][0]:
                 best[n] = (sec, name_of_recipe)
-        first, every = cadence(batch_size)
+        first, every = cadence(batch_size, args.schedule)
         recipe: dict[str, object] = {
             "model": model,
             "batch_size": batch_size,
@@ -302,7 +362,9 @@ def main() -> None:
     result: dict[str, object] = {
         "benchmark": "time_to_accuracy",
         "target_accuracy": TARGET_ACCURACY,
-        "optimizer": f"adam {args.zoo_lr} (pytorch: adam {LEARNING_RATE})",
+        "optimizer": "adam",
+        "schedule": args.schedule,
+        "learning_rate": lr,
         "augmentation": None,
         "recipes": recipes,
         "best": {n: {"seconds": s, "recipe": r} for n, (s, r) in best.items()},
