@@ -29,11 +29,7 @@ from zoo.train import (
     make_train_step,
     prepare_inputs,
 )
-from zoo.train._tuning import (
-    default_steps_per_call,
-    fit_to_epoch,
-    step_cost,
-)
+from zoo.train._tuning import default_steps_per_call, fit_to_epoch, step_cost
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
