@@ -80,10 +80,8 @@ def give_up_after(batch_size: int, schedule: str) -> int:
     the learning rate has fallen to nothing; a constant one after
     ``MAX_EPOCHS``.
     """
-    steps_per_epoch = TRAIN_EXAMPLES // batch_size
-    if schedule == "onecycle":
-        return steps_per_epoch + cadence(batch_size, schedule)[1]
-    return MAX_EPOCHS * steps_per_epoch
+    steps_per_epoch = TRAIN_EXAMPLES // batch_size  # a one-cycle run's cycle
+    return steps_per_epoch if schedule == "onecycle" else MAX_EPOCHS * steps_per_epoch
 
 
 def learning_rate(schedule: str, peak: float, batch_size: int) -> Any:
