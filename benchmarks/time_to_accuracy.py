@@ -310,9 +310,14 @@ def main() -> None:
 
     torch_device = _pytorch.device_for(jax.default_backend())
 
-    names = [n for n in args.contenders.split(",") if n in ("zoo", "pytorch")]
+    names = args.contenders.split(",")
+    unknown = sorted(set(names) - {"zoo", "pytorch"})
+    if unknown or not names:
+        p.error(f"--contenders takes zoo and/or pytorch, got {args.contenders!r}")
     if not _pytorch.available():
-        names = [n for n in names if n != "pytorch"]
+        if names == ["pytorch"]:
+            p.error("PyTorch is not installed: pip install --group bench")
+        names = [n for n in names if n != "pytorch"]  # zoo alone
     recipes: dict[str, dict[str, object]] = {}
     best: dict[str, tuple[float, str]] = {}  # contender: (seconds, recipe)
     for model, batch_size in itertools.product(models, batch_sizes):
