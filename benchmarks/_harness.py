@@ -19,6 +19,10 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+# Benchmarks time compilation as a first run does: without zoo's cache of
+# compiled programs, unless the caller sets ZOO_COMPILATION_CACHE. Before zoo.
+os.environ.setdefault("ZOO_COMPILATION_CACHE", "0")
+
 import equinox as eqx
 import jax
 import numpy as np

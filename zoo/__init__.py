@@ -3,6 +3,9 @@
 # First, before anything can run a JAX computation: importing _allocator tunes
 # the C allocator, and XLA's threads keep the arena they first allocate from.
 from ._allocator import allocator_tuned as allocator_tuned  # isort: skip
+
+# Next, before the first compilation: JAX decides then whether it has a cache.
+from ._compilation_cache import compilation_cache_dir as compilation_cache_dir  # isort: skip
 from . import data as data, train as train
 from ._checks import (
     set_shape_checks as set_shape_checks,
