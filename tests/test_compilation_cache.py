@@ -8,6 +8,7 @@ one (``conftest.py``).
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 from typing import Any
@@ -136,6 +137,9 @@ def test_disk_cache_round_trip_and_misses(tmp_path):
         cache.put("../escape", b"x")
     cache.clear()
     assert cache.get("jit_f-1") is None
+    shutil.rmtree(tmp_path / "c")  # removed while a process runs
+    cache.put("jit_f-2", b"program")
+    assert cache.get("jit_f-2") == b"program"
 
 
 def test_disk_cache_removes_the_least_recently_used_first(tmp_path):

@@ -75,15 +75,17 @@ class DiskCache:
         file = self._file(key)
         try:
             value = file.read_bytes()
-            os.utime(file)  # recently used
         except OSError:  # absent, or removed by another process meanwhile
             return None
+        with contextlib.suppress(OSError):  # a read-only folder still serves
+            os.utime(file)  # recently used
         return value
 
     def put(self, key: str, value: bytes) -> None:
         file = self._file(key)
         if file.exists() or len(value) > self.max_bytes:
             return
+        self._path.mkdir(parents=True, exist_ok=True)  # if removed meanwhile
         self._make_room(len(value))
         handle, temporary = tempfile.mkstemp(dir=self._path, prefix=".writing-")
         try:
