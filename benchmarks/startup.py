@@ -7,13 +7,15 @@ and runs once) with the test set evaluated after it (the evaluation compiles
 and runs once). The clock runs from just before the process is spawned until
 ``fit`` returns.
 
+* ``off``: ``ZOO_COMPILATION_CACHE=0``, no programs kept on disk;
 * ``cold``: zoo's folder of compiled programs (``ZOO_COMPILATION_CACHE``) is
-  new and empty, as on a script's first run;
+  new and empty, as on a script's first run (it compiles, and writes);
 * ``warm``: the folder that an untimed run of the same preset filled, as on
   every later run.
 
-Rounds alternate cold and warm; each figure is the median over ``--epochs``
-rounds. Presets with MNIST-sized inputs (784 values) only. Prints one JSON line.
+Each round runs the three, in a rotating order; each figure is the median over
+``--epochs`` rounds. Presets with MNIST-sized inputs (784 values) only. Prints
+one JSON line.
 
 Run:
     ZOO_DATA_DIR=/path/to/data python benchmarks/startup.py [--epochs 3]
@@ -55,7 +57,10 @@ print(json.dumps({"end": time.time(), "fit_compile_seconds": result.compile_seco
 
 
 def run(name: str, data_dir: str | None, folder: str) -> dict[str, float]:
-    """Seconds from spawn until ``fit`` returned, and fit's compile seconds."""
+    """Seconds from spawn until ``fit`` returned, and fit's compile seconds.
+
+    ``folder``: zoo's cache of compiled programs, or ``"0"`` for none.
+    """
     env = {**os.environ, "ZOO_COMPILATION_CACHE": folder}
     command = [sys.executable, "-c", SCRIPT, name, data_dir or ""]
     start = time.time()
@@ -63,7 +68,7 @@ def run(name: str, data_dir: str | None, folder: str) -> dict[str, float]:
     if done.returncode != 0:
         raise RuntimeError(f"{name} failed:\n{done.stderr[-3000:]}")
     out = json.loads(done.stdout.strip().splitlines()[-1])
-    if not out["cache"].startswith(folder):
+    if not out["cache"].startswith(folder if folder != "0" else "None"):
         raise RuntimeError(f"{name} did not use the cache folder {folder}: {out}")
     return {
         "seconds": out["end"] - start,
@@ -73,20 +78,25 @@ def run(name: str, data_dir: str | None, folder: str) -> dict[str, float]:
 
 
 def bench_preset(name: str, rounds: int, data_dir: str | None) -> dict[str, object]:
+    modes = ("off", "cold", "warm")
     with tempfile.TemporaryDirectory(prefix="zoo-xla-") as warm:
         run(name, data_dir, warm)  # fills the warm folder, untimed
-        runs: dict[str, list[dict[str, float]]] = {"cold": [], "warm": []}
+        runs: dict[str, list[dict[str, float]]] = {m: [] for m in modes}
         for r in range(rounds):
-            for mode in ("cold", "warm") if r % 2 == 0 else ("warm", "cold"):
-                if mode == "warm":
-                    runs[mode].append(run(name, data_dir, warm))
-                    continue
-                with tempfile.TemporaryDirectory(prefix="zoo-xla-") as empty:
-                    runs[mode].append(run(name, data_dir, empty))
+            for mode in modes[r % 3 :] + modes[: r % 3]:
+                if mode == "cold":
+                    with tempfile.TemporaryDirectory(prefix="zoo-xla-") as empty:
+                        runs[mode].append(run(name, data_dir, empty))
+                else:
+                    runs[mode].append(
+                        run(name, data_dir, warm if mode == "warm" else "0")
+                    )
     seconds = {m: h.median([x["seconds"] for x in rs]) for m, rs in runs.items()}
     return {
+        "off_seconds": round(seconds["off"], 2),
         "cold_seconds": round(seconds["cold"], 2),
         "warm_seconds": round(seconds["warm"], 2),
+        "cold_over_off": round(seconds["cold"] / seconds["off"], 3),
         "warm_over_cold": round(seconds["warm"] / seconds["cold"], 3),
         "fit_compile_seconds": {
             m: round(h.median([x["fit_compile_seconds"] for x in rs]), 2)
