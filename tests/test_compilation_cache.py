@@ -155,6 +155,22 @@ def test_disk_cache_removes_the_least_recently_used_first(tmp_path):
     assert cache.get("a") is not None
 
 
+def test_disk_cache_counts_what_other_processes_wrote(tmp_path):
+    theirs = DiskCache(tmp_path, max_bytes=30)
+    theirs.put("b", bytes(10))
+    theirs.put("c", bytes(10))
+    os.utime(tmp_path / "b.xla", ns=(0, 0))  # the least recently used
+    ours = DiskCache(tmp_path, max_bytes=30)  # another process
+    ours.put("d", bytes(10))  # counts the folder first: 30 bytes fit
+    assert len(list(tmp_path.glob("*.xla"))) == 3
+    ours.put("e", bytes(10))  # would make 40: the least recently used goes
+    assert sorted(p.name for p in tmp_path.glob("*.xla")) == [
+        "c.xla",
+        "d.xla",
+        "e.xla",
+    ]
+
+
 def test_disk_cache_leaves_no_partial_entry_when_a_write_is_interrupted(
     tmp_path, monkeypatch
 ):

@@ -56,15 +56,19 @@ class DiskCache:
     """Compiled programs as files in ``path``, written atomically, bounded in size.
 
     JAX's cache interface: ``get(key) -> bytes | None`` and ``put(key, value)``.
-    A read marks the file used (its modification time); a write that takes
-    the folder past ``max_bytes`` removes the least recently used files first.
-    Files removed or replaced by another process in between read as a miss.
+    A read marks the file used (its modification time); a write that would
+    take the folder past ``max_bytes`` first removes the least recently used
+    files. The folder is counted on a process's first write and again when its
+    own writes since would pass ``max_bytes``, so other processes' writes in
+    between may take it over for a while. Files removed or replaced by another
+    process read as a miss.
     """
 
     def __init__(self, path: str | os.PathLike[str], max_bytes: int = MAX_BYTES):
         self._path = pathlib.Path(path)
         self._path.mkdir(parents=True, exist_ok=True)
         self.max_bytes = max_bytes
+        self._bytes: int | None = None  # as last counted, plus writes since
 
     def _file(self, key: str) -> pathlib.Path:
         if not key or "/" in key or key.startswith("."):
@@ -86,7 +90,8 @@ class DiskCache:
         if file.exists() or len(value) > self.max_bytes:
             return
         self._path.mkdir(parents=True, exist_ok=True)  # if removed meanwhile
-        self._make_room(len(value))
+        if self._bytes is None or self._bytes + len(value) > self.max_bytes:
+            self._bytes = self._make_room(len(value))
         handle, temporary = tempfile.mkstemp(dir=self._path, prefix=".writing-")
         try:
             with os.fdopen(handle, "wb") as f:
@@ -96,9 +101,13 @@ class DiskCache:
             with contextlib.suppress(OSError):
                 os.unlink(temporary)
             raise
+        self._bytes += len(value)
 
-    def _make_room(self, incoming: int) -> None:
-        """Remove least recently used entries until ``incoming`` bytes fit."""
+    def _make_room(self, incoming: int) -> int:
+        """Remove least recently used entries until ``incoming`` bytes fit.
+
+        Returns the bytes of the entries left.
+        """
         entries = []
         for file in self._path.glob(f"*{_SUFFIX}"):
             with contextlib.suppress(OSError):
@@ -108,13 +117,14 @@ class DiskCache:
             with contextlib.suppress(OSError):
                 if stale.stat().st_mtime < time.time() - STALE_WRITE_SECONDS:
                     stale.unlink()
-        total = sum(size for _, size, _ in entries) + incoming
+        total = sum(size for _, size, _ in entries)
         for _, size, file in sorted(entries):
-            if total <= self.max_bytes:
+            if total + incoming <= self.max_bytes:
                 break
             with contextlib.suppress(OSError):
                 file.unlink()
             total -= size
+        return total
 
     def clear(self) -> None:
         for file in self._path.glob(f"*{_SUFFIX}"):
