@@ -43,7 +43,7 @@ ENVIRONMENT_VARIABLE = "ZOO_COMPILATION_CACHE"
 MIN_COMPILE_SECONDS = 0.25
 """Programs that compiled faster are not written (loading one costs time too)."""
 MAX_BYTES = 2**30
-"""A cache folder's size at most; the least recently used programs go first."""
+"""A cache folder's size bound; the least recently used programs go first."""
 STALE_WRITE_SECONDS = 3600
 """A temporary file this old is a write that a killed process left behind."""
 _OFF = ("0", "false", "no", "off")
