@@ -2,9 +2,13 @@
 
 import ast
 import importlib.util
+import json
+import os
 import pathlib
+import subprocess
 import sys
 import types
+from collections.abc import Callable
 from typing import Any
 
 import equinox as eqx
@@ -105,3 +109,24 @@ def assert_close(actual: Any, expected: Any, rtol: float = 1e-4) -> None:
     actual, expected = np.asarray(actual), np.asarray(expected)
     scale = float(np.max(np.abs(expected), initial=0.0))
     np.testing.assert_allclose(actual, expected, rtol=rtol, atol=rtol * scale + 1e-6)
+
+
+def run_probe(
+    script: str, env: dict[str, str], *, unset: Callable[[str], bool]
+) -> dict[str, Any]:
+    """Run ``script`` in a fresh CPU-only interpreter; its last line, as JSON.
+
+    The interpreter gets this process's environment without the variables for
+    which ``unset(name)`` is true, then ``env`` on top.
+    """
+    clean = {k: v for k, v in os.environ.items() if not unset(k)}
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**clean, "JAX_PLATFORMS": "cpu", **env},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])

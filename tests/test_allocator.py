@@ -4,14 +4,13 @@ Each check runs in a fresh interpreter: the setting is process-wide and must
 come before the first JAX computation.
 """
 
-import json
 import os
-import subprocess
-import sys
+from typing import Any
 
 import pytest
 
 import zoo
+from tests.helpers import run_probe
 from zoo import _allocator
 
 pytestmark = pytest.mark.skipif(
@@ -63,23 +62,11 @@ print(json.dumps({"tuned": zoo.allocator_tuned(), "arenas": arenas,
 """
 
 
-def _probe(**env: str) -> dict[str, object]:
+def _probe(**env: str) -> dict[str, Any]:
     ours = ("GLIBC_TUNABLES", "ZOO_TUNE_ALLOCATOR")
-    clean = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("MALLOC_") and k not in ours
-    }
-    done = subprocess.run(
-        [sys.executable, "-c", _PROBE],
-        env={**clean, "JAX_PLATFORMS": "cpu", **env},
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
+    return run_probe(
+        _PROBE, env, unset=lambda name: name.startswith("MALLOC_") or name in ours
     )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def test_import_tunes_the_allocator_so_steps_reuse_memory() -> None:

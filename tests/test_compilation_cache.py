@@ -5,16 +5,14 @@ compilation whether it uses a cache, and the test session itself runs without
 one (``conftest.py``).
 """
 
-import json
 import os
 import pathlib
 import shutil
-import subprocess
-import sys
 from typing import Any
 
 import pytest
 
+from tests.helpers import run_probe
 from zoo import _compilation_cache
 from zoo._compilation_cache import DiskCache
 
@@ -59,17 +57,7 @@ print(json.dumps({
 
 def _probe(**env: str) -> dict[str, Any]:
     ours = ("ZOO_COMPILATION_CACHE", "JAX_COMPILATION_CACHE_DIR", "XDG_CACHE_HOME")
-    clean = {k: v for k, v in os.environ.items() if k not in ours}
-    done = subprocess.run(
-        [sys.executable, "-c", _PROBE],
-        env={**clean, "JAX_PLATFORMS": "cpu", **env},
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_probe(_PROBE, env, unset=lambda name: name in ours)
 
 
 def test_a_second_run_loads_its_programs_and_trains_bitwise_alike(tmp_path):
