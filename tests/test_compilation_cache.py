@@ -56,8 +56,10 @@ print(json.dumps({
 
 
 def _probe(**env: str) -> dict[str, Any]:
-    ours = ("ZOO_COMPILATION_CACHE", "JAX_COMPILATION_CACHE_DIR", "XDG_CACHE_HOME")
-    return run_probe(_PROBE, env, unset=lambda name: name in ours)
+    ours = ("ZOO_COMPILATION_CACHE", "XDG_CACHE_HOME")
+    return run_probe(
+        _PROBE, env, unset=lambda name: name in ours or name.startswith("JAX_")
+    )
 
 
 def test_a_second_run_loads_its_programs_and_trains_bitwise_alike(tmp_path):
@@ -92,6 +94,15 @@ def test_zoo_compilation_cache_0_leaves_the_cache_off(tmp_path, setting):
     assert probe["zoo_dir"] is None and probe["jax_dir"] is None
     assert probe["hits"] == 0
     assert not (tmp_path / "zoo").exists()
+
+
+def test_a_minimum_compile_time_set_for_jax_is_kept(tmp_path):
+    probe = _probe(
+        ZOO_COMPILATION_CACHE=str(tmp_path),
+        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="1000",
+    )
+    assert probe["zoo_dir"] is not None
+    assert not list(tmp_path.glob("*/*.xla"))  # nothing compiles for 1000 s
 
 
 def test_a_cache_configured_in_jax_is_left_as_it_is(tmp_path):

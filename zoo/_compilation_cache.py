@@ -16,7 +16,10 @@ XLA compiles for the CPU it runs on and a home folder can be shared between
 machines. Programs that compiled in under :data:`MIN_COMPILE_SECONDS` are not
 kept, and the least recently used go once a subfolder holds :data:`MAX_BYTES`.
 Each entry is written to a temporary file and renamed into place, so a process
-killed mid-write leaves no partial entry. JAX's key for a program covers the
+killed mid-write leaves no partial entry (zoo's :class:`DiskCache` serves its
+folder through JAX's own hook for a cache's store,
+``jax._src.compilation_cache.get_file_cache``; a JAX without that hook gets no
+cache from zoo). JAX's key for a program covers the
 program, the JAX and XLA versions, ``XLA_FLAGS`` and the compile options: a
 changed model, batch size or setting compiles afresh, and a loaded program is
 the one compiled before, so results are bit for bit the same.
@@ -205,7 +208,10 @@ def enable_compilation_cache() -> pathlib.Path | None:
 
     module.get_file_cache = get_file_cache
     jax.config.update("jax_compilation_cache_dir", str(directory))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_SECONDS)
+    if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
+        jax.config.update(
+            "jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_SECONDS
+        )
     _directory = directory
     return directory
 
