@@ -49,6 +49,7 @@ Run:
 """
 
 import argparse
+import atexit
 import itertools
 import json
 import math
@@ -345,12 +346,12 @@ def main() -> None:
         names = [n for n in names if n != "pytorch"]  # zoo alone
     recipes: dict[str, dict[str, object]] = {}
     best: dict[str, tuple[float, str]] = {}  # contender: (seconds, recipe)
-    kept = tempfile.mkdtemp(prefix="zoo-xla-")  # the warm runs' programs
     for model, batch_size in itertools.product(models, batch_sizes):
         runs: dict[str, list[dict[str, object]]] = {n: [] for n in names}
         warm = None
         if args.compilation_cache == "warm" and "zoo" in names:
-            warm = os.path.join(kept, f"{model}-{batch_size}")
+            warm = tempfile.mkdtemp(prefix="zoo-xla-")  # this recipe's programs
+            atexit.register(shutil.rmtree, warm, ignore_errors=True)
             run_contender(
                 "zoo", args.data_dir, model, args.schedule, lr, batch_size, 0,
                 torch_device, warm,
@@ -396,7 +397,6 @@ def main() -> None:
         if "pytorch" in seconds and "zoo" in seconds:
             recipe["zoo_over_pytorch"] = round(seconds["zoo"] / seconds["pytorch"], 3)
         recipes[name_of_recipe] = recipe
-    shutil.rmtree(kept, ignore_errors=True)
     result: dict[str, object] = {
         "benchmark": "time_to_accuracy",
         "target_accuracy": TARGET_ACCURACY,
