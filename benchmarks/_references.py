@@ -18,11 +18,16 @@ the same model's.
   compute-only floor: the same model, loss and optax optimiser on batches that
   are already on the device, with no pipeline and as little Python as possible.
 
+The per-record step and the floors compile with ``zoo.compiler_options()`` (on
+CPU, XLA's own convolution kernels, as zoo's programs use), so that against
+zoo they differ in the loop and the pipeline, not in the kernels.
+
 Not a benchmark: it prints nothing when run.
 """
 
+import functools
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, cast
 
 import equinox as eqx
 import grain
@@ -213,7 +218,7 @@ def make_eqx_step(optimizer: optax.GradientTransformation) -> Callable[..., Any]
     ``step(model, state, opt_state, x, y, key) -> (model, state, opt_state, loss)``
     """
 
-    @eqx.filter_jit
+    @cast(Any, eqx.filter_jit)(compiler_options=zoo.compiler_options() or None)
     def make_step(
         model: Any,
         state: eqx.nn.State,
@@ -340,7 +345,7 @@ def make_floor_scan(
     per loop iteration (1: a rolled while loop).
     """
 
-    @jax.jit
+    @functools.partial(jax.jit, compiler_options=zoo.compiler_options() or None)
     def epoch(carry: Carry, xs: jax.Array, ys: jax.Array, key: jax.Array) -> Carry:
         def body(carry: Carry, batch: tuple[jax.Array, ...]) -> tuple[Carry, None]:
             x, y, i = batch
@@ -359,7 +364,7 @@ def make_floor_step(
 ) -> Callable[..., Carry]:
     """One ``jax.jit``'d optimiser step: ``step(carry, x, y, key) -> carry``."""
 
-    @jax.jit
+    @functools.partial(jax.jit, compiler_options=zoo.compiler_options() or None)
     def step(carry: Carry, x: jax.Array, y: jax.Array, key: jax.Array) -> Carry:
         return _floor_update(static, optimizer, carry, x, y, key)
 
@@ -375,7 +380,7 @@ def make_floor_chunk(
     code, no while loop (XLA:CPU runs convolutions in loops far slower).
     """
 
-    @jax.jit
+    @functools.partial(jax.jit, compiler_options=zoo.compiler_options() or None)
     def chunk(carry: Carry, xs: jax.Array, ys: jax.Array, keys: jax.Array) -> Carry:
         for i in range(xs.shape[0]):
             carry = _floor_update(static, optimizer, carry, xs[i], ys[i], keys[i])

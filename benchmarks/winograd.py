@@ -12,8 +12,13 @@ Two parts, each contender compiled first and then timed in interleaved rounds
 * ``steps``: zoo's training step (``make_train_step``, Adam, batch 128, MNIST
   chunks already on the device) of ``cnn`` and ``resnet8`` on the conv path
   ``"nhwc"`` (XLA's convolutions only) and ``"winograd"`` (Winograd for the 3x3
-  stride-1 convolutions of at least ``WINOGRAD_MIN_CHANNELS`` input channels,
-  the CPU default).
+  stride-1 convolutions of at least ``WINOGRAD_MIN_CHANNELS`` input channels),
+  compiled as zoo compiles them (``zoo.compiler_options()``: on CPU, XLA's own
+  convolution kernels).
+
+The ``layers`` part's ``xla`` contender is ``jax.jit`` as it comes, i.e.
+XLA:CPU's default convolution kernels (YNNPACK's); ``benchmarks/conv_kernels.py``
+compares those with XLA's own.
 
 ``winograd_over_xla`` below 1 means Winograd is faster. Prints one JSON line.
 

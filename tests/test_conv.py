@@ -36,7 +36,7 @@ seeds = st.integers(min_value=0, max_value=2**31 - 1)
 
 def test_conv_path_setting_and_context_manager():
     assert zoo.conv_path_setting() == "auto"
-    assert zoo.resolved_conv_path("cpu") == "winograd"
+    assert zoo.resolved_conv_path("cpu") == "nhwc"
     assert zoo.resolved_conv_path("gpu") == "xla"
     assert zoo.resolved_conv_path("tpu") == "xla"
     with zoo.conv_path("gemm"):

@@ -12,6 +12,11 @@ from ._checks import (
     shape_checks as shape_checks,
     shape_checks_enabled as shape_checks_enabled,
 )
+from ._conv_kernels import (
+    CpuConvKernels as CpuConvKernels,
+    compiler_options as compiler_options,
+    cpu_conv_kernels as cpu_conv_kernels,
+)
 from ._version import __version__ as __version__
 from .models import (
     ACTIVATIONS as ACTIVATIONS,

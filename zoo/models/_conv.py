@@ -10,17 +10,19 @@ parameters, state and checkpoints are the same whichever path computes them:
   ``lax.conv_general_dilated`` in ``NHWC``/``HWIO`` layout, BatchNorm takes its
   batch statistics in one pass, pooling is a reshape and a reduction. XLA:CPU
   runs its convolutions channels-last, so the channels-first path pays a
-  transpose of every activation and gradient around every convolution.
+  transpose of every activation and gradient around every convolution. Used
+  on CPU, where zoo's programs compile the convolutions with XLA's own
+  kernels (``zoo._conv_kernels``).
 * ``"winograd"``: ``"nhwc"``, with the 3x3 stride-1 convolutions of 64 or
   more input channels computed by Winograd F(2x2, 3x3) (``zoo.models._winograd``):
-  2.25x fewer multiplies, as 16 matrix products, forward and backward. With
-  fewer channels the products are too thin and the tile transforms cost more
-  than they save (measured in ``docs/benchmarks.md``). Used on CPU.
+  2.25x fewer multiplies, as 16 matrix products, forward and backward. It beat
+  YNNPACK's convolutions on those layers, but not XLA's own kernels, which
+  zoo now compiles with on CPU (measured in ``docs/benchmarks.md``).
 * ``"gemm"``: channels-last too, with each convolution as im2col (patches from
   ``k * k`` strided slices) times one matrix. No convolution primitive at all;
   slower than ``"nhwc"`` where XLA:CPU's convolutions are fast.
 
-``"auto"`` (the default) picks ``"winograd"`` when JAX's default backend is the
+``"auto"`` (the default) picks ``"nhwc"`` when JAX's default backend is the
 CPU and ``"xla"`` otherwise. Force a path with the environment variable
 ``ZOO_CONV`` (read at import), :func:`set_conv_path`, or for a block of code
 with :func:`conv_path`. The path is read while a model is traced: a function
@@ -66,7 +68,7 @@ def set_conv_path(path: ConvPath) -> None:
     """Choose how CNN blocks compute, for the whole process.
 
     Args:
-        path: ``"auto"`` (``"winograd"`` on CPU, ``"xla"`` elsewhere),
+        path: ``"auto"`` (``"nhwc"`` on CPU, ``"xla"`` elsewhere),
             ``"xla"``, ``"nhwc"``, ``"winograd"`` or ``"gemm"``. All compute
             the same function with the same parameters (within float32
             rounding); only speed differs.
@@ -110,7 +112,7 @@ def resolved_conv_path(
     if _path != "auto":
         return _path
     backend = jax.default_backend() if backend is None else backend
-    return "winograd" if backend == "cpu" else "xla"
+    return "nhwc" if backend == "cpu" else "xla"
 
 
 def to_channels_last(x: Float[Array, "c h w"]) -> Float[Array, "h w c"]:

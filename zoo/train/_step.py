@@ -20,6 +20,7 @@ import optax
 from jax.extend.core import ClosedJaxpr, Jaxpr, jaxpr_as_fun, subjaxprs
 from jaxtyping import Array, Float, Int, PRNGKeyArray, Shaped
 
+from .._conv_kernels import jit_with_options
 from ..data import Batch, Chunk
 from ..models import AbstractModel, apply
 from ._metrics import LossFn, Metrics, masked_loss, softmax_cross_entropy
@@ -188,7 +189,7 @@ def make_train_step(
             only for these; the others pass through unchanged, bitwise.
     """
 
-    @eqx.filter_jit
+    @jit_with_options
     @eqx.debug.assert_max_traces(max_traces=max_traces)
     def train_chunk(ts: TrainState, chunk: Chunk) -> tuple[TrainState, Metrics]:
         params, static = partition_trainable(ts.model, trainable)
@@ -234,10 +235,10 @@ def make_train_step(
         )
         return new, total
 
-    return cast(TrainStep, train_chunk)  # eqx.filter_jit adds ``lower``
+    return cast(TrainStep, train_chunk)  # the jit wrapper adds ``lower``
 
 
-@eqx.filter_jit
+@jit_with_options
 def eval_step(
     model: AbstractModel,
     state: eqx.nn.State,
@@ -257,7 +258,7 @@ def eval_step(
     return metrics
 
 
-@eqx.filter_jit
+@jit_with_options
 def predict(
     model: AbstractModel, state: eqx.nn.State, inputs: Shaped[Array, "batch ..."]
 ) -> Int[Array, " batch"]:

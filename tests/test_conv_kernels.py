@@ -1,0 +1,180 @@
+"""Convolution kernels on CPU: zoo's programs leave convolutions to XLA's own.
+
+On CPU, zoo compiles its training step, evaluation step and ``predict`` with a
+compile option that keeps YNNPACK for matrix products and reductions and gives
+convolutions to XLA's own kernels (``zoo._conv_kernels``). These tests check
+that the option reaches the compiled programs, that it changes no values beyond
+float32 rounding, that zoo's steps still run inside another trace (where JAX
+refuses compile options), and the environment switch.
+"""
+
+import re
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from helpers import run_probe
+
+import zoo
+from zoo._conv_kernels import jit_with_options
+from zoo.data import Batch, Chunk
+from zoo.train import TrainState, eval_step, make_train_step, predict
+
+pytestmark = pytest.mark.skipif(
+    jax.default_backend() != "cpu", reason="the option is for XLA:CPU"
+)
+
+
+def _ynnpack_convolutions(compiled_text: str) -> int:
+    """How many YNNPACK fusions of a compiled program a convolution starts.
+
+    (A YNNPACK reduction may still take in the convolution that feeds it.)
+    """
+    bodies = dict(re.findall(r"^(%\S+) .*?\{\n(.*?)\n\}", compiled_text, re.M | re.S))
+    called = re.findall(r"calls=(%[\w.\-]+).*__ynn_fusion", compiled_text)
+    roots = [
+        line
+        for name in called
+        for line in bodies.get(name, "").splitlines()
+        if line.lstrip().startswith("ROOT")
+    ]
+    return sum(" convolution(" in root for root in roots)
+
+
+def _text(lowered) -> str:
+    """The optimised HLO of an ``eqx.filter_jit`` lowering, compiled."""
+    return lowered.compile().compiled.as_text()
+
+
+def _convolutions(compiled_text: str) -> int:
+    return compiled_text.count(" convolution(")
+
+
+def _without_options(jitted: Any) -> Any:
+    """The same function under plain ``eqx.filter_jit``: XLA:CPU's defaults."""
+    return eqx.filter_jit(jitted.__wrapped__)
+
+
+def _model(name: str = "cnn"):
+    return zoo.create_model(name, key=jax.random.key(0))
+
+
+def test_compiler_options_per_backend():
+    assert zoo.cpu_conv_kernels() == "xla"
+    option = zoo.compiler_options("cpu")
+    assert option == {
+        "xla_cpu_experimental_ynn_fusion_type": (
+            "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"
+        )
+    }
+    assert zoo.compiler_options() == option  # the tests run on CPU
+    assert zoo.compiler_options("gpu") == {}
+    assert zoo.compiler_options("tpu") == {}
+    option["changed"] = "1"  # a copy: the setting itself is not touched
+    assert "changed" not in zoo.compiler_options("cpu")
+
+
+@pytest.mark.parametrize("name", ["stax_cnn", "cnn", "resnet8"])
+def test_zoo_programs_leave_convolutions_to_xla(name: str):
+    model, state = _model(name)
+    optimizer = optax.adam(1e-3)
+    ts = TrainState.init(model, state, optimizer, key=jax.random.key(1))
+    chunk = Chunk(
+        np.zeros((1, 4, *model.input_shape), np.float32),
+        np.zeros((1, 4), np.int32),
+        np.ones((1, 4), bool),
+    )
+    step = make_train_step(optimizer)
+    tuned = _text(step.lower(ts, chunk))
+    plain = _text(_without_options(step).lower(ts, chunk))
+    # Without the option YNNPACK takes convolutions (so this test can tell).
+    assert _ynnpack_convolutions(plain) > 0
+    assert _convolutions(tuned) > 0 and _ynnpack_convolutions(tuned) == 0
+
+    batch = Batch(chunk.inputs[0], chunk.labels[0], chunk.mask[0])
+    evaluation = _text(eval_step.lower(model, state, batch))
+    assert _ynnpack_convolutions(evaluation) == 0
+    inference = _text(predict.lower(model, state, jnp.asarray(batch.inputs)))
+    assert _ynnpack_convolutions(inference) == 0
+
+
+def test_both_kernels_train_alike():
+    model, state = _model("cnn")
+    # Plain SGD: parameter changes are the gradients, scaled (Adam would blow
+    # float32 rounding in near-zero gradients up to a full step).
+    optimizer = optax.sgd(0.1)
+    ts = TrainState.init(model, state, optimizer, key=jax.random.key(1))
+    rng = np.random.default_rng(0)
+    chunk = Chunk(
+        rng.random((2, 8, 1, 28, 28), np.float32),
+        rng.integers(0, 10, (2, 8)).astype(np.int32),
+        np.ones((2, 8), bool),
+    )
+    step = make_train_step(optimizer)
+    plain = _without_options(step)
+    xla_ts, xla_metrics = step(ts, chunk)
+    ynn_ts, ynn_metrics = plain(ts, chunk)
+    assert int(xla_metrics.correct) == int(ynn_metrics.correct)
+    np.testing.assert_allclose(xla_metrics.loss_sum, ynn_metrics.loss_sum, rtol=1e-5)
+    for a, b in zip(
+        jax.tree.leaves(eqx.filter(xla_ts.model, eqx.is_array)),
+        jax.tree.leaves(eqx.filter(ynn_ts.model, eqx.is_array)),
+        strict=True,
+    ):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_zoo_steps_run_inside_another_trace():
+    model, state = _model("stax_cnn")
+    x = jax.random.uniform(jax.random.key(2), (4, 1, 28, 28))
+    top = predict(model, state, x)
+    # JAX takes compile options at the top level only: inside jit the step
+    # joins the enclosing program.
+    inside = jax.jit(lambda x: predict(model, state, x))(x)
+    np.testing.assert_array_equal(top, inside)
+    batch = Batch(x, jnp.zeros(4, jnp.int32), jnp.ones(4, bool))
+    looped = jax.jit(lambda b: eval_step(model, state, b))(batch)
+    assert int(looped.examples) == 4
+    assert (
+        int(
+            jax.vmap(lambda b: eval_step(model, state, b).examples)(
+                jax.tree.map(lambda a: a[None], batch)
+            )[0]
+        )
+        == 4
+    )
+
+
+def test_other_errors_are_not_swallowed():
+    def needs_positive(x: jax.Array) -> jax.Array:
+        if x.shape[0] == 0:
+            raise ValueError("empty input")
+        return x * 2
+
+    jitted = jit_with_options(needs_positive)
+    assert float(jitted(jnp.ones(1))[0]) == 2.0
+    with pytest.raises(ValueError, match="empty input"):
+        jitted(jnp.ones(0))
+    with pytest.raises(ValueError, match="empty input"):
+        jax.jit(jitted)(jnp.ones(0))
+
+
+def test_environment_switch():
+    script = (
+        "import json, zoo; "
+        "print(json.dumps({'kernels': zoo.cpu_conv_kernels(), "
+        "'options': zoo.compiler_options('cpu')}))"
+    )
+
+    def unset(name: str) -> bool:
+        return name == "ZOO_CPU_CONV_KERNELS"
+
+    ynnpack = run_probe(script, {"ZOO_CPU_CONV_KERNELS": "YNNPACK"}, unset=unset)
+    assert ynnpack == {"kernels": "ynnpack", "options": {}}
+    assert run_probe(script, {}, unset=unset)["kernels"] == "xla"
+    with pytest.raises(AssertionError, match="must be 'xla' or 'ynnpack'"):
+        run_probe(script, {"ZOO_CPU_CONV_KERNELS": "eigen"}, unset=unset)
