@@ -1,0 +1,174 @@
+"""XLA's own convolution kernels against YNNPACK's, per layer and per training step.
+
+XLA:CPU gives convolutions to YNNPACK by default; zoo compiles its programs on
+CPU with them left to XLA's own kernels (``zoo.compiler_options``). Two parts,
+each contender compiled first and then timed in interleaved rounds (the order
+rotating), medians and per-round ratios reported:
+
+* ``layers``: every convolution shape of the ``stax_cnn``, ``cnn`` and ResNet
+  presets, batch 128, as a model calls it (one map per example under
+  ``jax.vmap``, ``SAME`` padding, then ReLU). ``forward`` times the layer;
+  ``train`` times ``value_and_grad`` of a loss on it in both the input and the
+  weight. Contenders: ``ynnpack`` (``jax.jit`` as it comes) and ``xla``
+  (``jax.jit`` with ``compiler_options=zoo.compiler_options()``).
+* ``steps``: zoo's training step (``make_train_step``, Adam, batch 128, two
+  steps per call, MNIST chunks already on the device) of every CNN preset,
+  compiled with each kernel library (``ynnpack``: the same step function under
+  plain ``eqx.filter_jit``); for ``cnn`` and ``resnet8`` also on the conv path
+  ``"winograd"`` with XLA's kernels.
+
+``xla_over_ynnpack`` below 1 means XLA's kernels are faster. Prints one JSON
+line.
+
+Run:
+    ZOO_DATA_DIR=/path/to/data python benchmarks/conv_kernels.py [--epochs 5]
+"""
+
+import time
+from collections.abc import Callable
+from typing import Any, cast
+
+import _harness as h
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax import lax
+
+import zoo
+from zoo.data import Chunk, load_mnist
+from zoo.train import TrainState, make_train_step
+
+LAYERS = (  # (size, in, out, kernel, stride)
+    (28, 1, 32, 5, 2),  # stax_cnn
+    (14, 32, 32, 5, 2),
+    (28, 1, 32, 3, 1),  # cnn
+    (14, 32, 64, 3, 1),
+    (7, 64, 128, 3, 1),
+    (28, 16, 16, 3, 1),  # resnet8 / resnet20
+    (14, 32, 32, 3, 1),
+    (7, 64, 64, 3, 1),
+)
+STEP_PRESETS = ("stax_cnn", "cnn", "lenet5", "resnet8")
+WINOGRAD_PRESETS = ("cnn", "resnet8")
+CALLS_PER_ROUND = 10
+STEPS_PER_CALL = 2
+
+
+def _timer(fn: Callable[..., Any], *args: Any) -> Callable[[int], float]:
+    """Compile ``fn`` on ``args``; return a round: ms per call over 10 calls."""
+    h.block(fn(*args))
+
+    def round_(_: int) -> float:
+        start = time.perf_counter()
+        for _ in range(CALLS_PER_ROUND):
+            h.block(fn(*args))
+        return (time.perf_counter() - start) / CALLS_PER_ROUND * 1e3
+
+    return round_
+
+
+def layer_contenders(
+    size: int, cin: int, cout: int, kernel: int, stride: int
+) -> dict[str, Callable]:
+    keys = jax.random.split(jax.random.key(0), 3)
+    x = jax.random.normal(keys[0], (h.BATCH_SIZE, size, size, cin))
+    w = jax.random.normal(keys[1], (kernel, kernel, cin, cout)) / np.sqrt(
+        kernel * kernel * cin
+    )
+    out = -(-size // stride)
+    target = jax.random.normal(keys[2], (h.BATCH_SIZE, out, out, cout))
+
+    def one(x: jax.Array, w: jax.Array) -> jax.Array:
+        return lax.conv_general_dilated(
+            x[None],
+            w,
+            (stride, stride),
+            "SAME",
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        )[0]
+
+    layer = jax.vmap(one, (0, None))
+
+    def loss(x: jax.Array, w: jax.Array) -> jax.Array:
+        return jnp.sum(jax.nn.relu(layer(x, w)) * target)
+
+    train = jax.value_and_grad(loss, argnums=(0, 1))
+    contenders = {}
+    for kernels, options in (("ynnpack", None), ("xla", zoo.compiler_options())):
+        forward = jax.jit(layer, compiler_options=options)
+        contenders[f"{kernels}_forward"] = _timer(forward, x, w)
+        contenders[f"{kernels}_train"] = _timer(
+            jax.jit(train, compiler_options=options), x, w
+        )
+    return contenders
+
+
+def step_contenders(name: str, train: Any) -> dict[str, Callable]:
+    paths = ("nhwc", "winograd") if name in WINOGRAD_PRESETS else ("nhwc",)
+    contenders = {}
+    for path in paths:
+        with zoo.conv_path(path):
+            model, state = zoo.create_model(name, key=jax.random.key(0))
+            optimizer = optax.adam(1e-3)
+            ts = TrainState.init(model, state, optimizer, key=jax.random.key(1))
+            step = make_train_step(optimizer)
+            xs, ys = h.device_batches(train, STEPS_PER_CALL, model.input_shape, 0)
+            mask = jnp.ones((STEPS_PER_CALL, h.BATCH_SIZE), bool)
+            chunk = Chunk(xs, ys, mask)
+            kinds: dict[str, Any] = {"xla": step}
+            if path == "nhwc":  # the same step function, without zoo's options
+                kinds["ynnpack"] = eqx.filter_jit(cast(Any, step).__wrapped__)
+            for kernels, fn in kinds.items():
+                per_call = _timer(lambda ts, c, fn=fn: fn(ts, c)[0], ts, chunk)
+                label = kernels if path == "nhwc" else f"{path}_{kernels}"
+                contenders[label] = lambda r, f=per_call: f(r) / STEPS_PER_CALL
+    return contenders
+
+
+def main() -> None:
+    args = h.parser(
+        "XLA's convolution kernels against YNNPACK's on CPU", epochs=5
+    ).parse_args()
+    layers: dict[str, Any] = {}
+    for size, cin, cout, kernel, stride in LAYERS:
+        times = h.run_rounds(
+            layer_contenders(size, cin, cout, kernel, stride), args.epochs
+        )
+        layers[f"{size}x{size} {cin}->{cout} {kernel}x{kernel}/{stride}"] = {
+            "ms": {k: round(h.median(v), 2) for k, v in times.items()},
+            "xla_over_ynnpack": {
+                part: round(h.ratio(times[f"xla_{part}"], times[f"ynnpack_{part}"]), 3)
+                for part in ("forward", "train")
+            },
+        }
+    train = load_mnist("train", data_dir=args.data_dir)
+    steps: dict[str, Any] = {}
+    for name in STEP_PRESETS:
+        times = h.run_rounds(step_contenders(name, train), args.epochs)
+        ratios = {"xla_over_ynnpack": round(h.ratio(times["xla"], times["ynnpack"]), 3)}
+        if "winograd_xla" in times:
+            ratios["winograd_over_nhwc"] = round(
+                h.ratio(times["winograd_xla"], times["xla"]), 3
+            )
+        steps[name] = {
+            "ms_per_step": {k: round(h.median(v), 2) for k, v in times.items()},
+            **ratios,
+            "per_round": {k: h.rounded(v, 2) for k, v in times.items()},
+        }
+    h.emit(
+        {
+            "benchmark": "conv_kernels",
+            "batch_size": h.BATCH_SIZE,
+            "steps_per_call": STEPS_PER_CALL,
+            "rounds": args.epochs,
+            "compiler_options": zoo.compiler_options(),
+            "layers": layers,
+            "steps": steps,
+        }
+    )
+
+
+if __name__ == "__main__":
+    main()
