@@ -85,6 +85,22 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
     return result, time.perf_counter() - start
 
 
+def round_timer(
+    fn: Callable[..., Any], *args: Any, calls: int = 10
+) -> Callable[[int], float]:
+    """Compile ``fn`` on ``args``; return a round for :func:`run_rounds`: the
+    milliseconds per call over ``calls`` calls."""
+    block(fn(*args))
+
+    def round_(_: int) -> float:
+        start = time.perf_counter()
+        for _ in range(calls):
+            block(fn(*args))
+        return (time.perf_counter() - start) / calls * 1e3
+
+    return round_
+
+
 def machine() -> dict[str, Any]:
     """Facts about the machine and the software, for the JSON line."""
     cpu = platform.processor() or "unknown"

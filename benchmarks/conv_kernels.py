@@ -24,7 +24,6 @@ Run:
     ZOO_DATA_DIR=/path/to/data python benchmarks/conv_kernels.py [--epochs 5]
 """
 
-import time
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -52,21 +51,7 @@ LAYERS = (  # (size, in, out, kernel, stride)
 )
 STEP_PRESETS = ("stax_cnn", "cnn", "lenet5", "resnet8")
 WINOGRAD_PRESETS = ("cnn", "resnet8")
-CALLS_PER_ROUND = 10
 STEPS_PER_CALL = 2
-
-
-def _timer(fn: Callable[..., Any], *args: Any) -> Callable[[int], float]:
-    """Compile ``fn`` on ``args``; return a round: ms per call over 10 calls."""
-    h.block(fn(*args))
-
-    def round_(_: int) -> float:
-        start = time.perf_counter()
-        for _ in range(CALLS_PER_ROUND):
-            h.block(fn(*args))
-        return (time.perf_counter() - start) / CALLS_PER_ROUND * 1e3
-
-    return round_
 
 
 def layer_contenders(
@@ -98,8 +83,8 @@ def layer_contenders(
     contenders = {}
     for kernels, options in (("ynnpack", None), ("xla", zoo.compiler_options())):
         forward = jax.jit(layer, compiler_options=options)
-        contenders[f"{kernels}_forward"] = _timer(forward, x, w)
-        contenders[f"{kernels}_train"] = _timer(
+        contenders[f"{kernels}_forward"] = h.round_timer(forward, x, w)
+        contenders[f"{kernels}_train"] = h.round_timer(
             jax.jit(train, compiler_options=options), x, w
         )
     return contenders
@@ -121,7 +106,7 @@ def step_contenders(name: str, train: Any) -> dict[str, Callable]:
             if path == "nhwc":  # the same step function, without zoo's options
                 kinds["ynnpack"] = eqx.filter_jit(cast(Any, step).__wrapped__)
             for kernels, fn in kinds.items():
-                per_call = _timer(lambda ts, c, fn=fn: fn(ts, c)[0], ts, chunk)
+                per_call = h.round_timer(lambda ts, c, fn=fn: fn(ts, c)[0], ts, chunk)
                 label = kernels if path == "nhwc" else f"{path}_{kernels}"
                 contenders[label] = lambda r, f=per_call: f(r) / STEPS_PER_CALL
     return contenders

@@ -26,7 +26,6 @@ Run:
     ZOO_DATA_DIR=/path/to/data python benchmarks/winograd.py [--epochs 5]
 """
 
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -52,7 +51,6 @@ LAYERS = (  # (size, in, out): cnn's, then resnet8/resnet20's
     (7, 64, 64),
 )
 STEP_PRESETS = ("cnn", "resnet8")
-CALLS_PER_ROUND = 10
 STEPS_PER_CALL = 4
 SAME = ((1, 1), (1, 1))
 
@@ -67,19 +65,6 @@ def _winograd(x: jax.Array, w: jax.Array) -> jax.Array:
     return winograd_conv(x[None], w, SAME)[0]
 
 
-def _timer(fn: Callable[..., Any], *args: Any) -> Callable[[int], float]:
-    """Compile ``fn`` on ``args``; return a round: ms per call over 10 calls."""
-    h.block(fn(*args))
-
-    def round_(_: int) -> float:
-        start = time.perf_counter()
-        for _ in range(CALLS_PER_ROUND):
-            h.block(fn(*args))
-        return (time.perf_counter() - start) / CALLS_PER_ROUND * 1e3
-
-    return round_
-
-
 def layer_contenders(size: int, cin: int, cout: int) -> dict[str, Callable]:
     keys = jax.random.split(jax.random.key(0), 3)
     x = jax.random.normal(keys[0], (h.BATCH_SIZE, size, size, cin))
@@ -92,9 +77,9 @@ def layer_contenders(size: int, cin: int, cout: int) -> dict[str, Callable]:
         def loss(x, w, layer=layer):
             return jnp.sum(jax.nn.relu(layer(x, w)) * target)
 
-        contenders[f"{name}_forward"] = _timer(jax.jit(layer), x, w)
+        contenders[f"{name}_forward"] = h.round_timer(jax.jit(layer), x, w)
         train = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))
-        contenders[f"{name}_train"] = _timer(train, x, w)
+        contenders[f"{name}_train"] = h.round_timer(train, x, w)
     return contenders
 
 
@@ -109,7 +94,7 @@ def step_contenders(name: str, train: Any) -> dict[str, Callable]:
             xs, ys = h.device_batches(train, STEPS_PER_CALL, model.input_shape, 0)
             mask = jnp.ones((STEPS_PER_CALL, h.BATCH_SIZE), bool)
             chunk = Chunk(xs, ys, mask)
-            per_call = _timer(lambda ts, c, step=step: step(ts, c)[0], ts, chunk)
+            per_call = h.round_timer(lambda ts, c, step=step: step(ts, c)[0], ts, chunk)
         contenders[path] = lambda r, f=per_call: f(r) / STEPS_PER_CALL
     return contenders
 
