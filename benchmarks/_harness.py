@@ -26,10 +26,11 @@ os.environ.setdefault("ZOO_COMPILATION_CACHE", "0")
 import equinox as eqx
 import jax
 import numpy as np
+import optax
 
 import zoo
 from zoo.data import ArrayDataset, Chunk
-from zoo.train import _tuning
+from zoo.train import TrainState, _tuning, make_train_step
 
 BATCH_SIZE = 128
 MNIST_TRAIN = 60_000
@@ -181,6 +182,20 @@ def device_batches(
     inputs = inputs.reshape(steps, BATCH_SIZE, *input_shape)
     labels = dataset.labels[rows].reshape(steps, BATCH_SIZE)
     return block(jax.device_put((inputs, labels)))
+
+
+def preset_step(
+    name: str, train: ArrayDataset, steps: int
+) -> tuple[Any, Callable[..., Any], Any]:
+    """Preset ``name`` ready to train (Adam 1e-3): ``(train_state, step, chunk)``,
+    with ``step = zoo.train.make_train_step`` and ``chunk`` ``steps`` batches of
+    ``train`` already on the device. Built under the conv path set at the call."""
+    model, state = zoo.create_model(name, key=jax.random.key(0))
+    optimizer = optax.adam(1e-3)
+    ts = TrainState.init(model, state, optimizer, key=jax.random.key(1))
+    xs, ys = device_batches(train, steps, model.input_shape, 0)
+    chunk = Chunk(xs, ys, np.ones((steps, BATCH_SIZE), bool))
+    return ts, make_train_step(optimizer), chunk
 
 
 def param_count(model: Any) -> int:

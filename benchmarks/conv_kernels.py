@@ -32,12 +32,10 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from jax import lax
 
 import zoo
-from zoo.data import Chunk, load_mnist
-from zoo.train import TrainState, make_train_step
+from zoo.data import load_mnist
 
 LAYERS = (  # (size, in, out, kernel, stride)
     (28, 1, 32, 5, 2),  # stax_cnn
@@ -95,13 +93,7 @@ def step_contenders(name: str, train: Any) -> dict[str, Callable]:
     contenders = {}
     for path in paths:
         with zoo.conv_path(path):
-            model, state = zoo.create_model(name, key=jax.random.key(0))
-            optimizer = optax.adam(1e-3)
-            ts = TrainState.init(model, state, optimizer, key=jax.random.key(1))
-            step = make_train_step(optimizer)
-            xs, ys = h.device_batches(train, STEPS_PER_CALL, model.input_shape, 0)
-            mask = jnp.ones((STEPS_PER_CALL, h.BATCH_SIZE), bool)
-            chunk = Chunk(xs, ys, mask)
+            ts, step, chunk = h.preset_step(name, train, STEPS_PER_CALL)
             kinds: dict[str, Any] = {"xla": step}
             if path == "nhwc":  # the same step function, without zoo's options
                 kinds["ynnpack"] = eqx.filter_jit(cast(Any, step).__wrapped__)

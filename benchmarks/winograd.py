@@ -33,14 +33,12 @@ import _harness as h
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from jax import lax
 
 import zoo
-from zoo.data import Chunk, load_mnist
+from zoo.data import load_mnist
 from zoo.models._conv import WINOGRAD_MIN_CHANNELS
 from zoo.models._winograd import winograd_conv
-from zoo.train import TrainState, make_train_step
 
 LAYERS = (  # (size, in, out): cnn's, then resnet8/resnet20's
     (28, 1, 32),
@@ -87,13 +85,7 @@ def step_contenders(name: str, train: Any) -> dict[str, Callable]:
     contenders = {}
     for path in ("nhwc", "winograd"):
         with zoo.conv_path(path):
-            model, state = zoo.create_model(name, key=jax.random.key(0))
-            optimizer = optax.adam(1e-3)
-            ts = TrainState.init(model, state, optimizer, key=jax.random.key(1))
-            step = make_train_step(optimizer)
-            xs, ys = h.device_batches(train, STEPS_PER_CALL, model.input_shape, 0)
-            mask = jnp.ones((STEPS_PER_CALL, h.BATCH_SIZE), bool)
-            chunk = Chunk(xs, ys, mask)
+            ts, step, chunk = h.preset_step(name, train, STEPS_PER_CALL)
             per_call = h.round_timer(lambda ts, c, step=step: step(ts, c)[0], ts, chunk)
         contenders[path] = lambda r, f=per_call: f(r) / STEPS_PER_CALL
     return contenders
