@@ -20,6 +20,7 @@ import pytest
 from helpers import run_probe
 
 import zoo
+from zoo import _conv_kernels
 from zoo._conv_kernels import jit_with_options
 from zoo.data import Batch, Chunk
 from zoo.train import TrainState, eval_step, make_train_step, predict
@@ -178,3 +179,29 @@ def test_environment_switch():
     assert run_probe(script, {}, unset=unset)["kernels"] == "xla"
     with pytest.raises(AssertionError, match="must be 'xla' or 'ynnpack'"):
         run_probe(script, {"ZOO_CPU_CONV_KERNELS": "eigen"}, unset=unset)
+
+
+def test_an_xla_without_the_option_keeps_its_defaults(monkeypatch):
+    # The option is experimental in XLA: a jaxlib that does not know it must
+    # leave zoo's programs on XLA's defaults, not fail to compile them.
+    monkeypatch.setattr(
+        _conv_kernels,
+        "_YNN_WITHOUT_CONVOLUTIONS",
+        {"xla_cpu_no_such_option_in_any_xla": "1"},
+    )
+    _conv_kernels._option_known.cache_clear()
+    try:
+        assert zoo.compiler_options("cpu") == {}
+        model, state = _model("stax_cnn")
+
+        @jit_with_options
+        def twice(model, state, x):
+            return predict(model, state, x), predict(model, state, x + 0)
+
+        x = jnp.zeros((2, 1, 28, 28))
+        first, second = twice(model, state, x)
+        np.testing.assert_array_equal(first, second)
+    finally:
+        monkeypatch.undo()
+        _conv_kernels._option_known.cache_clear()
+    assert zoo.compiler_options("cpu") != {}

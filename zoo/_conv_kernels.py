@@ -16,7 +16,8 @@ either way; values agree within float32 rounding. Programs a user jits
 directly keep XLA's defaults unless given :func:`compiler_options` too
 (``jax.jit(f, compiler_options=zoo.compiler_options())``). The environment
 variable ``ZOO_CPU_CONV_KERNELS=ynnpack`` (read at import) keeps YNNPACK's
-convolutions in zoo's programs as well.
+convolutions in zoo's programs as well, as does an XLA that does not know the
+option (it is experimental in XLA; zoo tries it once on a trivial program).
 """
 
 import functools
@@ -26,6 +27,7 @@ from typing import Any, Literal, cast
 
 import equinox as eqx
 import jax
+import numpy as np
 
 CpuConvKernels = Literal["xla", "ynnpack"]
 """``"xla"``: XLA's own convolution kernels; ``"ynnpack"``: XLA:CPU's default."""
@@ -67,9 +69,21 @@ def compiler_options(backend: str | None = None) -> dict[str, str]:
         ``compiler_options=`` for the same kernels in a program of your own.
     """
     backend = jax.default_backend() if backend is None else backend
-    if backend == "cpu" and _kernels == "xla":
+    if backend == "cpu" and _kernels == "xla" and _option_known():
         return dict(_YNN_WITHOUT_CONVOLUTIONS)
     return {}
+
+
+@functools.cache
+def _option_known() -> bool:
+    """Whether this XLA takes the option (experimental: older and newer
+    ``jaxlib`` releases may not); if not, zoo keeps XLA:CPU's defaults."""
+    try:
+        probe = jax.jit(lambda x: x + 1, compiler_options=_YNN_WITHOUT_CONVOLUTIONS)
+        probe.lower(np.float32(0)).compile()
+    except Exception:  # XLA refuses unknown options: any error means "not here"
+        return False
+    return True
 
 
 def _is_nested_options_error(error: ValueError) -> bool:
@@ -85,13 +99,19 @@ class _CompiledWithOptions:
     """
 
     def __init__(self, fun: Callable[..., Any], **jit_kwargs: Any) -> None:
-        jit: Any = eqx.filter_jit  # its overloads do not list jax.jit's options
-        self._plain = jit(fun, **jit_kwargs)
-        self._tuned = jit(fun, compiler_options=_YNN_WITHOUT_CONVOLUTIONS, **jit_kwargs)
+        self._fun, self._jit_kwargs = fun, jit_kwargs
+        self._plain = eqx.filter_jit(fun, **jit_kwargs)
+        self._tuned: Any = None  # built on first use, when the backend is known
         functools.update_wrapper(self, fun)
 
     def _pick(self) -> Any:
-        return self._tuned if compiler_options() else self._plain
+        options = compiler_options()
+        if not options:
+            return self._plain
+        if self._tuned is None:
+            jit: Any = eqx.filter_jit  # its overloads do not list jax.jit's options
+            self._tuned = jit(self._fun, compiler_options=options, **self._jit_kwargs)
+        return self._tuned
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         jitted = self._pick()
