@@ -3,7 +3,7 @@
 XLA:CPU hands some operations to kernel libraries: by default YNNPACK takes
 matrix products, reductions and convolutions. On the 2-core CPU of
 ``docs/benchmarks.md``, XLA's own convolution kernels (Eigen's, threaded over
-the cores) train every zoo CNN faster than YNNPACK's, by 8-23 % per step
+the cores) train every zoo CNN faster than YNNPACK's, by 3-26 % per step
 (``benchmarks/conv_kernels.py``): YNNPACK's are quicker only on a first layer of
 one input channel, and they keep one of two cores idle much of the time on the
 wider layers. So zoo compiles its own programs (the training step, the
@@ -52,7 +52,11 @@ _kernels: CpuConvKernels = _parse(os.environ.get("ZOO_CPU_CONV_KERNELS", "xla"))
 
 
 def cpu_conv_kernels() -> CpuConvKernels:
-    """Which kernels compute convolutions in zoo's programs on CPU."""
+    """Which convolution kernels zoo asks XLA:CPU for (``ZOO_CPU_CONV_KERNELS``).
+
+    ``"xla"`` takes effect only where XLA knows the option:
+    :func:`compiler_options` says what zoo's programs are compiled with.
+    """
     return _kernels
 
 
