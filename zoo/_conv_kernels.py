@@ -90,8 +90,18 @@ def _option_known() -> bool:
     return True
 
 
-def _is_nested_options_error(error: ValueError) -> bool:
-    return "compiler_options" in str(error)
+def call_with_options(
+    optioned: Callable[..., Any], plain: Callable[..., Any], *args: Any, **kwargs: Any
+) -> Any:
+    """``optioned(*args, **kwargs)``, a jit with compile options, or ``plain``,
+    the same jit without them, where JAX refuses options: inside another trace
+    (``jit``, ``grad``, ``vmap``), whose own options then apply."""
+    try:
+        return optioned(*args, **kwargs)
+    except ValueError as error:
+        if "compiler_options" not in str(error):  # options are for top level
+            raise
+        return plain(*args, **kwargs)
 
 
 class _CompiledWithOptions:
@@ -121,12 +131,7 @@ class _CompiledWithOptions:
         jitted = self._pick()
         if jitted is self._plain:
             return jitted(*args, **kwargs)
-        try:
-            return jitted(*args, **kwargs)
-        except ValueError as error:
-            if not _is_nested_options_error(error):
-                raise
-            return self._plain(*args, **kwargs)
+        return call_with_options(jitted, self._plain, *args, **kwargs)
 
     def lower(self, *args: Any, **kwargs: Any) -> Any:
         """Lower for the current backend (``jax.stages.Lowered``)."""

@@ -17,6 +17,7 @@ import equinox as eqx
 import jax
 from jaxtyping import PRNGKeyArray
 
+from .._conv_kernels import call_with_options
 from ._abstract import AbstractModel
 
 CPU_COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
@@ -83,13 +84,10 @@ def initialise(
         config = _Config(kwargs)
     except TypeError:
         return eqx.nn.make_with_state(constructor)(**kwargs, key=key)
-    if jax.default_backend() == "cpu":
-        try:
-            arrays = _arrays_cpu(key, constructor, config)
-        except ValueError as error:  # inside another trace (checkpoints' shapes):
-            if "compiler_options" not in str(error):  # options are for top level
-                raise
-            arrays = _arrays_default(key, constructor, config)
+    if jax.default_backend() == "cpu":  # (nested in checkpoints' shape traces)
+        arrays = call_with_options(
+            _arrays_cpu, _arrays_default, key, constructor, config
+        )
     else:
         arrays = _arrays_default(key, constructor, config)
     return eqx.combine(arrays, _static_parts[constructor, config])
