@@ -12,7 +12,7 @@ from ._checks import (
     shape_checks as shape_checks,
     shape_checks_enabled as shape_checks_enabled,
 )
-from ._conv_kernels import (
+from ._compiler_options import (
     CpuConvKernels as CpuConvKernels,
     compiler_options as compiler_options,
     cpu_conv_kernels as cpu_conv_kernels,

@@ -12,7 +12,7 @@ parameters, state and checkpoints are the same whichever path computes them:
   runs its convolutions channels-last, so the channels-first path pays a
   transpose of every activation and gradient around every convolution. Used
   on CPU, where zoo's programs compile the convolutions with XLA's own
-  kernels (``zoo._conv_kernels``).
+  kernels (``zoo._compiler_options``).
 * ``"winograd"``: ``"nhwc"``, with the 3x3 stride-1 convolutions of 64 or
   more input channels computed by Winograd F(2x2, 3x3) (``zoo.models._winograd``):
   2.25x fewer multiplies, as 16 matrix products, forward and backward. It beat

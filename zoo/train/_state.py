@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import optax
 from jaxtyping import Array, Int, PRNGKeyArray
 
+from .._compiler_options import initialiser_options, jit_with_options
 from ..models import AbstractModel
 
 FilterSpec = bool | Callable[[Any], bool] | Any
@@ -113,5 +114,15 @@ class TrainState(eqx.Module):
         if optimizer is not None:
             params, _ = partition_trainable(model, trainable)
             with jax.numpy_dtype_promotion("standard"):  # optax mixes dtypes
-                opt_state = optimizer.init(cast(optax.Params, params))
+                opt_state = _init_optimizer(optimizer, cast(optax.Params, params))
         return cls(model, model_state, opt_state, key, jnp.int32(0))
+
+
+def _init_optimizer(
+    optimizer: optax.GradientTransformation, params: optax.Params
+) -> optax.OptState:
+    """``optimizer.init(params)`` in one compiled program, compiled as the
+    initialisers are: run eagerly, each zero-filled array of a new shape is a
+    compilation of its own (``cnn`` with Adam: 0.23 s, against 0.04 s)."""
+    init = jit_with_options(lambda *args: initialiser_options())(optimizer.init)
+    return init(params)

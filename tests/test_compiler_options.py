@@ -1,11 +1,14 @@
-"""Convolution kernels on CPU: zoo's programs leave convolutions to XLA's own.
+"""Compile options on CPU: zoo's programs leave convolutions to XLA's own kernels,
+and convolutional ones take XLA's classic loop emitters.
 
 On CPU, zoo compiles its training step, evaluation step and ``predict`` with a
 compile option that keeps YNNPACK for matrix products and reductions and gives
-convolutions to XLA's own kernels (``zoo._conv_kernels``). These tests check
-that the option reaches the compiled programs, that it changes no values beyond
+convolutions to XLA's own kernels, and for a model with convolutions one for
+XLA's classic loop emitters (``zoo._compiler_options``). These tests check that
+the options reach the compiled programs, that they change no values beyond
 float32 rounding, that zoo's steps still run inside another trace (where JAX
-refuses compile options), and the environment switch.
+refuses compile options), the environment switch, and an XLA that does not
+know an option.
 """
 
 import re
@@ -20,8 +23,8 @@ import pytest
 from helpers import run_probe
 
 import zoo
-from zoo import _conv_kernels
-from zoo._conv_kernels import jit_with_options
+from zoo import _compiler_options
+from zoo._compiler_options import jit_with_options
 from zoo.data import Batch, Chunk
 from zoo.train import TrainState, eval_step, make_train_step, predict
 
@@ -60,23 +63,70 @@ def _without_options(jitted: Any) -> Any:
     return eqx.filter_jit(jitted.__wrapped__)
 
 
+def _lowered_options(lowered: Any) -> dict[str, Any]:
+    """The compile options an ``eqx.filter_jit`` lowering carries (JAX's own,
+    private, record of them)."""
+    inner = lowered.lowered._lowering
+    if not hasattr(inner, "_compiler_options_kvs"):
+        pytest.skip("this JAX keeps no record of a lowering's compile options")
+    return dict(inner._compiler_options_kvs)
+
+
 def _model(name: str = "cnn"):
     return zoo.create_model(name, key=jax.random.key(0))
+
+
+YNN = {
+    "xla_cpu_experimental_ynn_fusion_type": (
+        "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"
+    )
+}
+CLASSIC = {"xla_cpu_use_fusion_emitters": False}
 
 
 def test_compiler_options_per_backend():
     assert zoo.cpu_conv_kernels() == "xla"
     option = zoo.compiler_options("cpu")
-    assert option == {
-        "xla_cpu_experimental_ynn_fusion_type": (
-            "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"
-        )
-    }
+    assert option == YNN
+    assert zoo.compiler_options("cpu", convolutions=True) == {**YNN, **CLASSIC}
     assert zoo.compiler_options() == option  # the tests run on CPU
-    assert zoo.compiler_options("gpu") == {}
-    assert zoo.compiler_options("tpu") == {}
+    for backend in ("gpu", "tpu"):
+        assert zoo.compiler_options(backend) == {}
+        assert zoo.compiler_options(backend, convolutions=True) == {}
+        assert _compiler_options.initialiser_options(backend) == {}
     option["changed"] = "1"  # a copy: the setting itself is not touched
     assert "changed" not in zoo.compiler_options("cpu")
+    assert _compiler_options.initialiser_options("cpu") == {
+        "xla_backend_optimization_level": 1,
+        **CLASSIC,
+    }
+
+
+@pytest.mark.parametrize(
+    ("name", "convolutional"),
+    [("mlp", False), ("stax_cnn", True), ("cnn", True), ("resnet8", True)],
+)
+def test_programs_choose_their_options_from_the_model(name: str, convolutional: bool):
+    model, state = _model(name)
+    assert _compiler_options.holds_convolution(model) is convolutional
+    wanted = zoo.compiler_options(convolutions=convolutional)
+    assert _compiler_options.model_options(model) == wanted
+    # The options each of zoo's programs compiles with, seen through JAX's
+    # record of a lowering's compile arguments.
+    optimizer = optax.sgd(0.1)
+    ts = TrainState.init(model, state, optimizer, key=jax.random.key(1))
+    chunk = Chunk(
+        np.zeros((1, 2, *model.input_shape), np.float32),
+        np.zeros((1, 2), np.int32),
+        np.ones((1, 2), bool),
+    )
+    batch = Batch(chunk.inputs[0], chunk.labels[0], chunk.mask[0])
+    for lowered in (
+        make_train_step(optimizer).lower(ts, chunk),
+        eval_step.lower(model, state, batch),
+        predict.lower(model, state, jnp.asarray(batch.inputs)),
+    ):
+        assert _lowered_options(lowered) == wanted
 
 
 @pytest.mark.parametrize("name", ["stax_cnn", "cnn", "resnet8"])
@@ -156,7 +206,7 @@ def test_other_errors_are_not_swallowed():
             raise ValueError("empty input")
         return x * 2
 
-    jitted = jit_with_options(needs_positive)
+    jitted = jit_with_options(lambda x: zoo.compiler_options())(needs_positive)
     assert float(jitted(jnp.ones(1))[0]) == 2.0
     with pytest.raises(ValueError, match="empty input"):
         jitted(jnp.ones(0))
@@ -181,27 +231,30 @@ def test_environment_switch():
         run_probe(script, {"ZOO_CPU_CONV_KERNELS": "eigen"}, unset=unset)
 
 
-def test_an_xla_without_the_option_keeps_its_defaults(monkeypatch):
-    # The option is experimental in XLA: a jaxlib that does not know it must
-    # leave zoo's programs on XLA's defaults, not fail to compile them.
+@pytest.mark.parametrize("unknown", ["_YNN_WITHOUT_CONVOLUTIONS", "_CLASSIC_EMITTERS"])
+def test_an_xla_without_an_option_keeps_its_defaults(monkeypatch, unknown: str):
+    # Both options are internal to XLA: a jaxlib that does not know one must
+    # leave zoo's programs on XLA's defaults for it, not fail to compile them.
     monkeypatch.setattr(
-        _conv_kernels,
-        "_YNN_WITHOUT_CONVOLUTIONS",
-        {"xla_cpu_no_such_option_in_any_xla": "1"},
+        _compiler_options, unknown, {"xla_cpu_no_such_option_in_any_xla": "1"}
     )
-    _conv_kernels._option_known.cache_clear()
+    _compiler_options._options_known.cache_clear()
     try:
-        assert zoo.compiler_options("cpu") == {}
-        model, state = _model("stax_cnn")
+        kept = CLASSIC if unknown == "_YNN_WITHOUT_CONVOLUTIONS" else YNN
+        assert zoo.compiler_options("cpu", convolutions=True) == kept
+        initialisers = _compiler_options.initialiser_options("cpu")
+        assert ("xla_cpu_use_fusion_emitters" in initialisers) == (kept == CLASSIC)
+        model, state = zoo.create_model("stax_cnn", key=jax.random.key(3))
 
-        @jit_with_options
+        @jit_with_options(lambda *args: zoo.compiler_options(convolutions=True))
         def twice(model, state, x):
             return predict(model, state, x), predict(model, state, x + 0)
 
         x = jnp.zeros((2, 1, 28, 28))
         first, second = twice(model, state, x)
         np.testing.assert_array_equal(first, second)
+        np.testing.assert_array_equal(first, predict(model, state, x))
     finally:
         monkeypatch.undo()
-        _conv_kernels._option_known.cache_clear()
-    assert zoo.compiler_options("cpu") != {}
+        _compiler_options._options_known.cache_clear()
+    assert zoo.compiler_options("cpu", convolutions=True) == {**YNN, **CLASSIC}
