@@ -18,11 +18,9 @@ the same model's.
   compute-only floor: the same model, loss and optax optimiser on batches that
   are already on the device, with no pipeline and as little Python as possible.
 
-The per-record step and the floors compile with the options zoo's own programs
-of the same model use (``zoo.compiler_options``: on CPU, XLA's own convolution
-kernels, and for a model with convolutions XLA's classic loop emitters), so
-that against zoo they differ in the loop and the pipeline, not in the code XLA
-generates.
+The per-record step and the floors compile with ``zoo.compiler_options()`` (on
+CPU, XLA's own convolution kernels, as zoo's programs use), so that against
+zoo they differ in the loop and the pipeline, not in the kernels.
 
 Not a benchmark: it prints nothing when run.
 """
@@ -40,7 +38,6 @@ import optax
 from jax.scipy.special import logsumexp
 
 import zoo
-from zoo._compiler_options import model_options
 
 BATCH_AXIS = zoo.BATCH_AXIS  # the vmap axis name the models' BatchNorm reduces over
 
@@ -215,21 +212,13 @@ def per_record_pipeline(
     )
 
 
-def _options(model: Any) -> dict[str, Any] | None:
-    """The compile options zoo's own programs of ``model`` use (``None``: none)."""
-    return model_options(model) or None
-
-
-def make_eqx_step(
-    optimizer: optax.GradientTransformation, model: Any
-) -> Callable[..., Any]:
-    """An ``eqx.filter_jit`` training step, as in Equinox's examples, compiled
-    as zoo compiles its programs of ``model``.
+def make_eqx_step(optimizer: optax.GradientTransformation) -> Callable[..., Any]:
+    """An ``eqx.filter_jit`` training step, as in Equinox's examples.
 
     ``step(model, state, opt_state, x, y, key) -> (model, state, opt_state, loss)``
     """
 
-    @cast(Any, eqx.filter_jit)(compiler_options=_options(model))
+    @cast(Any, eqx.filter_jit)(compiler_options=zoo.compiler_options() or None)
     def make_step(
         model: Any,
         state: eqx.nn.State,
@@ -288,7 +277,7 @@ class PerRecordLoop:
     ) -> None:
         self.model, self.state = model, state
         self.opt_state = optimizer.init(eqx.filter(model, eqx.is_inexact_array))
-        self.step = make_eqx_step(optimizer, model)
+        self.step = make_eqx_step(optimizer)
         self.flatten = flatten
         self.batch_size = batch_size
 
@@ -356,7 +345,7 @@ def make_floor_scan(
     per loop iteration (1: a rolled while loop).
     """
 
-    @functools.partial(jax.jit, compiler_options=_options(static))
+    @functools.partial(jax.jit, compiler_options=zoo.compiler_options() or None)
     def epoch(carry: Carry, xs: jax.Array, ys: jax.Array, key: jax.Array) -> Carry:
         def body(carry: Carry, batch: tuple[jax.Array, ...]) -> tuple[Carry, None]:
             x, y, i = batch
@@ -375,7 +364,7 @@ def make_floor_step(
 ) -> Callable[..., Carry]:
     """One ``jax.jit``'d optimiser step: ``step(carry, x, y, key) -> carry``."""
 
-    @functools.partial(jax.jit, compiler_options=_options(static))
+    @functools.partial(jax.jit, compiler_options=zoo.compiler_options() or None)
     def step(carry: Carry, x: jax.Array, y: jax.Array, key: jax.Array) -> Carry:
         return _floor_update(static, optimizer, carry, x, y, key)
 
@@ -391,7 +380,7 @@ def make_floor_chunk(
     code, no while loop (XLA:CPU runs convolutions in loops far slower).
     """
 
-    @functools.partial(jax.jit, compiler_options=_options(static))
+    @functools.partial(jax.jit, compiler_options=zoo.compiler_options() or None)
     def chunk(carry: Carry, xs: jax.Array, ys: jax.Array, keys: jax.Array) -> Carry:
         for i in range(xs.shape[0]):
             carry = _floor_update(static, optimizer, carry, xs[i], ys[i], keys[i])

@@ -1,9 +1,8 @@
 """XLA's own convolution kernels against YNNPACK's, per layer and per training step.
 
 XLA:CPU gives convolutions to YNNPACK by default; zoo compiles its programs on
-CPU with them left to XLA's own kernels, and its convolutional programs with
-XLA's classic loop emitters (``zoo.compiler_options``). Two parts, each
-contender compiled first and then timed in interleaved rounds (the order
+CPU with them left to XLA's own kernels (``zoo.compiler_options``). Two parts,
+each contender compiled first and then timed in interleaved rounds (the order
 rotating), medians and per-round ratios reported:
 
 * ``layers``: every convolution shape of the ``stax_cnn``, ``cnn`` and ResNet
@@ -13,22 +12,18 @@ rotating), medians and per-round ratios reported:
   weight. Contenders: ``ynnpack`` (``jax.jit`` as it comes) and ``xla``
   (``jax.jit`` with ``compiler_options=zoo.compiler_options()``).
 * ``steps``: zoo's training step (``make_train_step``, Adam, batch 128, two
-  steps per call, MNIST chunks already on the device) of every CNN preset:
-  ``xla``, as zoo compiles it; ``fusion_emitters``, the same step function
-  with XLA's kernels but XLA's default (newer) fusion emitters; ``ynnpack``,
-  under plain ``eqx.filter_jit`` (XLA:CPU's defaults). Each step's compile
-  seconds are reported too. For ``cnn`` and ``resnet8`` also the conv path
-  ``"winograd"`` as zoo compiles it.
+  steps per call, MNIST chunks already on the device) of every CNN preset,
+  compiled with each kernel library (``ynnpack``: the same step function under
+  plain ``eqx.filter_jit``); for ``cnn`` and ``resnet8`` also on the conv path
+  ``"winograd"`` with XLA's kernels.
 
-``xla_over_ynnpack`` below 1 means zoo's options are faster than XLA:CPU's
-defaults; ``classic_over_fusion_emitters`` below 1, that the classic emitters
-are. Prints one JSON line.
+``xla_over_ynnpack`` below 1 means XLA's kernels are faster. Prints one JSON
+line.
 
 Run:
     ZOO_DATA_DIR=/path/to/data python benchmarks/conv_kernels.py [--epochs 5]
 """
 
-import time
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -93,32 +88,20 @@ def layer_contenders(
     return contenders
 
 
-def step_contenders(
-    name: str, train: Any
-) -> tuple[dict[str, Callable], dict[str, float]]:
-    """The steps' rounds, and each step's compile seconds."""
+def step_contenders(name: str, train: Any) -> dict[str, Callable]:
     paths = ("nhwc", "winograd") if name in WINOGRAD_PRESETS else ("nhwc",)
-    contenders, compile_seconds = {}, {}
+    contenders = {}
     for path in paths:
         with zoo.conv_path(path):
             ts, step, chunk = h.preset_step(name, train, STEPS_PER_CALL)
             kinds: dict[str, Any] = {"xla": step}
-            if path == "nhwc":  # the same step function with other options
-                fun, jit = cast(Any, step).__wrapped__, cast(Any, eqx.filter_jit)
-                kinds["fusion_emitters"] = jit(
-                    fun, compiler_options=zoo.compiler_options()
-                )
-                kinds["ynnpack"] = jit(fun)
+            if path == "nhwc":  # the same step function, without zoo's options
+                kinds["ynnpack"] = eqx.filter_jit(cast(Any, step).__wrapped__)
             for kernels, fn in kinds.items():
+                per_call = h.round_timer(lambda ts, c, fn=fn: fn(ts, c)[0], ts, chunk)
                 label = kernels if path == "nhwc" else f"{path}_{kernels}"
-                start = time.perf_counter()
-                compiled = fn.lower(ts, chunk).compile()
-                compile_seconds[label] = round(time.perf_counter() - start, 2)
-                per_call = h.round_timer(
-                    lambda ts, c, f=compiled: f(ts, c)[0], ts, chunk
-                )
                 contenders[label] = lambda r, f=per_call: f(r) / STEPS_PER_CALL
-    return contenders, compile_seconds
+    return contenders
 
 
 def main() -> None:
@@ -140,14 +123,8 @@ def main() -> None:
     train = load_mnist("train", data_dir=args.data_dir)
     steps: dict[str, Any] = {}
     for name in STEP_PRESETS:
-        contenders, compile_seconds = step_contenders(name, train)
-        times = h.run_rounds(contenders, args.epochs)
-        ratios = {
-            "xla_over_ynnpack": round(h.ratio(times["xla"], times["ynnpack"]), 3),
-            "classic_over_fusion_emitters": round(
-                h.ratio(times["xla"], times["fusion_emitters"]), 3
-            ),
-        }
+        times = h.run_rounds(step_contenders(name, train), args.epochs)
+        ratios = {"xla_over_ynnpack": round(h.ratio(times["xla"], times["ynnpack"]), 3)}
         if "winograd_xla" in times:
             ratios["winograd_over_nhwc"] = round(
                 h.ratio(times["winograd_xla"], times["xla"]), 3
@@ -155,7 +132,6 @@ def main() -> None:
         steps[name] = {
             "ms_per_step": {k: round(h.median(v), 2) for k, v in times.items()},
             **ratios,
-            "compile_seconds": compile_seconds,
             "per_round": {k: h.rounded(v, 2) for k, v in times.items()},
         }
     h.emit(
@@ -164,7 +140,7 @@ def main() -> None:
             "batch_size": h.BATCH_SIZE,
             "steps_per_call": STEPS_PER_CALL,
             "rounds": args.epochs,
-            "compiler_options": zoo.compiler_options(convolutions=True),
+            "compiler_options": zoo.compiler_options(),
             "layers": layers,
             "steps": steps,
         }

@@ -1,14 +1,14 @@
 """Compile options on CPU: zoo's programs leave convolutions to XLA's own kernels,
-and convolutional ones take XLA's classic loop emitters.
+and those that run once or now and then take XLA's classic loop emitters.
 
 On CPU, zoo compiles its training step, evaluation step and ``predict`` with a
 compile option that keeps YNNPACK for matrix products and reductions and gives
-convolutions to XLA's own kernels, and for a model with convolutions one for
-XLA's classic loop emitters (``zoo._compiler_options``). These tests check that
-the options reach the compiled programs, that they change no values beyond
-float32 rounding, that zoo's steps still run inside another trace (where JAX
-refuses compile options), the environment switch, and an XLA that does not
-know an option.
+convolutions to XLA's own kernels; evaluation, ``predict``, the initialisers
+and the optimiser's initial state also with XLA's classic loop emitters
+(``zoo._compiler_options``). These tests check that the options reach the
+compiled programs, that they change no values beyond float32 rounding, that
+zoo's steps still run inside another trace (where JAX refuses compile
+options), the environment switch, and an XLA that does not know an option.
 """
 
 import re
@@ -88,11 +88,11 @@ def test_compiler_options_per_backend():
     assert zoo.cpu_conv_kernels() == "xla"
     option = zoo.compiler_options("cpu")
     assert option == YNN
-    assert zoo.compiler_options("cpu", convolutions=True) == {**YNN, **CLASSIC}
+    assert zoo.compiler_options("cpu", inference=True) == {**YNN, **CLASSIC}
     assert zoo.compiler_options() == option  # the tests run on CPU
     for backend in ("gpu", "tpu"):
         assert zoo.compiler_options(backend) == {}
-        assert zoo.compiler_options(backend, convolutions=True) == {}
+        assert zoo.compiler_options(backend, inference=True) == {}
         assert _compiler_options.initialiser_options(backend) == {}
     option["changed"] = "1"  # a copy: the setting itself is not touched
     assert "changed" not in zoo.compiler_options("cpu")
@@ -102,15 +102,9 @@ def test_compiler_options_per_backend():
     }
 
 
-@pytest.mark.parametrize(
-    ("name", "convolutional"),
-    [("mlp", False), ("stax_cnn", True), ("cnn", True), ("resnet8", True)],
-)
-def test_programs_choose_their_options_from_the_model(name: str, convolutional: bool):
+@pytest.mark.parametrize("name", ["mlp", "cnn"])
+def test_each_program_compiles_with_its_options(name: str):
     model, state = _model(name)
-    assert _compiler_options.holds_convolution(model) is convolutional
-    wanted = zoo.compiler_options(convolutions=convolutional)
-    assert _compiler_options.model_options(model) == wanted
     # The options each of zoo's programs compiles with, seen through JAX's
     # record of a lowering's compile arguments.
     optimizer = optax.sgd(0.1)
@@ -121,12 +115,36 @@ def test_programs_choose_their_options_from_the_model(name: str, convolutional: 
         np.ones((1, 2), bool),
     )
     batch = Batch(chunk.inputs[0], chunk.labels[0], chunk.mask[0])
+    training = make_train_step(optimizer).lower(ts, chunk)
+    assert _lowered_options(training) == YNN  # XLA's default emitters
     for lowered in (
-        make_train_step(optimizer).lower(ts, chunk),
         eval_step.lower(model, state, batch),
         predict.lower(model, state, jnp.asarray(batch.inputs)),
     ):
-        assert _lowered_options(lowered) == wanted
+        assert _lowered_options(lowered) == {**YNN, **CLASSIC}
+
+
+@pytest.mark.parametrize(
+    "optimizer",
+    [
+        optax.adam(1e-3),
+        optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(1e-3)),
+        optax.sgd(0.1, momentum=0.9),
+        optax.contrib.schedule_free_adamw(1e-3),  # its state copies the params
+    ],
+    ids=["adam", "clip_adamw", "momentum", "schedule_free"],
+)
+def test_the_compiled_optimiser_state_is_the_eager_one(optimizer):
+    model, state = _model("cnn")
+    params = eqx.filter(model, eqx.is_inexact_array)
+    compiled = TrainState.init(model, state, optimizer, key=jax.random.key(1))
+    eager = optimizer.init(params)
+    assert jax.tree.structure(compiled.opt_state) == jax.tree.structure(eager)
+    for a, b in zip(
+        jax.tree.leaves(compiled.opt_state), jax.tree.leaves(eager), strict=True
+    ):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize("name", ["stax_cnn", "cnn", "resnet8"])
@@ -206,7 +224,7 @@ def test_other_errors_are_not_swallowed():
             raise ValueError("empty input")
         return x * 2
 
-    jitted = jit_with_options(lambda x: zoo.compiler_options())(needs_positive)
+    jitted = jit_with_options(zoo.compiler_options)(needs_positive)
     assert float(jitted(jnp.ones(1))[0]) == 2.0
     with pytest.raises(ValueError, match="empty input"):
         jitted(jnp.ones(0))
@@ -241,12 +259,12 @@ def test_an_xla_without_an_option_keeps_its_defaults(monkeypatch, unknown: str):
     _compiler_options._options_known.cache_clear()
     try:
         kept = CLASSIC if unknown == "_YNN_WITHOUT_CONVOLUTIONS" else YNN
-        assert zoo.compiler_options("cpu", convolutions=True) == kept
+        assert zoo.compiler_options("cpu", inference=True) == kept
         initialisers = _compiler_options.initialiser_options("cpu")
         assert ("xla_cpu_use_fusion_emitters" in initialisers) == (kept == CLASSIC)
         model, state = zoo.create_model("stax_cnn", key=jax.random.key(3))
 
-        @jit_with_options(lambda *args: zoo.compiler_options(convolutions=True))
+        @jit_with_options(lambda: zoo.compiler_options(inference=True))
         def twice(model, state, x):
             return predict(model, state, x), predict(model, state, x + 0)
 
@@ -257,4 +275,4 @@ def test_an_xla_without_an_option_keeps_its_defaults(monkeypatch, unknown: str):
     finally:
         monkeypatch.undo()
         _compiler_options._options_known.cache_clear()
-    assert zoo.compiler_options("cpu", convolutions=True) == {**YNN, **CLASSIC}
+    assert zoo.compiler_options("cpu", inference=True) == {**YNN, **CLASSIC}

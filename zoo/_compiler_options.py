@@ -3,30 +3,31 @@
 Two XLA compile options, each measured on the 2-core CPU of
 ``docs/benchmarks.md``:
 
-* **Convolutions to XLA's own kernels.** XLA:CPU hands some operations to
-  kernel libraries: by default YNNPACK takes matrix products, reductions and
-  convolutions. XLA's own convolution kernels (Eigen's, threaded over the cores)
-  train every zoo CNN faster, by 3-26 % per step (``benchmarks/conv_kernels.py``):
-  YNNPACK's are quicker only on a first layer of one input channel, and they
-  keep one of two cores idle much of the time on the wider layers. So zoo keeps
-  YNNPACK for matrix products and reductions and leaves convolutions to XLA.
-* **XLA's classic loop emitters for programs with convolutions.** XLA:CPU
-  generates the code of elementwise fusions with its newer fusion emitters by
-  default. For a convolutional program the classic ones compile in 0.6-0.8x the
-  time and run as fast or faster (``cnn``'s step at batch 128: compiled in 1.3 s
-  instead of 2.0 s, 13 % less time a step); in an MLP's rolled loop of steps
-  they ran 30 % slower, so programs without convolutions keep the default.
+* **Convolutions to XLA's own kernels**, in every program of zoo's. XLA:CPU
+  hands some operations to kernel libraries: by default YNNPACK takes matrix
+  products, reductions and convolutions. XLA's own convolution kernels (Eigen's,
+  threaded over the cores) train zoo's CNNs faster, by 3-26 % per step
+  (``benchmarks/conv_kernels.py``): YNNPACK's are quicker only on a first layer
+  of one input channel, and they keep one of two cores idle much of the time on
+  the wider layers. So zoo keeps YNNPACK for matrix products and reductions and
+  leaves convolutions to XLA.
+* **XLA's classic loop emitters**, in the programs that run once or now and
+  then: evaluation, ``predict``, the initialisers and the optimiser's initial
+  state. XLA:CPU generates elementwise code with its newer fusion emitters by
+  default; the classic ones compile the same program in 0.5-0.8x the time
+  (``cnn``'s evaluation step: 0.21 s instead of 0.39 s) and ran it as fast. A
+  training step keeps the default: there the classic ones saved as much
+  compile time but ran the step 3-6 % slower.
 
 Both are compile options, so they apply per program and change no traced
 computation: parameters, checkpoints and the conv path are the same either way,
-and values agree within float32 rounding. zoo's training step, evaluation step
-and ``predict`` choose theirs from their model (one holding an Equinox
-convolution layer is convolutional); its initialisers take the classic
-emitters too (they draw the same bits). Programs a user jits directly keep
-XLA's defaults unless given :func:`compiler_options` too. The environment
-variable ``ZOO_CPU_CONV_KERNELS=ynnpack`` (read at import) keeps XLA's defaults
-in zoo's programs as well, as does an XLA that does not know an option (both
-are internal to XLA; zoo tries each once on a trivial program).
+and values agree within float32 rounding (the initialisers draw the same bits).
+Programs a user jits directly keep XLA's defaults unless given
+:func:`compiler_options` too. The environment variable
+``ZOO_CPU_CONV_KERNELS=ynnpack`` (read at import) keeps XLA's defaults in zoo's
+training and evaluation programs, and an XLA that does not know an option goes
+without it (both are internal to XLA; zoo tries each once on a trivial
+program).
 """
 
 import functools
@@ -75,27 +76,25 @@ def cpu_conv_kernels() -> CpuConvKernels:
     return _kernels
 
 
-def compiler_options(
-    backend: str | None = None, *, convolutions: bool = False
-) -> Options:
+def compiler_options(backend: str | None = None, *, inference: bool = False) -> Options:
     """The XLA options zoo compiles its training and evaluation programs with.
 
     Args:
         backend: a JAX backend name; ``None`` for ``jax.default_backend()``.
-        convolutions: whether the program runs convolutions (zoo's own programs
-            ask this of their model).
+        inference: for a program that runs now and then rather than for every
+            batch (zoo's evaluation step and ``predict``).
 
     Returns:
         On CPU (unless ``ZOO_CPU_CONV_KERNELS=ynnpack``), the option that keeps
         YNNPACK for matrix products and reductions and leaves convolutions to
-        XLA's own kernels, and with ``convolutions`` the one for XLA's classic
+        XLA's own kernels, and with ``inference`` the one for XLA's classic
         loop emitters; elsewhere ``{}``. Pass it to ``jax.jit`` as
         ``compiler_options=`` for the same code in a program of your own.
     """
     backend = jax.default_backend() if backend is None else backend
     if backend != "cpu" or _kernels != "xla":
         return {}
-    wanted = [_YNN_WITHOUT_CONVOLUTIONS] + ([_CLASSIC_EMITTERS] if convolutions else [])
+    wanted = [_YNN_WITHOUT_CONVOLUTIONS] + ([_CLASSIC_EMITTERS] if inference else [])
     return {k: v for options in wanted if _known(options) for k, v in options.items()}
 
 
@@ -124,24 +123,6 @@ def _options_known(options: tuple[tuple[str, Any], ...]) -> bool:
     return True
 
 
-def _is_convolution(x: Any) -> bool:
-    return isinstance(x, eqx.nn.Conv | eqx.nn.ConvTranspose)
-
-
-def holds_convolution(tree: Any) -> bool:
-    """Whether ``tree`` (a model, say) holds an Equinox convolution layer."""
-    return any(
-        _is_convolution(x) for x in jax.tree.leaves(tree, is_leaf=_is_convolution)
-    )
-
-
-def model_options(model: Any) -> Options:
-    """:func:`compiler_options` for a program of ``model``: with ``convolutions``
-    if it holds an Equinox convolution layer (a walk over its layers, tens of
-    microseconds)."""
-    return compiler_options(convolutions=holds_convolution(model))
-
-
 def call_with_options(
     optioned: Callable[..., Any], plain: Callable[..., Any], *args: Any, **kwargs: Any
 ) -> Any:
@@ -157,8 +138,8 @@ def call_with_options(
 
 
 class _CompiledWithOptions:
-    """``eqx.filter_jit(fun)``, compiled with ``options(*args, **kwargs)`` when
-    it can be (one jit per set of options, built on first use).
+    """``eqx.filter_jit(fun)``, compiled with ``options()`` when it can be (one
+    jit per set of options, built on first use: the backend is known then).
 
     JAX takes compile options at the top level only, so called inside another
     trace (``jit``, ``grad``, ``vmap``) it runs as plain ``eqx.filter_jit``, and
@@ -166,18 +147,15 @@ class _CompiledWithOptions:
     """
 
     def __init__(
-        self,
-        fun: Callable[..., Any],
-        options: Callable[..., Options],
-        **jit_kwargs: Any,
+        self, fun: Callable[..., Any], options: Callable[[], Options], **jit_kwargs: Any
     ) -> None:
         self._fun, self._options, self._jit_kwargs = fun, options, jit_kwargs
         self._plain = eqx.filter_jit(fun, **jit_kwargs)
         self._tuned: dict[tuple[tuple[str, Any], ...], Any] = {}
         functools.update_wrapper(self, fun)
 
-    def _pick(self, args: Any, kwargs: Any) -> Any:
-        options = self._options(*args, **kwargs)
+    def _pick(self) -> Any:
+        options = self._options()
         if not options:
             return self._plain
         key = tuple(sorted(options.items()))
@@ -189,21 +167,21 @@ class _CompiledWithOptions:
         return self._tuned[key]
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        jitted = self._pick(args, kwargs)
+        jitted = self._pick()
         if jitted is self._plain:
             return jitted(*args, **kwargs)
         return call_with_options(jitted, self._plain, *args, **kwargs)
 
     def lower(self, *args: Any, **kwargs: Any) -> Any:
         """Lower for the current backend (``jax.stages.Lowered``)."""
-        return self._pick(args, kwargs).lower(*args, **kwargs)
+        return self._pick().lower(*args, **kwargs)
 
 
 def jit_with_options(
-    options: Callable[..., Options], **jit_kwargs: Any
+    options: Callable[[], Options], **jit_kwargs: Any
 ) -> Callable[[Callable[..., Any]], Any]:
     """A decorator: ``eqx.filter_jit(fun, **jit_kwargs)``, compiled with
-    ``options(*args, **kwargs)`` of each call's arguments."""
+    ``options()`` (read at each call, so the backend need not be known yet)."""
 
     def decorate(fun: Callable[..., Any]) -> Any:
         return _CompiledWithOptions(fun, options, **jit_kwargs)

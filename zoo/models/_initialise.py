@@ -62,7 +62,7 @@ def _arrays(
     return arrays
 
 
-_arrays_compiled = jit_with_options(lambda *args: initialiser_options())(_arrays)
+_arrays_compiled = jit_with_options(initialiser_options)(_arrays)
 
 
 def initialise(

@@ -20,7 +20,7 @@ import optax
 from jax.extend.core import ClosedJaxpr, Jaxpr, jaxpr_as_fun, subjaxprs
 from jaxtyping import Array, Float, Int, PRNGKeyArray, Shaped
 
-from .._compiler_options import jit_with_options, model_options
+from .._compiler_options import compiler_options, jit_with_options
 from ..data import Batch, Chunk
 from ..models import AbstractModel, apply
 from ._metrics import LossFn, Metrics, masked_loss, softmax_cross_entropy
@@ -189,7 +189,7 @@ def make_train_step(
             only for these; the others pass through unchanged, bitwise.
     """
 
-    @jit_with_options(lambda ts, *_: model_options(ts.model))
+    @jit_with_options(compiler_options)
     @eqx.debug.assert_max_traces(max_traces=max_traces)
     def train_chunk(ts: TrainState, chunk: Chunk) -> tuple[TrainState, Metrics]:
         params, static = partition_trainable(ts.model, trainable)
@@ -238,7 +238,7 @@ def make_train_step(
     return cast(TrainStep, train_chunk)  # the jit wrapper adds ``lower``
 
 
-@jit_with_options(lambda model, *_, **__: model_options(model))
+@jit_with_options(lambda: compiler_options(inference=True))
 def eval_step(
     model: AbstractModel,
     state: eqx.nn.State,
@@ -258,7 +258,7 @@ def eval_step(
     return metrics
 
 
-@jit_with_options(lambda model, *_, **__: model_options(model))
+@jit_with_options(lambda: compiler_options(inference=True))
 def predict(
     model: AbstractModel, state: eqx.nn.State, inputs: Shaped[Array, "batch ..."]
 ) -> Int[Array, " batch"]:
