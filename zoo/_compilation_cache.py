@@ -1,8 +1,8 @@
 """XLA's compiled programs kept on disk, so a script's second run starts at once.
 
 A CNN's first training step on a CPU waits seconds for XLA: the ``cnn`` preset
-at batch 128 spends about 1.1 s compiling its initialisers, 4.4 s its training
-step and 1.1 s its evaluation on a 2-core CPU, on every run, although the
+at batch 128 spends about 0.5 s compiling its initialisers, 2 s its training
+step and 0.2 s its evaluation on a 2-core CPU, on every run, although the
 programs are the same each time. JAX can keep compiled programs in a folder and
 load them instead (its persistent compilation cache), but only when asked;
 ``import zoo`` asks (:func:`enable_compilation_cache`), in

@@ -6,11 +6,12 @@ Two XLA compile options, each measured on the 2-core CPU of
 * **Convolutions to XLA's own kernels**, in every program of zoo's. XLA:CPU
   hands some operations to kernel libraries: by default YNNPACK takes matrix
   products, reductions and convolutions. XLA's own convolution kernels (Eigen's,
-  threaded over the cores) train zoo's CNNs faster, by 3-26 % per step
-  (``benchmarks/conv_kernels.py``): YNNPACK's are quicker only on a first layer
-  of one input channel, and they keep one of two cores idle much of the time on
-  the wider layers. So zoo keeps YNNPACK for matrix products and reductions and
-  leaves convolutions to XLA.
+  threaded over the cores) train ``cnn`` and the ResNets 10-26 % faster per
+  step (``benchmarks/conv_kernels.py``; ``lenet5`` and ``stax_cnn`` move by -3
+  to +8 %): YNNPACK's are quicker only on a first layer of one input channel,
+  and they keep one of two cores idle much of the time on the wider layers. So
+  zoo keeps YNNPACK for matrix products and reductions and leaves convolutions
+  to XLA.
 * **XLA's classic loop emitters**, in the programs that run once or now and
   then: evaluation, ``predict``, the initialisers and the optimiser's initial
   state. XLA:CPU generates elementwise code with its newer fusion emitters by
