@@ -194,7 +194,12 @@ def test_serialise_round_trip(name, seed, tmp_path_factory):
     inference = eqx.nn.inference_mode(model)
     expected, _ = jit_apply(inference, xs, state)
     actual, _ = jit_apply(eqx.nn.inference_mode(loaded_model), xs, loaded_state)
-    np.testing.assert_array_equal(expected, actual)
+    # The same program on the same arrays (checked bitwise above); XLA:CPU's
+    # default convolution kernels (YNNPACK) may split a small batch's sums over
+    # threads differently from one call to the next on a loaded machine, so the
+    # outputs agree to float32 rounding (once 1.7e-7 apart, under the test
+    # suite's own load with two host devices).
+    np.testing.assert_allclose(expected, actual, rtol=1e-6, atol=1e-7)
 
 
 def _wrong_shapes(shape):
