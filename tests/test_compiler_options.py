@@ -147,6 +147,19 @@ def test_the_compiled_optimiser_state_is_the_eager_one(optimizer):
         np.testing.assert_array_equal(a, b)
 
 
+def test_an_optimiser_that_needs_concrete_values_is_initialised_eagerly():
+    def init(params):
+        first = jax.tree.leaves(params)[0]
+        if float(first.ravel()[0]) > 1e9:  # Python control flow on a value
+            raise AssertionError("not reached")
+        return optax.EmptyState()
+
+    optimizer = optax.GradientTransformation(init, optax.identity().update)
+    model, state = _model("mlp")
+    ts = TrainState.init(model, state, optimizer, key=jax.random.key(1))
+    assert ts.opt_state == optax.EmptyState()
+
+
 @pytest.mark.parametrize("name", ["stax_cnn", "cnn", "resnet8"])
 def test_zoo_programs_leave_convolutions_to_xla(name: str):
     model, state = _model(name)

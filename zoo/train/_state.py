@@ -123,6 +123,11 @@ def _init_optimizer(
 ) -> optax.OptState:
     """``optimizer.init(params)`` in one compiled program, compiled as the
     initialisers are: run eagerly, each zero-filled array of a new shape is a
-    compilation of its own (``cnn`` with Adam: 0.23 s, against 0.04 s)."""
+    compilation of its own (``cnn`` with Adam: 0.23 s, against 0.04 s). An
+    ``init`` that needs concrete values (Python control flow on them) runs
+    eagerly, as optax would run it."""
     init = jit_with_options(initialiser_options)(optimizer.init)
-    return init(params)
+    try:
+        return init(params)
+    except jax.errors.ConcretizationTypeError:
+        return optimizer.init(params)
