@@ -147,10 +147,18 @@ def test_the_compiled_optimiser_state_is_the_eager_one(optimizer):
         np.testing.assert_array_equal(a, b)
 
 
-def test_an_optimiser_that_needs_concrete_values_is_initialised_eagerly():
+@pytest.mark.parametrize(
+    "needs_value",
+    [
+        lambda x: float(x.ravel()[0]) > 1e9,  # Python control flow on a value
+        lambda x: np.asarray(x).sum() > 1e9,  # a NumPy copy
+        lambda x: [0, 1][(x.ravel()[0] > 1e9).astype(int)] > 1,  # an index
+    ],
+    ids=["float", "numpy", "index"],
+)
+def test_an_optimiser_that_needs_concrete_values_is_initialised_eagerly(needs_value):
     def init(params):
-        first = jax.tree.leaves(params)[0]
-        if float(first.ravel()[0]) > 1e9:  # Python control flow on a value
+        if needs_value(jax.tree.leaves(params)[0]):
             raise AssertionError("not reached")
         return optax.EmptyState()
 

@@ -124,10 +124,18 @@ def _init_optimizer(
     """``optimizer.init(params)`` in one compiled program, compiled as the
     initialisers are: run eagerly, each zero-filled array of a new shape is a
     compilation of its own (``cnn`` with Adam: 0.23 s, against 0.04 s). An
-    ``init`` that needs concrete values (Python control flow on them) runs
-    eagerly, as optax would run it."""
+    ``init`` that needs concrete values (Python control flow on them, or NumPy
+    copies of them) runs eagerly, as optax would run it."""
     init = jit_with_options(initialiser_options)(optimizer.init)
     try:
         return init(params)
-    except jax.errors.ConcretizationTypeError:
+    except _NEEDS_CONCRETE_VALUES:
         return optimizer.init(params)
+
+
+_NEEDS_CONCRETE_VALUES = (
+    jax.errors.ConcretizationTypeError,  # bool(), float() and the like
+    jax.errors.TracerArrayConversionError,  # np.asarray()
+    jax.errors.TracerIntegerConversionError,  # int(), indexing with an array
+)
+"""What JAX raises where a traced function needs an array's value."""
