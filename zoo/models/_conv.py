@@ -10,9 +10,10 @@ parameters, state and checkpoints are the same whichever path computes them:
   ``lax.conv_general_dilated`` in ``NHWC``/``HWIO`` layout, BatchNorm takes its
   batch statistics in one pass, pooling is a reshape and a reduction. XLA:CPU
   runs its convolutions channels-last, so the channels-first path pays a
-  transpose of every activation and gradient around every convolution. Used
-  on CPU, where zoo's programs compile the convolutions with XLA's own
-  kernels (``zoo._compiler_options``).
+  transpose of every activation and gradient around every convolution. A
+  strided convolution's input gradient skips the zeros of its dilated
+  gradient (``zoo.models._strided_conv``). Used on CPU, where zoo's programs
+  compile the convolutions with XLA's own kernels (``zoo._compiler_options``).
 * ``"winograd"``: ``"nhwc"``, with the 3x3 stride-1 convolutions of 64 or
   more input channels computed by Winograd F(2x2, 3x3) (``zoo.models._winograd``):
   2.25x fewer multiplies, as 16 matrix products, forward and backward. It beat
@@ -40,6 +41,7 @@ import jax.numpy as jnp
 from jax import lax
 from jaxtyping import Array, Float
 
+from ._strided_conv import strided_conv
 from ._winograd import winograd_conv
 
 ConvPath = Literal["auto", "xla", "nhwc", "winograd", "gemm"]
@@ -140,6 +142,11 @@ def _plain(conv: eqx.nn.Conv2d) -> bool:
     return conv.groups == 1 and conv.padding_mode == "ZEROS"
 
 
+PHASE_INPUT_GRADIENT = True
+"""Whether the channels-last paths take a strided convolution's input gradient
+by phases (:func:`zoo.models._strided_conv.strided_conv`); read at trace time.
+``False`` keeps XLA's dilated one (``benchmarks/strided_conv.py`` compares)."""
+
 WINOGRAD_MIN_CHANNELS = 64
 """Fewest input channels for which ``"winograd"`` uses Winograd (see below)."""
 
@@ -221,6 +228,9 @@ def conv_channels_last(
     elif path == "winograd" and _winograd_applies(conv, x, pads):
         weight = jnp.transpose(conv.weight, (2, 3, 1, 0))
         y = winograd_conv(x[None], weight, (pads[0], pads[1]))[0]
+    elif PHASE_INPUT_GRADIENT and max(stride) > 1 and dilation == (1, 1):
+        weight = jnp.transpose(conv.weight, (2, 3, 1, 0))
+        y = strided_conv(x[None], weight, stride, (pads[0], pads[1]))[0]
     else:
         y = lax.conv_general_dilated(
             x[None],
