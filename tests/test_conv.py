@@ -213,6 +213,43 @@ def test_channels_last_pooling_equals_channels_first(size, height, width, kind, 
     assert_close(grads[0], grads[1], rtol=1e-6)
 
 
+@given(
+    size=st.integers(1, 4),
+    height=st.integers(1, 9),
+    width=st.integers(1, 9),
+    levels=st.integers(1, 3),
+    seed=seeds,
+)
+def test_channels_last_max_pool_gradient_goes_to_the_first_maximum(
+    size, height, width, levels, seed
+):
+    # Few distinct values, so windows tie: the whole gradient goes to the
+    # first maximum of each window (row by row), as eqx.nn.MaxPool2d's does,
+    # and each window's gradient sums to its output's.
+    assume(height >= size and width >= size)
+    keys = jax.random.split(jax.random.key(seed), 2)
+    x = jax.random.randint(keys[0], (height, width, 3), 0, levels).astype(jnp.float32)
+    pool = eqx.nn.MaxPool2d(size, size)
+
+    def equinox(x):
+        return to_channels_last(pool(to_channels_first(x)))
+
+    ours = zoo.MaxPool(size).channels_last
+    assert jnp.array_equal(ours(x), equinox(x))
+    cotangent = jax.random.normal(keys[1], ours(x).shape)
+    grads = [
+        jax.grad(lambda x, f=f: jnp.vdot(f(x), cotangent))(x) for f in (ours, equinox)
+    ]
+    assert jnp.array_equal(grads[0], grads[1])
+    h, w = height // size, width // size
+    per_window = grads[0][: h * size, : w * size].reshape(h, size, w, size, 3)
+    assert_close(per_window.sum(axis=(1, 3)), cotangent, rtol=1e-6)
+    tangent = jax.random.normal(keys[1], x.shape)  # forward mode too
+    assert_close(
+        jax.jvp(ours, (x,), (tangent,))[1], jax.jvp(equinox, (x,), (tangent,))[1]
+    )
+
+
 @given(size=st.integers(1, 3), height=st.integers(1, 9), seed=seeds)
 def test_avg_pool_matches_equinox(size, height, seed):
     assume(height >= size)

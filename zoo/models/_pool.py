@@ -1,6 +1,7 @@
 """Max- and average pooling over non-overlapping windows, fast to differentiate."""
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
@@ -51,10 +52,52 @@ class MaxPool(eqx.Module):
         """The same pooling of ONE channels-last map ``(H, W, C)``.
 
         A reshape to ``(H // s, s, W // s, s, C)`` and a max over the two
-        window axes; its gradient is elementwise, like the slices' (ties, where
-        the two could differ, split the gradient evenly here).
+        window axes (:func:`window_max`); its gradient goes to the first
+        maximum of each window, row by row, as ``eqx.nn.MaxPool2d``'s and
+        PyTorch's do (the slices of ``__call__`` split ties).
         """
-        return _windows(x, self.size).max(axis=(1, 3))
+        return window_max(_windows(x, self.size))
+
+
+@jax.custom_jvp
+def window_max(
+    windows: Float[Array, "height s1 width s2 channels"],
+) -> Float[Array, "height width channels"]:
+    """The maximum of each window of ``(H', s, W', s, C)`` over its two ``s`` axes.
+
+    Its derivative takes the tangent of the first maximum (row by row), whose
+    index in the window the forward pass keeps (one byte an output where the
+    window has at most 127 values). JAX's own derivative of ``max`` splits ties
+    evenly, which needs a count of the maxima per window: in reverse mode a
+    reduction that XLA:CPU fuses into the convolution before it, and the
+    ``cnn`` training step ran 5-7 % slower with it.
+    """
+    return windows.max(axis=(1, 3))
+
+
+def _first_max(windows: Array, maxima: Array) -> Array:
+    """The index (row by row) of the first maximum in each window."""
+    rows, cols = windows.shape[1], windows.shape[3]
+    dtype = jnp.int8 if rows * cols <= 127 else jnp.int32
+    index = jnp.full(maxima.shape, rows * cols - 1, dtype)
+    for position in range(rows * cols - 2, -1, -1):
+        row, col = divmod(position, cols)
+        hit = windows[:, row, :, col, :] == maxima
+        index = jnp.where(hit, jnp.asarray(position, dtype), index)
+    return index
+
+
+@window_max.defjvp
+def _window_max_jvp(
+    primals: tuple[Array], tangents: tuple[Array]
+) -> tuple[Array, Array]:
+    (windows,), (dwindows,) = primals, tangents
+    maxima = windows.max(axis=(1, 3))
+    index = _first_max(windows, maxima)
+    rows, cols = windows.shape[1], windows.shape[3]
+    positions = jnp.arange(rows * cols, dtype=index.dtype).reshape(1, rows, 1, cols, 1)
+    first = positions == index[:, None, :, None, :]
+    return maxima, jnp.sum(jnp.where(first, dwindows, 0), axis=(1, 3))
 
 
 def _windows(x: Array, s: int) -> Array:
