@@ -57,20 +57,20 @@ def step_cost(
     loss: LossFn = softmax_cross_entropy,
 ) -> StepCost:
     """The cost of one gradient step of ``model`` on batches of ``example``."""
-    example = jnp.asarray(example)
-    batch = Batch(
-        jnp.zeros((batch_size, *example.shape), example.dtype),
-        jnp.zeros((batch_size,), jnp.int32),
-        jnp.ones((batch_size,), jnp.bool_),
+    example = np.asarray(example)
+    batch = Batch(  # shapes only: nothing runs on the device
+        jax.ShapeDtypeStruct((batch_size, *example.shape), example.dtype),
+        jax.ShapeDtypeStruct((batch_size,), jnp.int32),
+        jax.ShapeDtypeStruct((batch_size,), jnp.bool_),
     )
-    dynamic, static = eqx.partition((model, state, batch), eqx.is_array)
+    dynamic, static = eqx.partition((model, state), eqx.is_array)
     grad = eqx.filter_grad(loss_and_metrics, has_aux=True)
 
-    def gradient_step(dynamic: Any) -> Any:
-        model, state, batch = eqx.combine(dynamic, static)
+    def gradient_step(dynamic: Any, batch: Batch) -> Any:
+        model, state = eqx.combine(dynamic, static)
         return grad(model, state, batch, jax.random.key(0), loss)
 
-    traced = jax.jit(gradient_step).trace(dynamic)
+    traced = jax.jit(gradient_step).trace(dynamic, batch)
     cost = traced.lower().cost_analysis()
     if isinstance(cost, list | tuple):  # older JAX: one dict per device
         cost = cost[0] if cost else {}
