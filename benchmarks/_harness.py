@@ -133,6 +133,18 @@ def rounded(values: Sequence[float], digits: int = 3) -> list[float]:
     return [round(v, digits) for v in values]
 
 
+def step_summary(
+    times: dict[str, list[float]], ratio_name: str, numerator: str, denominator: str
+) -> dict[str, Any]:
+    """Per-step milliseconds of interleaved contenders for the JSON line: the
+    medians, ``ratio_name`` (:func:`ratio` of two of them) and every round."""
+    return {
+        "ms_per_step": {k: round(median(v), 2) for k, v in times.items()},
+        ratio_name: round(ratio(times[numerator], times[denominator]), 3),
+        "per_round": {k: rounded(v, 2) for k, v in times.items()},
+    }
+
+
 def fit_steps_per_call(
     model: Any,
     state: Any,

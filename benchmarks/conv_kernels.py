@@ -124,16 +124,11 @@ def main() -> None:
     steps: dict[str, Any] = {}
     for name in STEP_PRESETS:
         times = h.run_rounds(step_contenders(name, train), args.epochs)
-        ratios = {"xla_over_ynnpack": round(h.ratio(times["xla"], times["ynnpack"]), 3)}
+        steps[name] = h.step_summary(times, "xla_over_ynnpack", "xla", "ynnpack")
         if "winograd_xla" in times:
-            ratios["winograd_over_nhwc"] = round(
+            steps[name]["winograd_over_nhwc"] = round(
                 h.ratio(times["winograd_xla"], times["xla"]), 3
             )
-        steps[name] = {
-            "ms_per_step": {k: round(h.median(v), 2) for k, v in times.items()},
-            **ratios,
-            "per_round": {k: h.rounded(v, 2) for k, v in times.items()},
-        }
     h.emit(
         {
             "benchmark": "conv_kernels",

@@ -121,11 +121,7 @@ def main() -> None:
     steps: dict[str, Any] = {}
     for name in STEP_PRESETS:
         times = h.run_rounds(step_contenders(name, train), args.epochs)
-        steps[name] = {
-            "ms_per_step": {k: round(h.median(v), 2) for k, v in times.items()},
-            "phases_over_dilated": round(h.ratio(times["phases"], times["dilated"]), 3),
-            "per_round": {k: h.rounded(v, 2) for k, v in times.items()},
-        }
+        steps[name] = h.step_summary(times, "phases_over_dilated", "phases", "dilated")
     h.emit(
         {
             "benchmark": "strided_conv",

@@ -111,11 +111,7 @@ def main() -> None:
     steps: dict[str, Any] = {}
     for name in STEP_PRESETS:
         times = h.run_rounds(step_contenders(name, train), args.epochs)
-        steps[name] = {
-            "ms_per_step": {k: round(h.median(v), 2) for k, v in times.items()},
-            "winograd_over_nhwc": round(h.ratio(times["winograd"], times["nhwc"]), 3),
-            "per_round": {k: h.rounded(v, 2) for k, v in times.items()},
-        }
+        steps[name] = h.step_summary(times, "winograd_over_nhwc", "winograd", "nhwc")
     h.emit(
         {
             "benchmark": "winograd",
