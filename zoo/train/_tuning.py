@@ -58,7 +58,7 @@ def step_cost(
 ) -> StepCost:
     """The cost of one gradient step of ``model`` on batches of ``example``."""
     example = np.asarray(example)
-    batch = Batch(  # shapes only: nothing runs on the device
+    shapes = (  # a batch's inputs, labels and mask: nothing runs on the device
         jax.ShapeDtypeStruct((batch_size, *example.shape), example.dtype),
         jax.ShapeDtypeStruct((batch_size,), jnp.int32),
         jax.ShapeDtypeStruct((batch_size,), jnp.bool_),
@@ -66,11 +66,11 @@ def step_cost(
     dynamic, static = eqx.partition((model, state), eqx.is_array)
     grad = eqx.filter_grad(loss_and_metrics, has_aux=True)
 
-    def gradient_step(dynamic: Any, batch: Batch) -> Any:
+    def gradient_step(dynamic: Any, batch: Any) -> Any:
         model, state = eqx.combine(dynamic, static)
-        return grad(model, state, batch, jax.random.key(0), loss)
+        return grad(model, state, Batch(*batch), jax.random.key(0), loss)
 
-    traced = jax.jit(gradient_step).trace(dynamic, batch)
+    traced = jax.jit(gradient_step).trace(dynamic, shapes)
     cost = traced.lower().cost_analysis()
     if isinstance(cost, list | tuple):  # older JAX: one dict per device
         cost = cost[0] if cost else {}
