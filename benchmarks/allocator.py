@@ -1,18 +1,22 @@
-"""What ``import zoo``'s allocator tuning saves: training steps with and without it.
+"""What ``import zoo``'s allocator tuning saves: compiling and training steps.
 
 The tuning (``zoo/_allocator.py``) is process-wide and must come before the
 first JAX computation, so each contender is a fresh Python process:
 
 * ``tuned``: the default, ``import zoo`` sets glibc's allocator to keep and
-  reuse freed heap memory;
+  reuse freed heap memory, in two arenas (the main thread's and one that the
+  other threads share);
+* ``one_arena``: the same thresholds in a single arena for every thread (zoo's
+  earlier setting), through glibc's ``MALLOC_*`` variables;
 * ``glibc_defaults``: the same with ``ZOO_TUNE_ALLOCATOR=0``.
 
-Each process compiles ``make_train_step(adam)`` for fit's steps per call, runs
-3 calls to warm up, then times ``--limit-steps`` steps (default 32) on chunks
-already on the device (MNIST images, batch 128) and counts the page faults they
-take. Processes alternate, the order rotating each round; the ratio is the
-median over rounds of glibc_defaults / tuned seconds per step. Off glibc the
-two contenders are the same program. Prints one JSON line.
+Each process compiles ``make_train_step(adam)`` for fit's steps per call (the
+seconds of ``.compile()`` are its ``compile_s``), runs 3 calls to warm up, then
+times ``--limit-steps`` steps (default 32) on chunks already on the device
+(MNIST images, batch 128) and counts the page faults they take. Processes
+alternate, the order rotating each round; each ratio is the median over rounds
+of another contender's over ``tuned``'s, per step and per compile. Off glibc
+``tuned`` and ``glibc_defaults`` are the same program. Prints one JSON line.
 
 Run:
     ZOO_DATA_DIR=/path/to/data python benchmarks/allocator.py [--epochs 3]
@@ -27,7 +31,16 @@ import sys
 import time
 
 PRESETS = ("cnn", "stax_cnn", "resnet8")
-CONTENDERS = {"tuned": "1", "glibc_defaults": "0"}
+CONTENDERS: dict[str, dict[str, str]] = {
+    "tuned": {"ZOO_TUNE_ALLOCATOR": "1"},
+    "one_arena": {
+        "ZOO_TUNE_ALLOCATOR": "0",
+        "MALLOC_ARENA_MAX": "1",
+        "MALLOC_TRIM_THRESHOLD_": str(512 * 2**20),
+        "MALLOC_MMAP_THRESHOLD_": str(2**30),
+    },
+    "glibc_defaults": {"ZOO_TUNE_ALLOCATOR": "0"},
+}
 
 
 def worker(name: str, steps: int, data_dir: str | None) -> None:
@@ -50,6 +63,10 @@ def worker(name: str, steps: int, data_dir: str | None) -> None:
     xs, ys = h.device_batches(train, calls * k, model.input_shape, seed=0)
     mask = jax.numpy.ones((k, h.BATCH_SIZE), bool)
     chunks = [Chunk(xs[i : i + k], ys[i : i + k], mask) for i in range(0, calls * k, k)]
+    lowered = step.lower(ts, chunks[0])
+    start = time.perf_counter()
+    lowered.compile()  # the call below then finds the program compiled
+    compile_s = time.perf_counter() - start
     for chunk in chunks[:3]:
         ts, _ = step(ts, chunk)
     jax.block_until_ready(ts)
@@ -64,6 +81,7 @@ def worker(name: str, steps: int, data_dir: str | None) -> None:
         json.dumps(
             {
                 "tuned": zoo.allocator_tuned(),
+                "compile_s": compile_s,
                 "ms_per_step": 1e3 * seconds / (calls * k),
                 "faults_per_step": faults / (calls * k),
             }
@@ -71,12 +89,16 @@ def worker(name: str, steps: int, data_dir: str | None) -> None:
     )
 
 
-def run_worker(name: str, tune: str, steps: int, data_dir: str | None) -> dict:
+def run_worker(
+    name: str, env: dict[str, str], steps: int, data_dir: str | None
+) -> dict:
     command = [sys.executable, __file__, "--worker", name, "--steps", str(steps)]
     if data_dir:
         command += ["--data-dir", data_dir]
-    env = {**os.environ, "ZOO_TUNE_ALLOCATOR": tune}
-    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    base = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    done = subprocess.run(
+        command, capture_output=True, text=True, env={**base, **env}, check=False
+    )
     if done.returncode != 0:
         raise RuntimeError(f"{name} worker failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -101,18 +123,25 @@ def main() -> None:
     for preset in PRESETS:
         runs: dict[str, list[dict]] = {n: [] for n in names}
         for r in range(args.epochs):
-            for n in names[r % 2 :] + names[: r % 2]:
+            shift = r % len(names)
+            for n in names[shift:] + names[:shift]:
                 runs[n].append(run_worker(preset, CONTENDERS[n], steps, args.data_dir))
         ms = {n: [x["ms_per_step"] for x in rs] for n, rs in runs.items()}
+        compile_s = {n: [x["compile_s"] for x in rs] for n, rs in runs.items()}
+        others = [n for n in names if n != "tuned"]
         result[preset] = {
             "ms_per_step": {n: round(h.median(v), 2) for n, v in ms.items()},
+            "compile_s": {n: round(h.median(v), 2) for n, v in compile_s.items()},
             "faults_per_step": {
                 n: round(h.median([x["faults_per_step"] for x in rs]), 1)
                 for n, rs in runs.items()
             },
-            "glibc_defaults_over_tuned": round(
-                h.ratio(ms["glibc_defaults"], ms["tuned"]), 3
-            ),
+            "step_over_tuned": {
+                n: round(h.ratio(ms[n], ms["tuned"]), 3) for n in others
+            },
+            "compile_over_tuned": {
+                n: round(h.ratio(compile_s[n], compile_s["tuned"]), 3) for n in others
+            },
             "tuned": runs["tuned"][0]["tuned"],
             "per_round_ms": {n: h.rounded(v, 2) for n, v in ms.items()},
         }

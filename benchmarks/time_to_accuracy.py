@@ -25,7 +25,10 @@ each point.
   would choose.
 * ``pytorch``: the same architecture in PyTorch eager (``torch.set_num_threads``
   equal to JAX's threads; on the GPU when JAX runs on one), tensors in memory,
-  ``model.eval()`` under ``torch.no_grad()`` in batches of 1,000.
+  ``model.eval()`` under ``torch.no_grad()``.
+
+Both evaluate in batches of ``EVAL_BATCH_SIZE`` (zoo's default; PyTorch's
+evaluation took as long at 256 to 1,000).
 
 zoo keeps its compiled programs on disk (``ZOO_COMPILATION_CACHE``), so a
 script's second run skips most of its compilation. ``--compilation-cache
@@ -73,6 +76,7 @@ TRAIN_EXAMPLES = 60_000
 FIRST_EVAL_EXAMPLES = 38_400  # constant: 300 steps at batch 128
 EVAL_EVERY_EXAMPLES = 14_976  # constant: 117 steps at batch 128, a quarter epoch
 MAX_EPOCHS = 6
+EVAL_BATCH_SIZE = 500
 
 
 def cadence(batch_size: int, schedule: str) -> tuple[int, int]:
@@ -135,7 +139,9 @@ def zoo_worker(
         ts, _ = step(ts, chunk)
         if feed.step - last_eval >= every:
             last_eval = feed.step
-            accuracy = evaluate(ts.model, ts.model_state, test)["accuracy"]
+            accuracy = evaluate(
+                ts.model, ts.model_state, test, batch_size=EVAL_BATCH_SIZE
+            )["accuracy"]
             _report(feed.step, accuracy)
             if accuracy >= TARGET_ACCURACY or feed.step >= last:
                 return
@@ -190,11 +196,12 @@ def pytorch_worker(
             if done - last_eval >= every:
                 last_eval = done
                 loop.model.eval()
+                b = EVAL_BATCH_SIZE
                 with torch.no_grad():
                     correct = sum(
-                        int((loop.model(images[j : j + 1000]).argmax(1) ==
-                             labels[j : j + 1000]).sum())
-                        for j in range(0, len(labels), 1000)
+                        int((loop.model(images[j : j + b]).argmax(1) ==
+                             labels[j : j + b]).sum())
+                        for j in range(0, len(labels), b)
                     )  # fmt: skip
                 _report(done, correct / len(labels))
                 if correct / len(labels) >= TARGET_ACCURACY or done >= last:

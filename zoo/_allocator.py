@@ -9,12 +9,19 @@ faults, and 1.14x the step's time, for the ``cnn`` preset on a 2-core CPU (see
 the Performance page).
 
 :func:`tune_allocator` (run when this module is imported, first thing in
-``import zoo``) tells glibc to keep freed memory for reuse: one arena for all
-threads, no trimming of the heap below :data:`TRIM_THRESHOLD` (512 MiB) and no
-separate mapping for blocks under :data:`MMAP_THRESHOLD` (1 GiB). The cost is
-that the process keeps its peak heap (up to the trim threshold more than it
-uses) instead of giving it back between steps. It changes nothing else, and
-nothing at all off glibc (macOS, Windows, musl).
+``import zoo``) tells glibc to keep freed memory for reuse: at most
+:data:`ARENAS` (2) arenas, the main thread's and one that all other threads
+share, no trimming of the heap below :data:`TRIM_THRESHOLD` (512 MiB) and no
+separate mapping for blocks under :data:`MMAP_THRESHOLD` (1 GiB). With one
+arena for every thread, compiling (many threads, many small blocks) took
+1.3-1.5x as long, and the Python thread's blocks and XLA's shared one heap,
+where ``malloc`` sometimes spent 6 % of a training step searching. A thread's
+arena other than the main one grows in heaps of 64 MiB, so a single block
+larger than that (an evaluation's intermediates at a large batch) is still
+mapped afresh on each call. The cost is that the process keeps its peak heap
+(up to the trim threshold more than it uses) instead of giving it back between
+steps. It changes nothing else, and nothing at all off glibc (macOS, Windows,
+musl).
 
 The arena setting only reaches threads that have not allocated yet, so it must
 run before the first JAX computation: ``import zoo`` before running any JAX
@@ -32,6 +39,8 @@ M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
 M_ARENA_MAX = -8
 
+ARENAS = 2
+"""Malloc arenas at most: the main thread's, and one that all other threads share."""
 TRIM_THRESHOLD = 512 * 2**20
 """Free memory at the top of the heap kept for reuse before any is returned (bytes)."""
 MMAP_THRESHOLD = 2**30
@@ -82,7 +91,7 @@ def tune_allocator() -> bool:
     mallopt = libc.mallopt
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
-    arenas = mallopt(M_ARENA_MAX, 1) == 1
+    arenas = mallopt(M_ARENA_MAX, ARENAS) == 1
     trim = mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
     mmap = mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1 or (
         mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_FALLBACK) == 1

@@ -32,7 +32,7 @@ from ._callbacks import (
     StopTraining,
 )
 from ._checkpoint import latest_checkpoint, load_checkpoint
-from ._evaluate import evaluate
+from ._evaluate import EVAL_BATCH_SIZE, evaluate
 from ._events import ChunkEnd, EpochEnd, EpochRecord, FitResult, RunInfo
 from ._feed import BatchIterator, DeviceFeed
 from ._metrics import LossFn, Metrics, softmax_cross_entropy
@@ -56,7 +56,7 @@ def fit(
     loss: LossFn = softmax_cross_entropy,
     callbacks: Sequence[Callback] = (),
     steps_per_call: int | None = None,
-    eval_batch_size: int = 1000,
+    eval_batch_size: int = EVAL_BATCH_SIZE,
     checkpoint_dir: str | os.PathLike[str] | None = None,
     checkpoint_every: int | None = None,
     resume: bool = False,
@@ -95,7 +95,7 @@ def fit(
             the call's work to dwarf its fixed cost, and for steps unrolled
             around convolutions few enough to compile quickly (see the
             benchmarks page).
-        eval_batch_size: batch size for evaluation.
+        eval_batch_size: examples per evaluation call (see ``evaluate``).
         checkpoint_dir: save a checkpoint here after each epoch
             ([`Checkpointer`][zoo.train.Checkpointer]); checked writable at once.
         checkpoint_every: also save every this many steps.
