@@ -14,7 +14,7 @@ the Performance page).
 share, no trimming of the heap below :data:`TRIM_THRESHOLD` (512 MiB) and no
 separate mapping for blocks under :data:`MMAP_THRESHOLD` (1 GiB). With one
 arena for every thread, compiling (many threads, many small blocks) took
-1.3-1.5x as long, and the Python thread's blocks and XLA's shared one heap,
+1.2-1.5x as long, and the Python thread's blocks and XLA's shared one heap,
 where ``malloc`` sometimes spent 6 % of a training step searching. A thread's
 arena other than the main one grows in heaps of 64 MiB, so a single block
 larger than that (an evaluation's intermediates at a large batch) is still
