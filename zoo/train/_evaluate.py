@@ -37,8 +37,8 @@ def evaluate(
         model: the model.
         state: its state.
         dataset: the examples.
-        batch_size: examples per evaluation step (rounded up to a multiple of
-            the mesh's devices).
+        batch_size: examples per evaluation step, 500 by default
+            (``EVAL_BATCH_SIZE``; rounded up to a multiple of the mesh's devices).
         mesh: evaluate data-parallel on this mesh (see
             [`data_mesh`][zoo.train.data_mesh]); ``model`` and ``state`` must
             be replicated on it. Across processes each one reads its share
