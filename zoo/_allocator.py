@@ -11,8 +11,11 @@ the Performance page).
 :func:`tune_allocator` (run when this module is imported, first thing in
 ``import zoo``) tells glibc to keep freed memory for reuse: at most
 :data:`ARENAS` (2) arenas, the main thread's and one that all other threads
-share, no trimming of the heap below :data:`TRIM_THRESHOLD` (512 MiB) and no
-separate mapping for blocks under :data:`MMAP_THRESHOLD` (1 GiB). With one
+share, no trimming of the heap below :data:`TRIM_THRESHOLD` (512 MiB), no
+separate mapping for blocks under :data:`MMAP_THRESHOLD` (1 GiB), and a
+:data:`TOP_PAD` (64 MiB) that keeps the shared arena's heaps (64 MiB each) from
+being unmapped when they empty: without it, a step whose blocks filled one more
+heap mapped and faulted it afresh on every call. With one
 arena for every thread, compiling (many threads, many small blocks) took
 1.2-1.5x as long, and the Python thread's blocks and XLA's shared one heap,
 where ``malloc`` sometimes spent 6 % of a training step searching. A thread's
@@ -36,6 +39,7 @@ import os
 import sys
 
 M_TRIM_THRESHOLD = -1
+M_TOP_PAD = -2
 M_MMAP_THRESHOLD = -3
 M_ARENA_MAX = -8
 
@@ -45,6 +49,10 @@ TRIM_THRESHOLD = 512 * 2**20
 """Free memory at the top of the heap kept for reuse before any is returned (bytes)."""
 MMAP_THRESHOLD = 2**30
 """Blocks this large or larger get their own mapping (bytes)."""
+TOP_PAD = 64 * 2**20
+"""Free memory an arena keeps past its top (bytes). At glibc's heap size (64 MiB)
+no heap of a thread's arena is ever empty enough to unmap; the main arena's
+heap grows by this much more address space (not memory) at a time."""
 MMAP_THRESHOLD_FALLBACK = 32 * 2**20
 """Used where glibc refuses :data:`MMAP_THRESHOLD` (its limit in some versions)."""
 
@@ -93,10 +101,11 @@ def tune_allocator() -> bool:
     mallopt.restype = ctypes.c_int
     arenas = mallopt(M_ARENA_MAX, ARENAS) == 1
     trim = mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
+    pad = mallopt(M_TOP_PAD, TOP_PAD) == 1
     mmap = mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1 or (
         mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_FALLBACK) == 1
     )
-    applied = arenas and trim and mmap
+    applied = arenas and trim and pad and mmap
     _applied = applied
     return applied
 
