@@ -42,6 +42,12 @@ from ._step import TrainStep, make_train_step
 
 Program = Callable[[TrainState, Chunk], tuple[TrainState, Metrics]]
 
+FIT_PREFETCH = 0
+"""Batches ``fit``'s pipeline prepares ahead in a background thread: none. The
+device runs each chunk asynchronously while the loop gathers the next, so a
+thread adds only hand-offs (the MLP's epoch through ``fit``: 1.005-1.028 of the
+same steps on the device without it, 1.051-1.064 with 2 ahead; 2-core CPU)."""
+
 
 def fit(
     model: AbstractModel,
@@ -158,6 +164,7 @@ def fit(
         train_pipeline(
             train_data, batch_size=local_batch, seed=seed, num_epochs=epochs,
             shard=None if mesh is None else process_shard(), augment=augment,
+            prefetch=FIT_PREFETCH,
         )
     )  # fmt: skip
     history: list[EpochRecord] = []
