@@ -1,16 +1,19 @@
 """Cost of fit's per-chunk NaN/inf check on the MLP, whose steps are the shortest.
 
 Runs ``zoo.train.fit`` on MNIST with ``check_finite=True`` and ``False``,
-interleaved, and prints one JSON line with the median seconds per epoch of
-each (compilation excluded) and their ratio.
+interleaved, ``--epochs`` rounds each (the common flag of every benchmark:
+timed rounds per contender). Each round is one ``fit`` of
+:data:`EPOCHS_PER_FIT` epochs whose first epoch (warm-up) is dropped. Prints
+one JSON line with the median seconds per epoch of each (compilation
+excluded) and their ratio.
 
-Run: ``python benchmarks/finite_check.py [--rounds N] [--data-dir D]``
+Run: ``python benchmarks/finite_check.py [--epochs 3] [--data-dir D]``
 """
 
-import argparse
 import json
 import statistics
 
+import _harness as h
 import jax
 import optax
 
@@ -18,24 +21,23 @@ import zoo
 from zoo.data import load_mnist
 from zoo.train import fit
 
+EPOCHS_PER_FIT = 3
+"""Epochs of each ``fit``; the first of each is not timed."""
+
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--data-dir", default=None)
-    args = parser.parse_args()
+    args = h.parser("Cost of fit's NaN/inf check (MLP).", epochs=3).parse_args()
     train = load_mnist("train", data_dir=args.data_dir)
     model, state = zoo.create_model("mlp", key=jax.random.key(0))
     seconds: dict[bool, list[float]] = {True: [], False: []}
-    for _ in range(args.rounds):
+    for _ in range(args.epochs):
         for check in (True, False):
             result = fit(
                 model,
                 state,
                 train,
                 optimizer=optax.sgd(0.01),
-                epochs=args.epochs,
+                epochs=EPOCHS_PER_FIT,
                 progress=False,
                 log=None,
                 check_finite=check,
