@@ -30,14 +30,16 @@ import subprocess
 import sys
 import time
 
+from zoo._allocator import MMAP_THRESHOLD, TRIM_THRESHOLD
+
 PRESETS = ("cnn", "stax_cnn", "resnet8")
 CONTENDERS: dict[str, dict[str, str]] = {
     "tuned": {"ZOO_TUNE_ALLOCATOR": "1"},
     "one_arena": {
         "ZOO_TUNE_ALLOCATOR": "0",
         "MALLOC_ARENA_MAX": "1",
-        "MALLOC_TRIM_THRESHOLD_": str(512 * 2**20),
-        "MALLOC_MMAP_THRESHOLD_": str(2**30),
+        "MALLOC_TRIM_THRESHOLD_": str(TRIM_THRESHOLD),
+        "MALLOC_MMAP_THRESHOLD_": str(MMAP_THRESHOLD),
     },
     "glibc_defaults": {"ZOO_TUNE_ALLOCATOR": "0"},
 }
