@@ -10,7 +10,7 @@ epoch have few divisors (60,000 / 127 = 472 = 8 x 59 steps; / 333 = 180).
 Target: zoo/floor <= 1.10 at every batch size. Prints one JSON line.
 
 Run:
-    ZOO_DATA_DIR=/path/to/data python benchmarks/batch_sizes.py [--epochs 5]
+    ZOO_DATA_DIR=/path/to/data python benchmarks/batch_sizes.py [--epochs 9]
 """
 
 import time
@@ -87,7 +87,7 @@ def bench_batch_size(data: ArrayDataset, batch: int, rounds: int) -> dict[str, A
 
 def main() -> None:
     args = h.parser(
-        "MLP epoch through fit vs the floor, per batch size.", epochs=5
+        "MLP epoch through fit vs the floor, per batch size.", epochs=9
     ).parse_args()
     train = load_mnist("train", data_dir=args.data_dir)
     results = {str(b): bench_batch_size(train, b, args.epochs) for b in BATCH_SIZES}

@@ -20,7 +20,7 @@ round by round; each ratio is the median over rounds of that round's ratio.
 Prints one JSON line.
 
 Run:
-    ZOO_DATA_DIR=/path/to/data python benchmarks/mlp.py [--epochs 5]
+    ZOO_DATA_DIR=/path/to/data python benchmarks/mlp.py [--epochs 9]
 """
 
 import time
@@ -46,7 +46,7 @@ TARGETS = {
 
 def main() -> None:
     args = h.parser(
-        "MLP training speed: zoo's fit vs references.", epochs=5
+        "MLP training speed: zoo's fit vs references.", epochs=9
     ).parse_args()
     train = load_mnist("train", data_dir=args.data_dir)
     optimizer = optax.sgd(LEARNING_RATE)

@@ -47,7 +47,7 @@ comes from the ``bench`` dependency group; without it only zoo is timed.
 
 Run:
     ZOO_DATA_DIR=/path/to/data python benchmarks/time_to_accuracy.py \
-        [--epochs 1] [--models cnn] [--batch-sizes 64,128,256] \
+        [--epochs 5] [--models cnn] [--batch-sizes 64,128] \
         [--schedule onecycle] [--lr 8e-3] [--compilation-cache cold]
 """
 
@@ -69,7 +69,12 @@ from typing import Any
 TARGET_ACCURACY = 0.99
 TARGET_RATIO = ("<=", 0.8)
 MODELS = ("cnn",)
-BATCH_SIZES = (64, 128, 256)
+BATCH_SIZES = (64, 128)
+"""Batch 256 was never either contender's fastest (zoo 19.6 s, PyTorch 28.0 s
+against 16.3 s and 20.1 s at 128); ``--batch-sizes 64,128,256`` still runs it."""
+ROUNDS = 5
+"""Seeds per recipe: where 99 % is first crossed moves with the seed by one
+evaluation (2-3 s of 16-21), so one round decides the ratio by luck."""
 SCHEDULES = ("onecycle", "constant")
 LEARNING_RATES = {"onecycle": 8e-3, "constant": 1e-3}  # peak / constant
 TRAIN_EXAMPLES = 60_000
@@ -281,7 +286,9 @@ def pace(runs: list[dict[str, Any]]) -> dict[str, float]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description="Seconds until 99.0 % on MNIST.")
-    p.add_argument("--epochs", type=int, default=1, help="rounds per contender")
+    p.add_argument(
+        "--epochs", type=int, default=ROUNDS, help="rounds per contender and recipe"
+    )
     p.add_argument("--data-dir", default=None, help="defaults to $ZOO_DATA_DIR")
     p.add_argument("--worker", choices=["zoo", "pytorch"], help=argparse.SUPPRESS)
     p.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
