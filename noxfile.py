@@ -323,8 +323,9 @@ def gpu(session: nox.Session) -> None:
     a test fails, and the session fails at the end. GPU memory is allocated as
     needed (``XLA_PYTHON_CLIENT_PREALLOCATE=false``) so that the workers share
     it. On one H100 with 16 cores the tests take about 4 minutes (16 workers ran
-    73 % of them in 160 s), and ``cnn.py`` and ``time_to_accuracy.py`` over 2
-    minutes each: budget 15 minutes or more for the whole session.
+    73 % of them in 160 s), ``cnn.py`` over 2 minutes, and ``time_to_accuracy.py``
+    starts 20 cold processes (5 seeds, 2 batch sizes, 2 contenders): budget 25
+    minutes or more for the whole session.
 
     Offline, on a machine where JAX for CUDA and zoo's other dependencies are
     installed already, install nothing:
