@@ -11,7 +11,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import pytest
-from hypothesis import assume, given, strategies as st
+from hypothesis import assume, example, given, strategies as st
 from jax import lax
 from jax.extend.core import subjaxprs
 
@@ -49,6 +49,8 @@ def layers(draw):
 
 
 @given(layer=layers(), seed=seeds)
+# A low padding wider than the window: its transpose once read out of bounds.
+@example(layer=((2, 1), (1, 2), (1, 1), ((2, 0), (0, 0)), (1, 5)), seed=0)
 def test_strided_conv_equals_lax_conv_in_value_and_both_gradients(layer, seed):
     (kh, kw), stride, (height, width), pads, (cin, cout) = layer
     keys = jax.random.split(jax.random.key(seed), 3)

@@ -141,4 +141,9 @@ def by_phases(
     kernel = kernel.reshape(
         taps_h.shape[0], taps_w.shape[0], stride[0] * stride[1] * channels, out_channels
     )
-    return _conv(x, kernel, (1, 1), (pad_h, pad_w))
+    # The padding as its own op, the convolution unpadded: a padding wider than
+    # the window (or a negative one) would transpose into a convolution with
+    # negative padding, which XLA:CPU's kernels read out of bounds.
+    zero = jnp.zeros((), x.dtype)
+    x = lax.pad(x, zero, [(0, 0, 0), (*pad_h, 0), (*pad_w, 0), (0, 0, 0)])
+    return _conv(x, kernel, (1, 1), ((0, 0), (0, 0)))
