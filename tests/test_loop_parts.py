@@ -150,6 +150,43 @@ def test_feed_keeps_chunks_long_and_ends_them_at_epoch_ends(small_train):
     assert feed.data_state == {"next_index": 32}
 
 
+def test_feed_takes_chunks_from_the_pipeline_at_once(small_train):
+    def pipeline():
+        return train_pipeline(
+            small_train, batch_size=64, seed=0, num_epochs=2, prefetch=0
+        )
+
+    class Spy:
+        """The pipeline's iterator, counting the batches taken one by one."""
+
+        def __init__(self, it):
+            self.it, self.singles = it, 0
+
+        def __next__(self):
+            self.singles += 1
+            return next(self.it)
+
+        def next_chunk(self, steps):
+            return self.it.next_chunk(steps)
+
+        def get_state(self):
+            return self.it.get_state()
+
+        def set_state(self, state):
+            self.it.set_state(state)
+
+    spy = Spy(iter(pipeline()))
+    at_once = list(DeviceFeed(spy, steps_per_call=6, steps_per_epoch=16))
+    stacked = list(
+        DeviceFeed((b for b in pipeline()), steps_per_call=6, steps_per_epoch=16)
+    )
+    assert spy.singles == 1  # only the probe that finds the data's end
+    assert [c.steps for c in at_once] == [c.steps for c in stacked]
+    for a, b in zip(at_once, stacked, strict=True):
+        for field_a, field_b in zip(a, b, strict=True):
+            np.testing.assert_array_equal(field_a, field_b)
+
+
 def test_the_documented_loop_trains_and_resumes(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     code = docs_block("custom-loop")

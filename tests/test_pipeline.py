@@ -11,6 +11,7 @@ from hypothesis import given, strategies as st
 from zoo.data import (
     ArrayDataset,
     Batch,
+    Chunk,
     RandomShift,
     epoch_of_step,
     eval_pipeline,
@@ -204,6 +205,63 @@ def test_resume_forever_pipeline_across_epochs(mnist_train: ArrayDataset) -> Non
     _assert_same([next(fresh) for _ in range(5)], expected)
 
 
+@given(
+    n=st.integers(1, 60),
+    batch_size=st.integers(1, 9),
+    seed=st.integers(0, 2**16),
+    drop_remainder=st.booleans(),
+    scale=st.booleans(),
+    shard=st.sampled_from([(0, 1), (0, 2), (1, 2), (2, 3)]),
+    takes=st.lists(st.integers(0, 7), min_size=1, max_size=12),
+)
+def test_chunks_taken_at_once_equal_the_batches_stacked(
+    n, batch_size, seed, drop_remainder, scale, shard, takes
+):
+    """``next_chunk(K)`` (one gather, what DeviceFeed takes) hands out exactly
+    the ``K`` batches ``next`` would, in any mix with ``next``, across epochs,
+    shards, padded batches and scaling; where it cannot it takes nothing."""
+    index = np.arange(n)
+    inputs = np.stack([index % 251, (7 * index) % 256], axis=1).astype(np.uint8)
+    ds = ArrayDataset(inputs, index.astype(np.int32), ("x",), f"u8/{n}")
+    options = grain.sharding.ShardOptions(*shard, drop_remainder=drop_remainder)
+    if steps_per_epoch(n, batch_size, drop_remainder, shard=options) == 0:
+        return
+
+    def make() -> grain.IterDataset[Batch]:
+        return train_pipeline(
+            ds, batch_size=batch_size, seed=seed, num_epochs=3,
+            drop_remainder=drop_remainder, scale=scale, shard=options, prefetch=0,
+        )  # fmt: skip
+
+    reference = list(make())
+    it = iter(make())
+    taken: list[Batch] = []
+    for count in takes:
+        before = it.get_state()
+        chunk = it.next_chunk(count) if count else None  # pyright: ignore[reportAttributeAccessIssue]
+        if chunk is None:
+            assert it.get_state() == before  # took nothing
+            taken.extend(itertools.islice(it, max(count, 1)))
+        else:
+            assert isinstance(chunk, Chunk) and chunk.steps == count
+            taken.extend(chunk.batch(i) for i in range(count))
+        assert it.get_state() == {"next_index": len(taken)}
+    _assert_same(taken, reference[: len(taken)])
+
+
+def test_whole_epochs_are_taken_as_chunks_unless_augmented_or_prefetched() -> None:
+    ds = _indexed(100)
+    it = iter(train_pipeline(ds, batch_size=10, seed=0, num_epochs=2, prefetch=0))
+    chunks = [it.next_chunk(5) for _ in range(4)]  # pyright: ignore[reportAttributeAccessIssue]
+    assert all(c is not None for c in chunks)
+    assert it.next_chunk(1) is None  # pyright: ignore[reportAttributeAccessIssue]
+    for per_batch in (
+        train_pipeline(ds, batch_size=10, seed=0, prefetch=2),
+        train_pipeline(ds, batch_size=10, seed=0, prefetch=0, augment=RandomShift(1)),
+    ):
+        assert not hasattr(iter(per_batch), "next_chunk")
+
+
 def _two_shards() -> list[grain.sharding.ShardOptions]:
     return [grain.sharding.ShardOptions(shard_index=i, shard_count=2) for i in (0, 1)]
 
@@ -304,6 +362,8 @@ def test_rejects_bad_arguments() -> None:
         train_pipeline(ds, batch_size=2, seed=0, num_epochs=0)
     with pytest.raises(ValueError, match="prefetch"):
         eval_pipeline(ds, batch_size=2, prefetch=-1)
+    with pytest.raises(ValueError, match="prefetch"):
+        train_pipeline(ds, batch_size=2, seed=0, prefetch=-1)
     assert (
         len(
             list(

@@ -32,7 +32,8 @@ from typing import Protocol, TypeAlias, runtime_checkable
 import grain
 import numpy as np
 
-from ._batch import Batch
+from ._batch import Batch, Chunk
+from ._chunked import ChunkedBatches
 from ._datasets import ArrayDataset
 
 Record: TypeAlias = dict[str, np.ndarray]
@@ -162,8 +163,11 @@ class _Gather:
         self.scale = scale
 
     def __call__(self, rows: np.ndarray | slice) -> Record:
-        inputs = self.inputs[rows]
-        labels = self.labels[rows]
+        if isinstance(rows, slice):
+            inputs, labels = self.inputs[rows], self.labels[rows]
+        else:  # np.take: a third faster than fancy indexing for MNIST rows
+            inputs = np.take(self.inputs, rows, axis=0)
+            labels = np.take(self.labels, rows)
         real = labels.shape[0]
         mask = np.ones(self.batch_size, dtype=np.bool_)
         if real < self.batch_size:
@@ -179,6 +183,17 @@ class _Gather:
         if self.scale:
             inputs = _scale(inputs)
         return {"inputs": inputs, "labels": labels, "mask": mask}
+
+    def stacked(self, rows: np.ndarray, count: int) -> Chunk:
+        """``count`` full batches of ``rows`` (``count * B`` of them, in order)
+        stacked ``(count, B, ...)``: ``Chunk.stack`` of their batches."""
+        size = self.batch_size
+        inputs = np.take(self.inputs, rows, axis=0)
+        inputs = inputs.reshape(count, size, *inputs.shape[1:])
+        if self.scale:
+            inputs = _scale(inputs)
+        labels = np.take(self.labels, rows).reshape(count, size)
+        return Chunk(inputs, labels, np.ones((count, size), dtype=np.bool_))
 
 
 class _TrainBatch:
@@ -225,6 +240,16 @@ class _TrainBatch:
         rows = self.rows_of_epoch(epoch)
         size = self.gather.batch_size
         return self.gather(rows[within * size : (within + 1) * size])
+
+    def chunk(self, step: int, count: int) -> Chunk | None:
+        """Batches ``step .. step + count - 1`` as one chunk, gathered at once;
+        ``None`` if they span two epochs or one of them is padded."""
+        epoch, within = divmod(step, self.steps)
+        size = self.gather.batch_size
+        rows = self.rows_of_epoch(epoch)
+        if within + count > self.steps or (within + count) * size > len(rows):
+            return None
+        return self.gather.stacked(rows[within * size : (within + count) * size], count)
 
 
 class _EvalBatch:
@@ -313,7 +338,10 @@ def train_pipeline(
     Returns:
         A ``grain.IterDataset`` of [`Batch`][zoo.data.Batch]es ``(inputs (B, ...),
         labels (B,) int32, mask (B,) bool)``; images stay channels-first. Its iterators
-        have ``get_state()`` / ``set_state()``.
+        have ``get_state()`` / ``set_state()``. Without ``augment`` and with
+        ``prefetch=0`` they also have ``next_chunk(K)``: the next ``K`` batches
+        stacked into a [`Chunk`][zoo.data.Chunk], gathered at once (what
+        [`DeviceFeed`][zoo.train.DeviceFeed] takes when it can).
 
     Raises:
         ValueError: bad sizes or options, e.g. an epoch too small for one batch
@@ -342,7 +370,10 @@ def train_pipeline(
         if shard.shard_count > 1 and isinstance(augment, _ShardAware):
             augment = augment.for_shard(shard)
         batches = batches.random_map(augment, seed=seed)
-    return _to_iter(batches, prefetch)
+    if augment is not None or prefetch != 0:  # per batch: Grain's seeds, a thread
+        return _to_iter(batches, prefetch)
+    length = None if num_epochs is None else steps * num_epochs
+    return ChunkedBatches(_to_iter(batches, 0), batch_of_step.chunk, length)
 
 
 def eval_pipeline(

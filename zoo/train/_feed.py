@@ -1,7 +1,10 @@
 """The device feed: chunks of batches on their way from a Grain pipeline to the step.
 
 A chunk stacks ``K`` consecutive batches of a pipeline, shape ``(K, B, ...)``, so
-one jitted call runs ``K`` optimiser steps. The feed starts each chunk's copy to
+one jitted call runs ``K`` optimiser steps. Where the iterator has
+``next_chunk(K)`` (an unaugmented [`train_pipeline`][zoo.data.train_pipeline])
+the feed takes the ``K`` batches from it at once, in one gather; otherwise it
+stacks them one by one. The feed starts each chunk's copy to
 the device as soon as it is asked for it; with JAX's asynchronous dispatch a
 loop that calls the step and then takes the next chunk copies chunk ``k + 1``
 while chunk ``k`` trains::
@@ -96,15 +99,20 @@ class DeviceFeed:
         return self
 
     def __next__(self) -> Chunk:
-        batches = []
-        for _ in range(self.chunk_steps(self.step)):
-            batch = next(self.batches, None)
-            if batch is None:
-                break
-            batches.append(batch)
-        if not batches:
-            raise StopIteration
+        steps = self.chunk_steps(self.step)
+        next_chunk = getattr(self.batches, "next_chunk", None)
+        chunk = next_chunk(steps) if next_chunk is not None else None
+        if chunk is None:  # batch by batch: augmented, prefetched, or at an end
+            batches = []
+            for _ in range(steps):
+                batch = next(self.batches, None)
+                if batch is None:
+                    break
+                batches.append(batch)
+            if not batches:
+                raise StopIteration
+            chunk = Chunk.stack(batches)
         get_state = getattr(self.batches, "get_state", None)
         self._data_state = get_state() if get_state is not None else None
-        self.step += len(batches)
-        return self.put(Chunk.stack(batches))
+        self.step += chunk.steps
+        return self.put(chunk)
