@@ -8,6 +8,7 @@ it from a real HTTP server on 127.0.0.1, and points the ``cifar10`` entry of
 """
 
 import dataclasses
+import gzip
 import hashlib
 import io
 import os
@@ -21,19 +22,24 @@ from _file_server import FileServer, serve
 
 from zoo.data import (
     CIFAR10_CLASS_NAMES,
-    REMOTE_DATASETS,
     ArrayDataset,
     Compose,
     DataError,
     RandomCrop,
     RandomFlip,
+    _cifar,
     load_cifar10,
     load_dataset,
-    parse_cifar_records,
-    read_cifar10_archive,
     train_pipeline,
 )
-from zoo.data._cifar import CIFAR10_ARCHIVE, CIFAR10_MEMBERS, RECORD_BYTES
+from zoo.data._cifar import (
+    CIFAR10_ARCHIVE,
+    CIFAR10_MEMBERS,
+    RECORD_BYTES,
+    parse_cifar_records,
+    read_cifar10_archive,
+)
+from zoo.data._download import REMOTE_DATASETS
 
 FOLDER = "cifar-10-batches-bin"
 
@@ -228,3 +234,42 @@ def test_cifar_batches_feed_the_augmented_pipeline(tmp_path: pathlib.Path):
     assert len(batches) == len(data) // 16
     assert batches[0].inputs.shape == (16, 3, 32, 32)
     assert batches[0].inputs.dtype == np.uint8
+
+
+def _gzip_tar(path: pathlib.Path, *headers: tarfile.TarInfo, tail: bytes = b"") -> None:
+    """A gzip-compressed tar of bare member headers (their data is never there)."""
+    raw = b"".join(info.tobuf(format=tarfile.PAX_FORMAT) for info in headers) + tail
+    path.write_bytes(gzip.compress(raw))
+
+
+def test_a_member_larger_than_a_batch_file_is_refused_unread(tmp_path: pathlib.Path):
+    # The header declares 10,001 records; the data is not even there: the
+    # size is refused from the header, before anything is decompressed.
+    info = tarfile.TarInfo(CIFAR10_MEMBERS["test"][0])
+    info.size = 10_001 * RECORD_BYTES
+    _gzip_tar(tmp_path / "big.tar.gz", info)
+    with pytest.raises(DataError, match=r"30,733,073 bytes, more than a batch file's"):
+        read_cifar10_archive(tmp_path / "big.tar.gz", "test")
+
+
+def test_an_archive_larger_than_the_official_one_is_refused_unread(
+    tmp_path: pathlib.Path,
+):
+    info = tarfile.TarInfo(f"{FOLDER}/padding.bin")  # a member no split reads
+    info.size = 200_000_000
+    _gzip_tar(tmp_path / "big.tar.gz", info)
+    with pytest.raises(DataError, match=r"past the 185,428,576 bytes CIFAR-10.s"):
+        read_cifar10_archive(tmp_path / "big.tar.gz", "train")
+
+
+def test_decompression_stops_at_the_official_size(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+):
+    # tar reads a pax header whole before zoo sees a member: the stream itself
+    # is bounded (here at 20,000 bytes, for a small test).
+    monkeypatch.setattr(_cifar, "_MAX_ARCHIVE_BYTES", 20_000)
+    info = tarfile.TarInfo(CIFAR10_MEMBERS["test"][0])
+    info.pax_headers = {"comment": "x" * 30_000}
+    _gzip_tar(tmp_path / "pax.tar.gz", info)
+    with pytest.raises(DataError, match="decompresses to more than the 20,000 bytes"):
+        read_cifar10_archive(tmp_path / "pax.tar.gz", "test")

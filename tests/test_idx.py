@@ -4,12 +4,15 @@ import contextlib
 import gzip
 import pathlib
 import struct
+import tracemalloc
+import zlib
 
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from zoo.data import DataError, parse_idx, read_idx
+from zoo.data import DataError, read_idx
+from zoo.data._idx import parse_idx
 
 
 def _idx(array: np.ndarray, code: int) -> bytes:
@@ -176,3 +179,36 @@ def test_fuzz_damaged_valid_files(
         if position < len(raw):
             raw[position] = value
     _parse_or_data_error(bytes(raw))
+
+
+def _gzip_of_zeros(prefix: bytes, zeros: int) -> bytes:
+    """``prefix`` then ``zeros`` zero bytes, gzip-compressed in 1 MiB pieces."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
+    parts = [compressor.compress(prefix)]
+    chunk = bytes(1 << 20)
+    for start in range(0, zeros, len(chunk)):
+        parts.append(compressor.compress(chunk[: zeros - start]))
+    return b"".join([*parts, compressor.flush()])
+
+
+def test_a_stream_longer_than_its_header_is_refused_unread() -> None:
+    # 5 labels declared, then 64 MiB of zeros compressed to about 64 KB: the
+    # reader stops one byte past the declared data, long before the end.
+    bomb = _gzip_of_zeros(_idx(LABELS, 0x08), 64 << 20)
+    assert len(bomb) < 100_000
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError, match="decompresses to more than the 13 bytes"):
+            parse_idx(bomb, name="some/file.gz")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 << 20, f"{peak} bytes allocated to refuse it"
+
+
+def test_a_header_declaring_more_than_gzip_can_hold_is_refused() -> None:
+    # A gzip stream expands at most 1032 times: these few hundred bytes cannot
+    # hold the 1 GiB the header declares, so nothing is decompressed.
+    header = b"\x00\x00\x08\x01" + struct.pack(">I", 1 << 30)
+    raw = gzip.compress(header + bytes(1000))
+    _assert_data_error(raw, r"\(1073741824 bytes\), more than \d+ gzip-compressed")

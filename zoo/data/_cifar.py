@@ -16,6 +16,8 @@ and without extracting anything to disk. Every problem with its contents
 raises :class:`DataError`.
 """
 
+import gzip
+import io
 import os
 import tarfile
 import zlib
@@ -24,7 +26,7 @@ from typing import Literal
 
 import numpy as np
 
-from ._datasets import ArrayDataset
+from ._array_dataset import ArrayDataset
 from ._download import fetch
 from ._idx import DataError
 
@@ -47,6 +49,14 @@ CIFAR10_ARCHIVE = "cifar-10-binary.tar.gz"
 
 RECORD_BYTES = 1 + 3 * 32 * 32
 """Bytes per record: one label byte, then the red, green and blue planes."""
+
+BATCH_RECORDS = 10_000
+"""Records in each batch file of the official archive."""
+
+_MAX_MEMBER_BYTES = BATCH_RECORDS * RECORD_BYTES
+# The official tar holds six batch files and two small text files; 1 MiB more
+# covers those, the tar headers and the padding. Reading stops here.
+_MAX_ARCHIVE_BYTES = 6 * _MAX_MEMBER_BYTES + (1 << 20)
 
 _FOLDER = "cifar-10-batches-bin"
 CIFAR10_MEMBERS: dict[str, tuple[str, ...]] = {
@@ -118,22 +128,32 @@ def read_cifar10_archive(
 
     Raises:
         ValueError: unknown split.
-        DataError: not a gzip-compressed tar, a member missing, or a member
-            that does not parse (the message names it).
+        DataError: not a gzip-compressed tar, a member missing, a member
+            larger than a batch file of 10,000 records or an archive larger
+            than the official one (refused before they are decompressed), or
+            a member that does not parse (the message names it).
     """
     if split not in CIFAR10_MEMBERS:
         raise ValueError(f"Unknown split {split!r}; expected 'train' or 'test'.")
     wanted = CIFAR10_MEMBERS[split]
     found: dict[str, bytes] = {}
     try:
-        with tarfile.open(path, "r:gz") as archive:
+        with (
+            gzip.GzipFile(path) as stream,
+            tarfile.open(fileobj=_Bounded(stream, path), mode="r:") as archive,
+        ):
             # One pass in archive order: each lookup by name would decompress
-            # the archive again from the start.
+            # the archive again from the start. Decompression is bounded by
+            # the official archive's sizes: each member's declared size is
+            # checked before a byte of it is decompressed, and the stream as
+            # a whole stops at the official archive's size (tar's own long
+            # name and pax headers included).
             for member in archive:
+                _check_size(path, member)
                 if member.name in wanted and member.isfile():
                     file = archive.extractfile(member)
                     assert file is not None  # a regular file always has data
-                    found[member.name] = file.read()
+                    found[member.name] = file.read(member.size)
                     if len(found) == len(wanted):
                         break
     except (tarfile.TarError, OSError, EOFError, zlib.error) as error:
@@ -147,6 +167,60 @@ def read_cifar10_archive(
     images = np.concatenate([images for images, _ in parts])
     labels = np.concatenate([labels for _, labels in parts])
     return images, labels
+
+
+class _Bounded(io.RawIOBase):
+    """The decompressed archive, refusing to read or skip past its known size."""
+
+    def __init__(self, file: gzip.GzipFile, path: str | os.PathLike[str]) -> None:
+        super().__init__()
+        self.file = file
+        self.path = path
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def _refuse(self) -> DataError:
+        return DataError(
+            f"{self.path}: decompresses to more than the {_MAX_ARCHIVE_BYTES:,} "
+            f"bytes CIFAR-10's archive holds; reading stopped there. {_REMEDY}"
+        )
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        room = _MAX_ARCHIVE_BYTES + 1 - self.file.tell()
+        data = self.file.read(room if size is None or size < 0 else min(size, room))
+        if len(data) == room:
+            raise self._refuse()
+        return data
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET, /) -> int:
+        target = offset if whence == io.SEEK_SET else self.file.tell() + offset
+        if whence not in (io.SEEK_SET, io.SEEK_CUR) or target > _MAX_ARCHIVE_BYTES:
+            raise self._refuse()
+        return self.file.seek(target)
+
+    def tell(self) -> int:
+        return self.file.tell()
+
+
+def _check_size(path: str | os.PathLike[str], member: tarfile.TarInfo) -> None:
+    """Refuse a member larger than any of the official archive, before reading it."""
+    end = member.offset_data + member.size
+    if end > _MAX_ARCHIVE_BYTES:
+        raise DataError(
+            f"{path}: member {member.name} ends {end:,} bytes into the archive, "
+            f"past the {_MAX_ARCHIVE_BYTES:,} bytes CIFAR-10's archive holds; it "
+            f"was not decompressed. {_REMEDY}"
+        )
+    if member.isfile() and member.size > _MAX_MEMBER_BYTES:
+        raise DataError(
+            f"{path}:{member.name}: {member.size:,} bytes, more than a batch file's "
+            f"{BATCH_RECORDS:,} records ({_MAX_MEMBER_BYTES:,} bytes); it was not "
+            f"decompressed. {_REMEDY}"
+        )
 
 
 def load_cifar10(

@@ -11,6 +11,7 @@ images). Every problem with a file's contents raises :class:`DataError`.
 """
 
 import gzip
+import io
 import math
 import os
 import zlib
@@ -49,18 +50,32 @@ def _fail(name: str, problem: str) -> DataError:
     return DataError(f"{name}: {problem}. {_REMEDY}")
 
 
-def _decompress(raw: bytes, name: str) -> bytes:
-    try:
-        return gzip.decompress(raw)
-    except (OSError, EOFError, zlib.error) as error:
-        raise _fail(name, f"bad gzip data ({error})") from None
+# A deflate stream expands at most 1032 times (258 bytes from each 2-bit
+# code, RFC 1951); a header declaring more than that is refused unread.
+_MAX_GZIP_RATIO = 1032
+
+
+class _Plain:
+    """Reads ``raw`` as it is, without copying (``uint8`` data stays a view)."""
+
+    def __init__(self, raw: bytes) -> None:
+        self.view = memoryview(raw)
+        self.position = 0
+
+    def read(self, size: int) -> bytes | memoryview:
+        chunk = self.view[self.position : self.position + size]
+        self.position += len(chunk)
+        return chunk
 
 
 def parse_idx(raw: bytes, *, name: str = "<bytes>") -> np.ndarray:
     """Parse the bytes of an IDX file (gzip-compressed or not) into an array.
 
     Compression is detected from the gzip magic bytes, so ``.gz`` and plain
-    files are both accepted.
+    files are both accepted. A compressed file is decompressed only as far as
+    its header declares: a stream that goes on past the data is refused
+    without being decompressed further, and a header that declares more data
+    than its compressed bytes could hold is refused before anything is read.
 
     Args:
         raw: the whole file's bytes.
@@ -75,14 +90,27 @@ def parse_idx(raw: bytes, *, name: str = "<bytes>") -> np.ndarray:
             a data size that does not match the header (truncated file or
             trailing bytes).
     """
-    if raw[:2] == _GZIP_MAGIC:
-        raw = _decompress(raw, name)
-    if len(raw) < 4:
-        raise _fail(name, f"only {len(raw)} bytes, too short for an IDX header")
-    zero0, zero1, code, ndim = raw[:4]
+    compressed = raw[:2] == _GZIP_MAGIC
+    try:
+        if compressed:
+            with gzip.GzipFile(fileobj=io.BytesIO(raw)) as file:
+                return _parse(file, name, len(raw))
+        return _parse(_Plain(raw), name, None)
+    except (OSError, EOFError, zlib.error) as error:
+        raise _fail(name, f"bad gzip data ({error})") from None
+
+
+def _parse(
+    file: gzip.GzipFile | _Plain, name: str, compressed_size: int | None
+) -> np.ndarray:
+    """Read one IDX file from ``file``, never more than its header declares."""
+    head = file.read(4)
+    if len(head) < 4:
+        raise _fail(name, f"only {len(head)} bytes, too short for an IDX header")
+    zero0, zero1, code, ndim = bytes(head)
     if zero0 != 0 or zero1 != 0:
         raise _fail(
-            name, f"bad magic number 0x{raw[:4].hex()} (an IDX file starts 0x0000)"
+            name, f"bad magic number 0x{bytes(head).hex()} (an IDX file starts 0x0000)"
         )
     if code not in IDX_DTYPES:
         known = ", ".join(f"0x{c:02x}" for c in IDX_DTYPES)
@@ -90,29 +118,48 @@ def parse_idx(raw: bytes, *, name: str = "<bytes>") -> np.ndarray:
     if ndim == 0:
         raise _fail(name, "IDX header declares zero dimensions")
     header_size = 4 + 4 * ndim
-    if len(raw) < header_size:
+    raw_dims = bytes(file.read(4 * ndim))
+    if len(raw_dims) < 4 * ndim:
         raise _fail(
             name,
             f"truncated header: {ndim} dimensions need {header_size} bytes, "
-            f"got {len(raw)}",
+            f"got {4 + len(raw_dims)}",
         )
-    dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    dims = tuple(
+        int.from_bytes(raw_dims[4 * i : 4 * i + 4], "big") for i in range(ndim)
+    )
     dtype = IDX_DTYPES[code]
-    expected = math.prod(dims) * dtype.itemsize
-    actual = len(raw) - header_size
-    if actual < expected:
+    count = math.prod(dims)
+    expected = count * dtype.itemsize
+    if compressed_size is not None and (
+        header_size + expected > _MAX_GZIP_RATIO * compressed_size + 1024
+    ):
+        raise _fail(
+            name,
+            f"truncated data: header says shape {dims} ({expected} bytes), more "
+            f"than {compressed_size} gzip-compressed bytes can hold",
+        )
+    if compressed_size is None and isinstance(file, _Plain):
+        actual = len(file.view) - header_size
+        if actual > expected:
+            raise _fail(
+                name,
+                f"{actual - expected} trailing bytes after the data of shape {dims}",
+            )
+    data = file.read(expected) if expected else b""
+    if len(data) < expected:
         raise _fail(
             name,
             f"truncated data: header says shape {dims} ({expected} bytes), "
-            f"only {actual} bytes follow",
+            f"only {len(data)} bytes follow",
         )
-    if actual > expected:
+    if file.read(1):
         raise _fail(
             name,
-            f"{actual - expected} trailing bytes after the data of shape {dims}",
+            f"trailing bytes after the data of shape {dims}: the file decompresses "
+            f"to more than the {header_size + expected} bytes its header declares",
         )
-    array = np.frombuffer(raw, dtype=dtype, count=math.prod(dims), offset=header_size)
-    array = array.reshape(dims)
+    array = np.frombuffer(data, dtype=dtype, count=count).reshape(dims)
     if not dtype.isnative and dtype.itemsize > 1:
         array = array.astype(dtype.newbyteorder("="))
     return array
