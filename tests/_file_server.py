@@ -4,6 +4,8 @@ A request for ``/MODE/NAME`` serves file ``NAME`` of the folder, changed by
 ``MODE``: ``ok`` as it is; ``404`` and ``500`` those errors; ``slow`` after a
 second; ``corrupt`` with one byte flipped (JSON files, such as weight cards,
 stay intact); ``truncated`` with half its body after a full
+``Content-Length``; ``stall`` with half its body, then nothing until the server
+stops (for killing a client mid-download); ``nolength`` without a
 ``Content-Length``. The server records every path requested.
 """
 
@@ -22,6 +24,7 @@ class FileServer(http.server.ThreadingHTTPServer):
 
     root: pathlib.Path
     requests: list[str]
+    stopping: threading.Event
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """Quiet when a client hung up (the timeout tests do); others print."""
@@ -54,10 +57,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             flip = min(100, len(body) - 1)
             body = body[:flip] + bytes([body[flip] ^ 0xFF]) + body[flip + 1 :]
         self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
+        if mode != "nolength":
+            self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        if mode == "truncated":
-            body = body[: len(body) // 2]
+        if mode in {"truncated", "stall"}:
+            self.wfile.write(body[: len(body) // 2])
+            self.wfile.flush()
+            if mode == "truncated":
+                return
+            server.stopping.wait(60.0)
+            body = body[len(body) // 2 :]
         self.wfile.write(body)
 
 
@@ -67,6 +76,7 @@ def serve(root: pathlib.Path) -> Iterator[FileServer]:
     httpd = FileServer(("127.0.0.1", 0), _Handler)
     httpd.root = root
     httpd.requests = []
+    httpd.stopping = threading.Event()
     thread = threading.Thread(
         target=httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
     )
@@ -74,6 +84,7 @@ def serve(root: pathlib.Path) -> Iterator[FileServer]:
     try:
         yield httpd
     finally:
+        httpd.stopping.set()
         httpd.shutdown()
         httpd.server_close()
         thread.join()

@@ -10,14 +10,18 @@ second). A closed port stands in for a server that is down.
 import hashlib
 import os
 import pathlib
+import signal
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 
 import pytest
 from _file_server import FileServer, serve
 
-from zoo.data import REMOTE_DATASETS, DataError, _download, default_data_dir, fetch
+from zoo.data import DataError, _download, default_data_dir, fetch
+from zoo.data._download import REMOTE_DATASETS
 
 TEST_FILES = ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 
@@ -237,3 +241,77 @@ def test_env_var_used_when_no_data_dir(
     monkeypatch.setenv("ZOO_DATA_DIR", str(tmp_path))
     folder = fetch("mnist", split="test", mirrors=[_url(server, "good")])
     assert folder == tmp_path / "mnist"
+
+
+def _parts(folder: pathlib.Path) -> list[pathlib.Path]:
+    return sorted(folder.glob(".*.part")) if folder.exists() else []
+
+
+def test_a_killed_download_leaves_a_part_file_the_next_fetch_removes(
+    server: FileServer, tmp_path: pathlib.Path
+):
+    # A real SIGKILL mid-download: the server sends half the body, then stalls.
+    script = (
+        "import sys; from zoo.data import fetch; "
+        "fetch('mnist', split='test', data_dir=sys.argv[1], mirrors=[sys.argv[2]])"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", script, str(tmp_path), _url(server, "stall")]
+    )
+    folder = tmp_path / "mnist"
+    try:
+        deadline = time.monotonic() + 120
+        while not _parts(folder) and child.poll() is None:
+            assert time.monotonic() < deadline, "no download started"
+            time.sleep(0.05)
+    finally:
+        child.kill()
+        child.wait()
+    assert child.returncode == -signal.SIGKILL
+    [orphan] = _parts(folder)
+    assert orphan.name.startswith(f".{TEST_FILES[0]}.")
+    # A fresh .part may belong to a download still running elsewhere: kept.
+    fetch("mnist", split="test", data_dir=tmp_path, mirrors=[_url(server, "good")])
+    assert _parts(folder) == [orphan]
+    # Untouched for longer than any download may pause, it is an orphan: the
+    # next fetch removes it, even with every file already present.
+    old = time.time() - _download.STALE_PART_SECONDS - 60
+    os.utime(orphan, (old, old))
+    fetch("mnist", split="test", data_dir=tmp_path, mirrors=[_url(server, "good")])
+    assert _parts(folder) == []
+    assert _listing(folder) == sorted(TEST_FILES)
+
+
+def test_only_zoo_part_files_of_the_dataset_are_removed(tmp_path: pathlib.Path):
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    names = [
+        f".{TEST_FILES[1]}.0123456789abcdef.part",  # an orphan of zoo's
+        f".{TEST_FILES[1]}.notzoos.part",  # not zoo's name for a partial file
+        ".other-file.gz.0123456789abcdef.part",  # not a file of this dataset
+    ]
+    old = time.time() - _download.STALE_PART_SECONDS - 60
+    for name in names:
+        (folder / name).write_bytes(b"partial")
+        os.utime(folder / name, (old, old))
+    _download.remove_stale_parts(folder / TEST_FILES[1])
+    assert _listing(folder) == sorted(names[1:])
+
+
+@pytest.mark.parametrize("mode", ["good", "nolength"])
+def test_a_body_over_its_bound_is_refused_and_leaves_nothing(
+    server: FileServer, tmp_path: pathlib.Path, mode: str
+):
+    # "good" declares its length (refused before any file is created);
+    # "nolength" does not (cut off as soon as the bound is passed).
+    name = TEST_FILES[1]  # 4,542 bytes
+    target = tmp_path / name
+    sha256 = REMOTE_DATASETS["mnist"].sha256[name]
+    expected = "declares 4,542 bytes" if mode == "good" else "larger than the 1,000"
+    with pytest.raises(DataError, match=expected):
+        _download._download(
+            _url(server, mode) + name, target, sha256, 5.0, max_bytes=1000
+        )
+    assert _listing(tmp_path) == []
+    _download._download(_url(server, mode) + name, target, sha256, 5.0, max_bytes=4542)
+    assert _listing(tmp_path) == [name]

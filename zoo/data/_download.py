@@ -22,17 +22,24 @@ file in the same folder, hashed while it streams, and renamed into place only
 once its size and hash match (``zoo._files.atomic_write``, which also gives it
 the usual ``0o666``-less-umask permissions). On any failure, ``KeyboardInterrupt``
 included, the ``.part`` file is removed: the cache never holds a partial file.
+A process killed outright (``SIGKILL``, power loss) cannot remove its own: every
+later fetch of the dataset removes ``.part`` files of its files that no download
+has touched for ten minutes (:func:`remove_stale_parts`).
 """
 
+import contextlib
 import dataclasses
 import hashlib
 import http.client
 import logging
 import os
+import re
+import stat
+import time
 import urllib.error
 import urllib.request
 import urllib.response
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -187,31 +194,93 @@ def _describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
 
 
-def _download(url: str, target: Path, sha256: str, timeout: float) -> None:
+Opener = Callable[[str, float], "http.client.HTTPResponse | urllib.response.addinfourl"]
+"""Opens a URL with a timeout; ``_open`` by default."""
+
+
+def _download(
+    url: str,
+    target: Path,
+    sha256: str,
+    timeout: float,
+    *,
+    max_bytes: int | None = None,
+    opener: Opener | None = None,
+) -> None:
     """Download ``url`` to ``target`` atomically, or raise and leave no file.
 
+    The response is opened before any file is created: a ``Content-Length``
+    above ``max_bytes`` is refused with nothing written, and a body that goes
+    past ``max_bytes`` is cut off there and its ``.part`` file removed.
+
     Raises:
-        DataError: the body's size or hash is wrong.
+        DataError: the body's size or hash is wrong, or it is over ``max_bytes``.
         OSError: the request or a write failed (``URLError`` is an ``OSError``).
     """
+    with (opener or _open)(url, timeout) as response:
+        declared = response.headers.get("Content-Length")
+        if declared is not None and not declared.isdigit():
+            declared = None
+        if max_bytes is not None and declared is not None and int(declared) > max_bytes:
+            raise DataError(
+                f"the server declares {int(declared):,} bytes, more than the "
+                f"{max_bytes:,} expected; nothing was written"
+            )
 
-    def stream(out: BinaryIO) -> None:
-        # Raising here, before atomic_write renames, leaves no file behind.
-        digest = hashlib.sha256()
-        received = 0
-        with _open(url, timeout) as response:
-            declared = response.headers.get("Content-Length")
+        def stream(out: BinaryIO) -> None:
+            # Raising here, before atomic_write renames, leaves no file behind.
+            digest = hashlib.sha256()
+            received = 0
             while chunk := response.read(_CHUNK):
+                received += len(chunk)
+                if max_bytes is not None and received > max_bytes:
+                    raise DataError(
+                        f"the body is larger than the {max_bytes:,} bytes expected; "
+                        "the download was stopped and its partial file removed"
+                    )
                 digest.update(chunk)
                 out.write(chunk)
-                received += len(chunk)
-        if declared is not None and declared.isdigit() and received != int(declared):
-            raise DataError(f"incomplete body: received {received} of {declared} bytes")
-        actual = digest.hexdigest()
-        if actual != sha256:
-            raise DataError(f"SHA-256 mismatch: expected {sha256}, got {actual}")
+            if declared is not None and received != int(declared):
+                raise DataError(
+                    f"incomplete body: received {received} of {declared} bytes"
+                )
+            actual = digest.hexdigest()
+            if actual != sha256:
+                raise DataError(f"SHA-256 mismatch: expected {sha256}, got {actual}")
 
-    atomic_write(target, stream, suffix=".part")
+        remove_stale_parts(target, timeout)
+        atomic_write(target, stream, suffix=".part")
+
+
+STALE_PART_SECONDS = 600.0
+"""A ``.part`` file untouched this long (or twice the timeout, if longer) is an
+orphan: a download writing it would have timed out. A process killed while
+downloading (``SIGKILL``, power loss) leaves one; the next fetch removes it."""
+
+
+def remove_stale_parts(target: Path, timeout: float = DEFAULT_TIMEOUT) -> None:
+    """Remove the orphaned ``.part`` files of downloads of ``target``.
+
+    Only files named as zoo names a download's partial file
+    (``.<name>.<16 hex digits>.part``) and untouched for
+    :data:`STALE_PART_SECONDS` (or ``2 * timeout``) are removed: a download
+    still running in another process rewrites its file at least once a
+    ``timeout``. Errors (a read-only cache) are ignored.
+    """
+    pattern = re.compile(rf"\.{re.escape(target.name)}\.[0-9a-f]{{16}}\.part")
+    limit = time.time() - max(STALE_PART_SECONDS, 2 * timeout)
+    try:
+        entries = list(target.parent.iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        if not pattern.fullmatch(entry.name):
+            continue
+        with contextlib.suppress(OSError):
+            info = entry.lstat()
+            if stat.S_ISREG(info.st_mode) and info.st_mtime < limit:
+                entry.unlink()
+                _log.info("Removed the orphaned partial download %s", entry)
 
 
 def _verify_present(path: Path, sha256: str) -> None:
@@ -287,6 +356,7 @@ def fetch(
 
     missing: list[Path] = []
     for n in names:
+        remove_stale_parts(folder / n, timeout)
         if (folder / n).is_file():
             _verify_present(folder / n, remote.sha256[n])
         else:
