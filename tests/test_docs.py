@@ -2,6 +2,7 @@
 
 import importlib
 import inspect
+import json
 import pathlib
 import re
 import types
@@ -98,3 +99,58 @@ def test_nox_accuracy_session_checks_the_readme_commands_and_promises():
         assert rows, f"{name}: the README has no row with `{command}`"
         shown = [float(p) for p in re.findall(r"\| (\d+\.\d+) %", rows[0])]
         assert shown and shown[0] >= 100 * promised, (name, rows[0])
+
+
+CODE_LINE_LIMIT = 80  # columns a code block shows at 1280 px without a scrollbar
+FENCE = re.compile(r"^[ \t]*(`{3,}|~{3,})")
+
+
+def code_block_lines(text: str) -> list[tuple[int, str]]:
+    """The lines inside fenced code blocks, with their 1-based line numbers."""
+    found, fence = [], None
+    for number, line in enumerate(text.splitlines(), start=1):
+        match = FENCE.match(line)
+        if fence is None:
+            fence = match.group(1) if match else None
+        elif (
+            match
+            and line.strip() == match.group(1)
+            and (match.group(1)[0] == fence[0] and len(match.group(1)) >= len(fence))
+        ):
+            fence = None
+        else:
+            found.append((number, line))
+    return found
+
+
+def test_code_block_lines_are_found():
+    # A fence closes on its own character, at least as long; nothing else does.
+    text = "a\n````markdown\n```\nx = 1\n````\ny\n~~~\nz\n```\n~~~\n"
+    assert code_block_lines(text) == [(3, "```"), (4, "x = 1"), (8, "z"), (9, "```")]
+
+
+def test_code_blocks_fit_the_page():
+    # Longer lines need a horizontal scrollbar on the built site (and on
+    # GitHub); put a long line's comment on the line above it instead.
+    too_long = [
+        f"{page.relative_to(REPO)}:{number}: {len(line)} characters"
+        for page in [*sorted(DOCS.glob("*.md")), REPO / "README.md"]
+        for number, line in code_block_lines(page.read_text(encoding="utf-8"))
+        if len(line) > CODE_LINE_LIMIT
+    ]
+    assert not too_long, (
+        f"code-block lines over {CODE_LINE_LIMIT} characters:\n" + "\n".join(too_long)
+    )
+
+
+def test_pretrained_page_shows_every_card_command():
+    # The weights table leaves the long commands to collapsible blocks below it,
+    # each wrapped with backslashes; joined again, each must be its card's.
+    page = (DOCS / "pretrained.md").read_text(encoding="utf-8")
+    shown = " ".join(re.sub(r"\\\n\s*", "", page).split())
+    cards = sorted((REPO / "zoo" / "weights").glob("*.json"))
+    assert cards, "no cards in zoo/weights/"
+    for card in cards:
+        command = json.loads(card.read_text(encoding="utf-8"))["command"]
+        assert " ".join(command.split()) in shown, f"pretrained.md lacks {card.name}"
+
