@@ -5,6 +5,8 @@ import inspect
 import json
 import pathlib
 import re
+import subprocess
+import sys
 import types
 
 import pytest
@@ -154,3 +156,12 @@ def test_pretrained_page_shows_every_card_command():
         command = json.loads(card.read_text(encoding="utf-8"))["command"]
         assert " ".join(command.split()) in shown, f"pretrained.md lacks {card.name}"
 
+
+def test_benchmark_tables_match_the_results():
+    # The tables of docs/benchmarks.md and docs/performance.md are generated
+    # from benchmarks/results/*.jsonl; `python benchmarks/report.py` rewrites them.
+    check = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "report.py"), "--check"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert check.returncode == 0, check.stdout + check.stderr
