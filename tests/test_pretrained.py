@@ -8,6 +8,7 @@ temporary folder under a path prefix picking its behaviour: ``/good/`` or
 import dataclasses
 import json
 import pathlib
+import shutil
 from collections.abc import Iterator
 
 import equinox as eqx
@@ -17,7 +18,9 @@ import pytest
 from _file_server import FileServer, serve
 
 import zoo
-from zoo.data import load_dataset, sha256_file
+from zoo.data import load_dataset
+from zoo.data._download import sha256_file
+from zoo.models import _cards
 from zoo.models._pretrained import PACKAGE_WEIGHTS, ModelCard
 from zoo.models._safetensors import named_arrays
 from zoo.train import evaluate
@@ -31,7 +34,12 @@ def _no_user_weights(monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path):
     """Only the package's weights, and a cache of this test's own."""
     monkeypatch.delenv("ZOO_WEIGHTS_DIR", raising=False)
     monkeypatch.delenv("ZOO_WEIGHTS_URL", raising=False)
+    monkeypatch.delenv("ZOO_WEIGHTS_ALLOW_HTTP", raising=False)
     monkeypatch.setenv("ZOO_WEIGHTS_CACHE", str(tmp_path / "cache"))
+
+
+def _listing(folder: pathlib.Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
 
 
 def _card(path: pathlib.Path) -> ModelCard:
@@ -154,11 +162,11 @@ def test_overrides_that_change_the_backbone_are_refused():
 
 
 def _publish(
-    folder: pathlib.Path, preset: str = "toy_mlp", dataset: str = "toy"
+    folder: pathlib.Path, preset: str = "toy_mlp", dataset: str = "toy", seed: int = 7
 ) -> ModelCard:
     """A weight file and card of a fresh ``preset`` in ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
-    model, state = zoo.create_model(preset, key=jax.random.key(7))
+    model, state = zoo.create_model(preset, key=jax.random.key(seed))
     path = zoo.save_safetensors(
         folder / f"{preset}-{dataset}.safetensors", model, state
     )
@@ -212,10 +220,16 @@ def _url(httpd: FileServer, mode: str) -> str:
     return f"http://{host!s}:{port}/{mode}/"
 
 
+def _weights_url(monkeypatch: pytest.MonkeyPatch, httpd: FileServer, mode: str):
+    """Point ZOO_WEIGHTS_URL at the local server, allowing its plain http."""
+    monkeypatch.setenv("ZOO_WEIGHTS_URL", _url(httpd, mode))
+    monkeypatch.setenv("ZOO_WEIGHTS_ALLOW_HTTP", "1")
+
+
 def test_weights_download_verified_into_the_cache(
     monkeypatch, server: FileServer, tmp_path: pathlib.Path
 ):
-    monkeypatch.setenv("ZOO_WEIGHTS_URL", _url(server, "good"))
+    _weights_url(monkeypatch, server, "good")
     model, _ = zoo.create_model("toy_mlp", pretrained="toy", key=jax.random.key(0))
     fresh, _ = zoo.create_model("toy_mlp", key=jax.random.key(7))
     assert eqx.tree_equal(model, fresh)
@@ -235,14 +249,153 @@ def test_weights_download_verified_into_the_cache(
 def test_a_corrupt_download_is_refused_and_not_kept(
     monkeypatch, server: FileServer, tmp_path: pathlib.Path
 ):
-    monkeypatch.setenv("ZOO_WEIGHTS_URL", _url(server, "corrupt"))
+    _weights_url(monkeypatch, server, "corrupt")
     with pytest.raises(ValueError, match="SHA-256 mismatch"):
         zoo.create_model("toy_mlp", pretrained="toy", key=jax.random.key(0))
-    cache = tmp_path / "cache"
-    assert sorted(p.name for p in cache.iterdir()) == ["toy_mlp-toy.json"]
+    assert _listing(tmp_path / "cache") == []  # not even the card
 
 
 def test_a_missing_remote_card_says_where_it_looked(monkeypatch, server: FileServer):
-    monkeypatch.setenv("ZOO_WEIGHTS_URL", _url(server, "good"))
+    _weights_url(monkeypatch, server, "good")
     with pytest.raises(ValueError, match="HTTP 404"):
         zoo.model_card("toy_mlp", "nothing")
+
+
+# --------------------------------------------------------------------------
+# A weights server is not trusted: malicious cards and bodies, all refused
+# before a byte is written, leaving nothing behind.
+
+
+def _serve_card(folder: pathlib.Path, **changes: object) -> None:
+    """Rewrite the served card of toy_mlp-toy with ``changes``."""
+    path = folder / "toy_mlp-toy.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"file": "ESCAPE"}, r"its file '/.*/escaped\.pth' must be exactly"),
+        ({"file": "../../escaped.pth"}, r"its file '\.\./\.\./escaped\.pth' must be"),
+        ({"file": "toy_mlp-toy.safetensors/"}, "must be exactly"),
+        ({"file": None}, "field 'file' must be a string, got None"),
+        ({"sha256": 12}, "field 'sha256' must be a string, got 12"),
+        ({"sha256": "ab" * 31}, "is not 64 lowercase hex digits"),
+        ({"input_shape": "2"}, "field 'input_shape' must be a list of ints"),
+        ({"config": ["MLP"]}, "field 'config' must be an object"),
+        ({"preset": "toy_mlp/../x"}, "preset 'toy_mlp/../x' is not a plain name"),
+        (
+            {"dataset": "other", "file": "toy_mlp-other.safetensors"},
+            "is the card of 'toy_mlp' on 'other'",
+        ),
+    ],
+)
+def test_a_malicious_card_is_refused_before_anything_is_written(
+    monkeypatch, server: FileServer, tmp_path: pathlib.Path, changes, message
+):
+    escaped = tmp_path / "site-packages" / "escaped.pth"
+    escaped.parent.mkdir()
+    if changes.get("file") == "ESCAPE":
+        changes = {"file": str(escaped)}  # an absolute path
+    _serve_card(tmp_path / "served", **changes)
+    _weights_url(monkeypatch, server, "good")
+    with pytest.raises(ValueError, match=message):
+        zoo.create_model("toy_mlp", pretrained="toy", key=jax.random.key(0))
+    with pytest.raises(ValueError, match=message):
+        zoo.model_card("toy_mlp", "toy")
+    assert server.requests == ["/good/toy_mlp-toy.json"] * 2  # never the file
+    assert _listing(tmp_path / "cache") == []
+    assert _listing(escaped.parent) == []
+
+
+@pytest.mark.parametrize("entry", ["toy_mlp-toy.json", "toy_mlp-toy.safetensors"])
+def test_a_link_in_the_cache_is_refused(
+    monkeypatch, server: FileServer, tmp_path: pathlib.Path, entry: str
+):
+    outside = tmp_path / "outside"
+    outside.write_bytes(b"not to be touched")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / entry).symlink_to(outside)
+    _weights_url(monkeypatch, server, "good")
+    with pytest.raises(ValueError, match=r"is a symbolic link .*follows no links"):
+        zoo.create_model("toy_mlp", pretrained="toy", key=jax.random.key(0))
+    assert outside.read_bytes() == b"not to be touched"
+    assert _listing(cache) == [entry]  # the link, left as it was; nothing else
+    assert ("toy_mlp", "toy") not in zoo.models._pretrained.available_weights()
+
+
+def test_a_body_larger_than_its_config_needs_is_refused(
+    monkeypatch, server: FileServer, tmp_path: pathlib.Path
+):
+    # A card whose SHA-256 matches a 1 MiB body: toy_mlp's 52 floats (and a
+    # header) need far less, so the download stops there and nothing stays.
+    served = tmp_path / "served"
+    big = served / "toy_mlp-toy.safetensors"
+    big.write_bytes(bytes(1 << 20))
+    _serve_card(served, sha256=sha256_file(big))
+    for mode in ("good", "nolength"):  # with and without a Content-Length
+        _weights_url(monkeypatch, server, mode)
+        with pytest.raises(ValueError, match=r"than the [\d,]+ (bytes )?expected"):
+            zoo.create_model("toy_mlp", pretrained="toy", key=jax.random.key(0))
+        assert _listing(tmp_path / "cache") == []
+
+
+def test_plain_http_needs_an_explicit_opt_in(monkeypatch, server: FileServer):
+    monkeypatch.setenv("ZOO_WEIGHTS_URL", _url(server, "good"))
+    with pytest.raises(ValueError, match=r"plain http .*ZOO_WEIGHTS_ALLOW_HTTP=1"):
+        zoo.model_card("toy_mlp", "toy")
+    assert server.requests == []  # refused before connecting
+    with pytest.raises(ValueError, match="must be an https://"):
+        monkeypatch.setenv("ZOO_WEIGHTS_URL", "ftp://example.com/weights/")
+        zoo.model_card("toy_mlp", "toy")
+    monkeypatch.setenv("ZOO_WEIGHTS_URL", _url(server, "good"))
+    card, path = zoo.models._pretrained.weights_file("toy_mlp", "toy", allow_http=True)
+    assert path.read_bytes() == (server.root / card.file).read_bytes()
+
+
+def test_a_local_file_url_needs_no_opt_in(monkeypatch, tmp_path: pathlib.Path):
+    _publish(tmp_path / "served")
+    monkeypatch.setenv("ZOO_WEIGHTS_URL", (tmp_path / "served").as_uri())
+    model, _ = zoo.create_model("toy_mlp", pretrained="toy", key=jax.random.key(0))
+    assert model.config()["width_size"] == [10]
+
+
+def test_shipped_names_are_checked_against_the_installed_cards(
+    monkeypatch, server: FileServer, tmp_path: pathlib.Path
+):
+    # An installed card whose weight file is not installed: the file comes
+    # from ZOO_WEIGHTS_URL, checked against the installed card's SHA-256, not
+    # against the server's card (which the server may change with the file).
+    installed = tmp_path / "installed"
+    installed.mkdir()
+    shutil.copy(tmp_path / "served" / "toy_mlp-toy.json", installed)
+    good = (tmp_path / "served" / "toy_mlp-toy.safetensors").read_bytes()
+    _publish(tmp_path / "served", "toy_mlp", "toy", seed=8)  # other weights
+    monkeypatch.setattr(_cards, "PACKAGE_WEIGHTS", installed)
+    _weights_url(monkeypatch, server, "good")
+    with pytest.raises(ValueError, match="SHA-256 mismatch"):
+        zoo.create_model("toy_mlp", pretrained="toy", key=jax.random.key(0))
+    assert server.requests == ["/good/toy_mlp-toy.safetensors"]  # no card asked
+    assert _listing(tmp_path / "cache") == []
+    (tmp_path / "served" / "toy_mlp-toy.safetensors").write_bytes(good)
+    model, _ = zoo.create_model("toy_mlp", pretrained="toy", key=jax.random.key(0))
+    fresh, _ = zoo.create_model("toy_mlp", key=jax.random.key(7))
+    assert eqx.tree_equal(model, fresh)
+    assert _listing(tmp_path / "cache") == ["toy_mlp-toy.safetensors"]
+
+
+def test_a_card_unlike_its_file_is_refused(monkeypatch, tmp_path: pathlib.Path):
+    mine = tmp_path / "mine"
+    _publish(mine)
+    _serve_card(mine, config={"family": "MLP", "in_size": 2, "out_size": 2})
+    monkeypatch.setenv("ZOO_WEIGHTS_DIR", str(mine))
+    with pytest.raises(ValueError, match="but its card describes"):
+        zoo.create_model("toy_mlp", pretrained="toy", key=jax.random.key(0))
+
+
+def test_overrides_are_checked_before_the_model_is_built():
+    with pytest.raises(ValueError, match=r"\(40000, 784\)"):
+        zoo.create_model(
+            "mlp", pretrained="mnist", width_size=[40000, 512], key=jax.random.key(0)
+        )

@@ -2,14 +2,18 @@
 
 import json
 import pathlib
+import struct
 
 import equinox as eqx
 import jax
 import numpy as np
 import pytest
-from safetensors.numpy import load_file, safe_open
+from jax.core import Tracer
+from safetensors.numpy import load_file, safe_open, save as save_bytes
 
 import zoo
+from zoo.models import _registry
+from zoo.models._initialise import initialise
 from zoo.models._safetensors import STATE_PREFIX, named_arrays
 
 
@@ -106,3 +110,49 @@ def test_save_replaces_atomically(tmp_path: pathlib.Path):
     zoo.save_safetensors(path, model, state)
     zoo.save_safetensors(path, model, state)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["toy.safetensors"]
+
+
+def test_a_config_is_checked_against_the_tensors_before_anything_is_built(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+):
+    # 120-odd bytes whose config asks for 40,000 hidden units (125 MB of
+    # float32): refused from the header, the model built as shapes only.
+    config = {"family": "MLP", "in_size": 784, "out_size": 10, "width_size": [40000]}
+    path = tmp_path / "small.safetensors"
+    path.write_bytes(save_bytes({}, metadata={"config": json.dumps(config)}))
+    assert path.stat().st_size < 130
+    built: list[bool] = []  # per build: was the model's key a concrete array?
+
+    def spy(constructor, kwargs, key):
+        built.append(not isinstance(key, Tracer))
+        return initialise(constructor, kwargs, key)
+
+    monkeypatch.setattr(_registry, "initialise", spy)
+    with pytest.raises(ValueError, match=r"no tensor 'layers\[0\]\.weight'") as error:
+        zoo.load_safetensors(path)
+    assert "(40000, 784) float32" in str(error.value)
+    assert built == [False]  # traced for its shapes, never run
+
+
+def test_loading_without_like_builds_nothing_concretely(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+):
+    model, state = zoo.create_model("stax_cnn", key=jax.random.key(0))
+    path = zoo.save_safetensors(tmp_path / "cnn.safetensors", model, state)
+    built: list[bool] = []
+
+    def spy(constructor, kwargs, key):
+        built.append(not isinstance(key, Tracer))
+        return initialise(constructor, kwargs, key)
+
+    monkeypatch.setattr(_registry, "initialise", spy)
+    again, again_state = zoo.load_safetensors(path)
+    assert built == [False]  # the arrays are the file's own
+    _assert_bitwise(_arrays(model, state), _arrays(again, again_state))
+
+
+def test_a_header_that_lies_about_its_length_is_refused(tmp_path: pathlib.Path):
+    path = tmp_path / "liar.safetensors"
+    path.write_bytes(struct.pack("<Q", 1 << 40) + b"{}")
+    with pytest.raises(ValueError, match="past the end of its 10 bytes"):
+        zoo.load_safetensors(path)

@@ -1,28 +1,38 @@
-"""Pretrained weights: model cards, where weight files are found, and loading.
+"""Pretrained weights: where weight files are found, fetched and loaded.
 
 A weight file ``<preset>-<dataset>.safetensors`` (see
 [`zoo.save_safetensors`][]) comes with its card ``<preset>-<dataset>.json``
-([`ModelCard`][zoo.ModelCard]): how it was trained, how well it does, and the
-SHA-256 the file must have. The card of a preset is looked for, in order:
+([`ModelCard`][zoo.ModelCard], in ``_cards``): how it was trained, how well it
+does, and the SHA-256 the file must have. The card of a preset is looked for,
+in order:
 
 1. in ``$ZOO_WEIGHTS_DIR``, if set (your own weights, or copies);
 2. in the package's ``zoo/weights/`` (the weights zoo ships);
 3. in the download cache (``$ZOO_WEIGHTS_CACHE``, else
    ``$XDG_CACHE_HOME/zoo/weights``, else ``~/.cache/zoo/weights``);
 4. at ``$ZOO_WEIGHTS_URL/<preset>-<dataset>.json``, if set: the card is
-   downloaded into the cache, then the weight file beside it, verified by the
-   card's SHA-256 before it is put in place.
+   downloaded and checked, then the weight file beside it, verified by its
+   SHA-256 before it is put in place; the card is kept in the cache only once
+   its weights are (``_hub`` says what is checked).
 
-The weight file is taken from the folder where its card was found. A file
-whose SHA-256 differs from its card's is refused, never loaded (and never
-deleted: delete it yourself, or fix the card).
+The weight file is taken from the folder where its card was found, by the one
+name a card may give it. Weights named like the shipped ones are checked
+against the SHA-256 of the card installed with zoo wherever they come from
+(the cache, a server; a shipped card whose file is missing fetches it from
+``$ZOO_WEIGHTS_URL``), never against a downloaded card; only
+``$ZOO_WEIGHTS_DIR``, your own folder, may hold other weights under those
+names. A file whose SHA-256 differs from what is expected is refused, never
+loaded (and never deleted: delete it yourself, or fix the card). The
+download cache follows no symbolic links.
+
+Before a file's tensors are read, its config is built as shapes only and
+checked against the tensors its header declares, and against its card's
+config (``_safetensors.load_safetensors``).
 """
 
-import dataclasses
 import json
 import os
 import pathlib
-from collections.abc import Mapping
 from typing import Any
 
 import equinox as eqx
@@ -30,193 +40,64 @@ import jax
 from jaxtyping import PRNGKeyArray
 
 from .._files import atomic_write
-from ..data._download import DEFAULT_TIMEOUT, _describe, _download, _open, sha256_file
+from ..data._download import DEFAULT_TIMEOUT, _describe, _download, sha256_file
+from . import _cards
 from ._abstract import AbstractModel
+from ._cards import (
+    PACKAGE_WEIGHTS as PACKAGE_WEIGHTS,
+    ModelCard as ModelCard,
+    available_weights as available_weights,
+    card_name as card_name,
+    check_name,
+    pinned_sha256,
+    read_card,
+    refuse_link,
+    user_weights_dir,
+    weights_cache_dir as weights_cache_dir,
+    weights_dirs as weights_dirs,
+    weights_file_name,
+)
+from ._hub import check_url, download_card, http_allowed, join, opener
 from ._registry import build_model, model_spec
-from ._safetensors import fill_arrays, load_safetensors, named_arrays
+from ._safetensors import (
+    abstract_model,
+    check_tensors,
+    file_config,
+    fill_arrays,
+    is_array_like,
+    load_safetensors,
+    named_arrays,
+    read_safetensors_header,
+)
 from ._transfer import head_only
 
-PACKAGE_WEIGHTS = pathlib.Path(__file__).resolve().parent.parent / "weights"
-"""The folder of the weight files and cards that ship with zoo."""
-_MAX_CARD_BYTES = 1 << 20
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelCard:
-    """What a pretrained weight file is, how it was made and how well it does.
-
-    Stored as JSON beside the weight file (``to_json`` / ``from_json``).
-
-    Attributes:
-        preset: the registered preset (``zoo.create_model(preset, ...)``).
-        dataset: the data set it was trained on (``"mnist"``, ...).
-        file: the weight file's name, ``<preset>-<dataset>.safetensors``.
-        sha256: the SHA-256 (hex) the weight file must have.
-        config: the model's config (``model.config()``).
-        parameter_count: the number of trained parameters (state excluded).
-        input_shape: the shape of one input example, e.g. ``[1, 28, 28]``.
-        preprocessing: how inputs are prepared, in words.
-        classes: the class names, by label.
-        command: the exact command that trained it.
-        seed: the run's seed.
-        epochs: the epochs it trained for.
-        test_correct: test images classified correctly.
-        test_count: test images evaluated (the whole test set).
-        test_accuracy: ``test_correct / test_count``.
-        correct_tolerance: by how many images ``test_correct`` may differ on
-            another CPU (float rounding of near ties); 0 if none can flip.
-        seconds_per_epoch: training seconds per epoch (median, compile excluded).
-        machine: the CPU it trained on, with its core count.
-        zoo_version: the zoo version that trained it.
-        notes: anything else worth knowing.
-    """
-
-    preset: str
-    dataset: str
-    file: str
-    sha256: str
-    config: Mapping[str, Any]
-    parameter_count: int
-    input_shape: tuple[int, ...]
-    preprocessing: str
-    classes: tuple[str, ...]
-    command: str
-    seed: int
-    epochs: int
-    test_correct: int
-    test_count: int
-    test_accuracy: float
-    correct_tolerance: int
-    seconds_per_epoch: float
-    machine: str
-    zoo_version: str
-    notes: str = ""
-
-    def to_json(self) -> dict[str, Any]:
-        """The card as a JSON object (tuples as lists)."""
-        out = dataclasses.asdict(self)
-        out["config"] = dict(self.config)
-        out["input_shape"] = list(self.input_shape)
-        out["classes"] = list(self.classes)
-        return out
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any], *, source: str = "card") -> "ModelCard":
-        """A card from its JSON object.
-
-        Raises:
-            ValueError: a field is missing or unknown (the message names it
-                and ``source``).
-        """
-        fields = {f.name for f in dataclasses.fields(cls)}
-        required = {
-            f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING
-        }
-        missing, unknown = sorted(required - set(data)), sorted(set(data) - fields)
-        if missing or unknown:
-            raise ValueError(
-                f"{source} is not a zoo model card: missing fields {missing}, "
-                f"unknown fields {unknown}."
-            )
-        values = dict(data)
-        values["input_shape"] = tuple(values["input_shape"])
-        values["classes"] = tuple(values["classes"])
-        return cls(**values)
-
-
-def card_name(preset: str, dataset: str) -> str:
-    """The stem of a weight file and its card: ``<preset>-<dataset>``."""
-    return f"{preset}-{dataset}"
-
-
-def weights_cache_dir() -> pathlib.Path:
-    """Where downloaded weights are kept.
-
-    Returns:
-        ``$ZOO_WEIGHTS_CACHE`` if set, else ``$XDG_CACHE_HOME/zoo/weights``,
-        else ``~/.cache/zoo/weights``.
-    """
-    if env := os.environ.get("ZOO_WEIGHTS_CACHE"):
-        return pathlib.Path(env).expanduser()
-    if xdg := os.environ.get("XDG_CACHE_HOME"):
-        return pathlib.Path(xdg).expanduser() / "zoo" / "weights"
-    return pathlib.Path.home() / ".cache" / "zoo" / "weights"
-
-
-def weights_dirs() -> list[pathlib.Path]:
-    """The local folders searched for weights, in order (see the module notes)."""
-    dirs = []
-    if env := os.environ.get("ZOO_WEIGHTS_DIR"):
-        dirs.append(pathlib.Path(env).expanduser())
-    return [*dirs, PACKAGE_WEIGHTS, weights_cache_dir()]
-
-
-def _read_card(path: pathlib.Path) -> ModelCard:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise ValueError(f"Cannot read the model card {path}: {error}") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"The model card {path} is not a JSON object.")
-    return ModelCard.from_json(data, source=str(path))
-
-
-def available_weights(preset: str | None = None) -> list[tuple[str, str]]:
-    """The ``(preset, dataset)`` pairs with a card in a local weights folder.
-
-    Args:
-        preset: only this preset's; ``None`` for all.
-
-    Returns:
-        Sorted pairs, each once (weights at ``$ZOO_WEIGHTS_URL`` are not
-        listed until they are downloaded).
-    """
-    found = set()
-    for folder in weights_dirs():
-        pattern = "*.json" if preset is None else f"{preset}-*.json"
-        for path in folder.glob(pattern) if folder.is_dir() else ():
-            try:
-                card = _read_card(path)
-            except ValueError:
-                continue
-            if path.stem == card_name(card.preset, card.dataset):
-                found.add((card.preset, card.dataset))
-    return sorted(found)
-
-
-def _download_card(base: str, name: str, cache: pathlib.Path, timeout: float) -> None:
-    url = f"{base.rstrip('/')}/{name}.json"
-    try:
-        with _open(url, timeout) as response:
-            body = response.read(_MAX_CARD_BYTES + 1)
-    except OSError as error:
-        raise ValueError(f"Could not download the model card {url}: "
-                         f"{_describe(error)}.") from None  # fmt: skip
-    if len(body) > _MAX_CARD_BYTES:
-        raise ValueError(f"{url} is larger than a model card can be.")
-    try:
-        card = ModelCard.from_json(json.loads(body), source=url)
-    except (ValueError, TypeError, AttributeError) as error:
-        raise ValueError(f"{url} is not a zoo model card: {error}") from None
-    if card_name(card.preset, card.dataset) != name:
-        raise ValueError(f"{url} is the card of {card.preset!r} on {card.dataset!r}.")
-    cache.mkdir(parents=True, exist_ok=True)
-    atomic_write(cache / f"{name}.json", body)
+_HEADER_ALLOWANCE = 1 << 16
+"""Bytes a weight file may hold beyond its tensors (its JSON header), plus
+256 a tensor (their names, shapes and offsets)."""
 
 
 def _locate(
-    preset: str, dataset: str, timeout: float
-) -> tuple[ModelCard, pathlib.Path]:
-    """The card of ``preset`` on ``dataset`` and the folder it was found in."""
-    name = card_name(preset, dataset)
+    preset: str, dataset: str, timeout: float, allow_http: bool | None
+) -> tuple[ModelCard, pathlib.Path, bytes | None]:
+    """The card of ``preset`` on ``dataset``, its folder, and its bytes if fresh.
+
+    The bytes are those of a card just downloaded and not yet written: the
+    caller keeps it in the cache once what it describes is there.
+    """
+    name = check_name(preset, dataset)
+    cache = weights_cache_dir()
     for folder in weights_dirs():
-        if (folder / f"{name}.json").is_file():
-            return _read_card(folder / f"{name}.json"), folder
+        path = folder / f"{name}.json"
+        if folder == cache:
+            refuse_link(path)
+        if path.is_file():
+            return read_card(path, name=name), folder, None
     base = os.environ.get("ZOO_WEIGHTS_URL")
     if base:
-        cache = weights_cache_dir()
-        _download_card(base, name, cache, timeout)
-        return _read_card(cache / f"{name}.json"), cache
+        card, body = download_card(
+            base, preset, dataset, timeout, http_allowed(allow_http)
+        )
+        return card, cache, body
     have = [d for p, d in available_weights(preset) if p == preset]
     presets = sorted({p for p, _ in available_weights()})
     where = ", ".join(str(d) for d in weights_dirs())
@@ -228,10 +109,23 @@ def _locate(
     )
 
 
+def _keep_card(name: str, body: bytes | None) -> None:
+    if body is not None:
+        cache = weights_cache_dir()
+        cache.mkdir(parents=True, exist_ok=True)
+        atomic_write(cache / f"{name}.json", body, suffix=".part")
+
+
 def model_card(
-    name: str, dataset: str, *, timeout: float = DEFAULT_TIMEOUT
+    name: str,
+    dataset: str,
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    allow_http: bool | None = None,
 ) -> ModelCard:
     """The card of the pretrained weights of preset ``name`` on ``dataset``.
+
+    A card found only at ``$ZOO_WEIGHTS_URL`` is checked and kept in the cache.
 
     Example:
         >>> import zoo
@@ -239,51 +133,107 @@ def model_card(
         >>> card.test_count
         10000
 
+    Args:
+        name: a registered preset.
+        dataset: the dataset it was trained on.
+        timeout: seconds to wait on each network operation.
+        allow_http: allow a plain ``http://`` ``$ZOO_WEIGHTS_URL``; ``None``
+            allows it only if ``ZOO_WEIGHTS_ALLOW_HTTP=1``.
+
     Raises:
         KeyError: no preset called ``name``.
         ValueError: no weights for it on ``dataset`` (the message lists the
-            datasets that have some), or an unreadable card.
+            datasets that have some), or an unreadable or invalid card.
     """
     model_spec(name)
-    return _locate(name, dataset, timeout)[0]
+    card, _, body = _locate(name, dataset, timeout, allow_http)
+    _keep_card(card_name(name, dataset), body)
+    return card
+
+
+def _max_bytes(card: ModelCard) -> int:
+    """The largest weight file ``card``'s config can need."""
+    model, state = abstract_model(card.config, source=f"The card of {card.file}")
+    arrays = named_arrays(model, state)
+    tensors = sum(a.size * a.dtype.itemsize for a in arrays.values())
+    return tensors + _HEADER_ALLOWANCE + 256 * len(arrays)
 
 
 def weights_file(
-    name: str, dataset: str, *, timeout: float = DEFAULT_TIMEOUT
+    name: str,
+    dataset: str,
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    allow_http: bool | None = None,
 ) -> tuple[ModelCard, pathlib.Path]:
     """The card and the verified weight file of ``name`` on ``dataset``.
 
-    A missing weight file beside a downloaded card is downloaded from
-    ``$ZOO_WEIGHTS_URL`` and verified before it is put in place.
+    A weight file missing from the cache (beside a downloaded card, or of a
+    shipped card) is downloaded from ``$ZOO_WEIGHTS_URL`` and verified before
+    it is put in place.
+
+    Args:
+        name: a registered preset.
+        dataset: the dataset it was trained on.
+        timeout: seconds to wait on each network operation.
+        allow_http: allow a plain ``http://`` ``$ZOO_WEIGHTS_URL``; ``None``
+            allows it only if ``ZOO_WEIGHTS_ALLOW_HTTP=1``.
 
     Raises:
-        ValueError: no such weights, or a file whose SHA-256 differs from its
-            card (refused: it is corrupt, or not the file the card describes).
+        ValueError: no such weights; an invalid card; a refused URL; a link in
+            the cache; a download that fails or is larger than its card's
+            config needs (nothing is written); or a file whose SHA-256 differs
+            from the one expected (refused: it is corrupt, or not the file the
+            card describes).
     """
     model_spec(name)
-    card, folder = _locate(name, dataset, timeout)
-    path = folder / card.file
+    card, folder, body = _locate(name, dataset, timeout, allow_http)
+    stem = card_name(name, dataset)
+    expected, pin = card.sha256, pinned_sha256(stem)
+    if pin is not None and folder != user_weights_dir():
+        if card.sha256 != pin:
+            raise ValueError(
+                f"The card of {stem!r} in {folder} expects SHA-256 {card.sha256}, "
+                f"but zoo ships these weights with SHA-256 {pin}: refused. Delete "
+                "that card, or put your own weights in ZOO_WEIGHTS_DIR."
+            )
+        expected = pin
+    cache = weights_cache_dir()
+    path = folder / weights_file_name(name, dataset)
+    if folder == _cards.PACKAGE_WEIGHTS and not path.is_file():
+        path = cache / path.name  # a shipped card whose file is not installed
+    if path.parent == cache:
+        refuse_link(path)
     base = os.environ.get("ZOO_WEIGHTS_URL")
-    if not path.is_file() and folder == weights_cache_dir() and base:
-        url = f"{base.rstrip('/')}/{card.file}"
+    if not path.is_file() and path.parent == cache and base:
+        allowed = http_allowed(allow_http)
+        url = join(base, path.name)
+        check_url(url, allowed)
+        limit = _max_bytes(card)
         try:
-            _download(url, path, card.sha256, timeout)
+            cache.mkdir(parents=True, exist_ok=True)
+            _download(
+                url, path, expected, timeout, max_bytes=limit, opener=opener(allowed)
+            )
         except (OSError, ValueError) as error:
             raise ValueError(
                 f"Could not download {url}: {_describe(error)}. Nothing was "
                 "written; check the URL, or put the file in ZOO_WEIGHTS_DIR."
             ) from None
     if not path.is_file():
-        raise ValueError(f"The card {folder / (path.stem + '.json')} has no "
-                         f"weight file {path} beside it.")  # fmt: skip
-    actual = sha256_file(path)
-    if actual != card.sha256:
         raise ValueError(
-            f"{path}: SHA-256 mismatch: its card expects {card.sha256}, the file "
+            f"The card of {stem!r} in {folder} has no weight file {path} beside it."
+        )
+    actual = sha256_file(path)
+    if actual != expected:
+        whose = "zoo's own card" if expected == pin else "its card"
+        raise ValueError(
+            f"{path}: SHA-256 mismatch: {whose} expects {expected}, the file "
             f"has {actual}. It was not loaded: the file is corrupt or not the one "
             "the card describes. Delete it (a downloaded file is fetched again), "
             "or publish it again with its card."
         )
+    _keep_card(stem, body)
     return card, path
 
 
@@ -293,6 +243,7 @@ def load_pretrained(
     *,
     key: PRNGKeyArray | None = None,
     timeout: float = DEFAULT_TIMEOUT,
+    allow_http: bool | None = None,
     **overrides: Any,
 ) -> tuple[AbstractModel, eqx.nn.State]:
     """The preset ``name`` with the weights it learned on ``dataset``.
@@ -307,42 +258,47 @@ def load_pretrained(
         ValueError: no such weights, a hash mismatch, or overrides that change
             the shape of a backbone parameter (the message names it).
     """
-    _, path = weights_file(name, dataset, timeout=timeout)
+    card, path = weights_file(name, dataset, timeout=timeout, allow_http=allow_http)
+    found, metadata = read_safetensors_header(path)
+    saved = file_config(path, metadata)
+    if saved != json.loads(json.dumps(dict(card.config))):
+        raise ValueError(
+            f"{path} holds a model of config {saved}, but its card describes "
+            f"{dict(card.config)}: refused. Publish the file again with its card."
+        )
     model, state = load_safetensors(path)
     if not overrides:
         return model, state
     if key is None:
         raise ValueError("Overriding a pretrained model's config needs `key=`.")
     config = {**model.config(), **overrides}
-    new, new_state = build_model(config, key=key)
-    old = named_arrays(model, state)
-    spec = head_only(new)
+    # Shapes first: overrides that would not fit the weights are refused
+    # before the new model is built.
+    shape, shape_state = abstract_model(config, source=f"Overrides {overrides}")
     heads = {
         jax.tree_util.keystr(p).removeprefix(".")
-        for p, _ in jax.tree_util.tree_flatten_with_path(
-            eqx.filter(eqx.filter(new, eqx.is_array), spec)
+        for p, leaf in jax.tree_util.tree_flatten_with_path(
+            eqx.filter(shape, head_only(shape))
         )[0]
+        if is_array_like(leaf)
     }
     fresh_head = "out_size" in overrides  # a new task: a new head
-    keep: dict[str, Any] = {}
-    for tensor, array in named_arrays(new, new_state).items():
-        if tensor in heads and fresh_head:
-            continue
-        before = old.get(tensor)
-        if before is None or before.shape != array.shape or before.dtype != array.dtype:
-            had = "none" if before is None else f"{before.shape} {before.dtype}"
-            raise ValueError(
-                f"Overrides {overrides} change the pretrained backbone of "
-                f"{name!r}: tensor {tensor!r} would be {tuple(array.shape)} "
-                f"{array.dtype}, the weights have {had}. With pretrained weights "
-                "only the head may change (out_size=); build other shapes "
-                "without pretrained=."
-            )
-        keep[tensor] = before
-    dropped = sorted(set(old) - set(keep) - heads)
-    if dropped:
-        raise ValueError(
-            f"Overrides {overrides} drop pretrained tensor {dropped[0]!r} of "
-            f"{name!r}: only the head may change with pretrained weights."
-        )
-    return fill_arrays(new, new_state, keep)
+    wanted = {
+        tensor: array
+        for tensor, array in named_arrays(shape, shape_state).items()
+        if not (tensor in heads and fresh_head)
+    }
+    advice = (
+        f"Overrides {overrides} change the pretrained backbone of {name!r}: with "
+        "pretrained weights only the head may change (out_size=); build other "
+        "shapes without pretrained=."
+    )
+    check_tensors(
+        path,
+        wanted,
+        {t: found[t] for t in found if not (t in heads and fresh_head)},
+        advice=advice,
+    )
+    old = named_arrays(model, state)
+    new, new_state = build_model(config, key=key)
+    return fill_arrays(new, new_state, {tensor: old[tensor] for tensor in wanted})

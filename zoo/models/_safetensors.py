@@ -11,7 +11,7 @@ from its Equinox key path (``jax.tree_util.keystr`` without the leading dot)::
 State entries are named after the ``eqx.nn.StateIndex`` in the model that owns
 them, prefixed by ``state:``. The model's ``config()`` is stored as JSON in the
 file's metadata (its only entry, so the same model always gives the same
-bytes), and the file alone rebuilds the model (``zoo.build_model``).
+bytes), and the file alone rebuilds the model (``zoo.models.build_model``).
 Arrays keep their dtype (``float32`` for every preset; BatchNorm's counter is
 ``int32``); loading gives back bitwise the arrays that were saved.
 """
@@ -31,9 +31,15 @@ from safetensors.numpy import load as load_bytes, save as save_bytes
 
 from .._files import atomic_write
 from ._abstract import AbstractModel
+from ._registry import build_model
 
 STATE_PREFIX = "state:"
 """Prefix of the names of state entries (BatchNorm statistics) in a file."""
+
+
+def is_array_like(x: Any) -> bool:
+    """An array, or the shape and dtype of one (of a model built abstractly)."""
+    return eqx.is_array(x) or isinstance(x, jax.ShapeDtypeStruct)
 
 
 def _name(path: tuple[Any, ...]) -> str:
@@ -63,7 +69,7 @@ def named_arrays(model: AbstractModel, state: eqx.nn.State) -> dict[str, jax.Arr
     Returns:
         ``{name: array}``, e.g. ``{"layers[0].weight": (512, 784) array, ...}``.
     """
-    params = eqx.filter(model, eqx.is_array)
+    params = eqx.filter(model, is_array_like)
     named: dict[str, jax.Array] = {}
     for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
         named[_name(path)] = leaf
@@ -107,6 +113,73 @@ def save_safetensors(
     return atomic_write(path, save_bytes(tensors, metadata=metadata))
 
 
+_DTYPES = {
+    "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
+    "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8",
+    "U64": "uint64", "U32": "uint32", "U16": "uint16", "U8": "uint8",
+    "BOOL": "bool",
+}  # fmt: skip
+"""safetensors' dtype codes and the NumPy names of their dtypes."""
+
+TensorHeader = dict[str, tuple[tuple[int, ...], str]]
+"""Each tensor's shape and dtype name by its name, from a file's header."""
+
+
+def read_safetensors_header(
+    path: str | os.PathLike[str],
+) -> tuple[TensorHeader, dict[str, str]]:
+    """The shape and dtype of every tensor, and the metadata, of a safetensors file.
+
+    Reads only the header (its first ``8 + header length`` bytes), so a file's
+    claims can be checked before anything it describes is built or read.
+
+    Raises:
+        ValueError: the file is not a readable safetensors file.
+        FileNotFoundError: there is no such file.
+    """
+    path = pathlib.Path(path)
+
+    def bad(reason: str) -> ValueError:
+        return ValueError(
+            f"{path} is not a readable safetensors file ({reason}). Write it with "
+            "zoo.save_safetensors."
+        )
+
+    with path.open("rb") as file:
+        size_bytes = file.read(8)
+        if len(size_bytes) < 8:
+            raise bad(f"{len(size_bytes)} bytes, too short for a header length")
+        # The format: an 8-byte little-endian header length, then a JSON header
+        # whose "__metadata__" entry maps strings to strings.
+        (size,) = struct.unpack("<Q", size_bytes)
+        total = os.fstat(file.fileno()).st_size
+        if size > total - 8:
+            raise bad(f"its header length {size} is past the end of its {total} bytes")
+        raw = file.read(size)
+    try:
+        header = json.loads(raw)
+    except ValueError as error:
+        raise bad(f"its header is not JSON: {error}") from None
+    if not isinstance(header, dict):
+        raise bad("its header is not a JSON object")
+    metadata = header.pop("__metadata__", None) or {}
+    if not isinstance(metadata, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
+    ):
+        raise bad("its __metadata__ is not an object of strings")
+    tensors: TensorHeader = {}
+    for name, entry in header.items():
+        if not (
+            isinstance(entry, dict)
+            and entry.get("dtype") in _DTYPES
+            and isinstance(entry.get("shape"), list)
+            and all(isinstance(n, int) and n >= 0 for n in entry["shape"])
+        ):
+            raise bad(f"tensor {name!r} has no valid dtype and shape")
+        tensors[name] = (tuple(entry["shape"]), _DTYPES[entry["dtype"]])
+    return tensors, metadata
+
+
 def read_safetensors(
     path: str | os.PathLike[str],
 ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
@@ -116,13 +189,9 @@ def read_safetensors(
         ValueError: the file is not a readable safetensors file.
         FileNotFoundError: there is no such file.
     """
+    _, metadata = read_safetensors_header(path)
     data = pathlib.Path(path).read_bytes()
     try:
-        # The format: an 8-byte little-endian header length, then a JSON header
-        # whose "__metadata__" entry maps strings to strings.
-        (size,) = struct.unpack("<Q", data[:8])
-        header = json.loads(data[8 : 8 + size])
-        metadata = dict(header.get("__metadata__") or {})
         tensors = load_bytes(data)
     except Exception as error:  # safetensors raises its own error types
         raise ValueError(
@@ -132,13 +201,94 @@ def read_safetensors(
     return tensors, metadata
 
 
-def _restore(like: jax.Array, array: np.ndarray) -> jax.Array:
+def _restore(like: Any, array: np.ndarray) -> jax.Array:
     # A weakly typed scalar (BatchNorm's counter) stays weakly typed.
     if getattr(like, "weak_type", False) and array.ndim == 0:
         value = jnp.asarray(array.item())
         if value.dtype == like.dtype:
             return value
     return jnp.asarray(array)
+
+
+def file_config(path: str | os.PathLike[str], metadata: Mapping[str, str]) -> Any:
+    """The zoo model config stored in a file's metadata.
+
+    Raises:
+        ValueError: there is none, or it is not a JSON object.
+    """
+    if "config" not in metadata:
+        raise ValueError(
+            f"{path} has no zoo model config in its metadata; pass "
+            "like=(model, state) of the architecture it holds."
+        )
+    try:
+        config = json.loads(metadata["config"])
+    except ValueError as error:
+        raise ValueError(f"{path}: its model config is not JSON ({error}).") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: its model config is not a JSON object.")
+    return config
+
+
+def abstract_model(
+    config: Mapping[str, Any], *, source: str = "The config"
+) -> tuple[AbstractModel, eqx.nn.State]:
+    """The model and state ``config`` builds, as shapes only: nothing is allocated.
+
+    Every array is a ``jax.ShapeDtypeStruct`` (``eqx.filter_eval_shape``), so a
+    config can be checked against the tensors a file holds before the model is
+    built.
+
+    Raises:
+        ValueError: the config builds no model (``source`` names where it is).
+    """
+    try:
+        return eqx.filter_eval_shape(build_model, config, key=jax.random.key(0))
+    except (ValueError, TypeError, KeyError) as error:
+        raise ValueError(
+            f"{source} describes no model zoo can build: {error}"
+        ) from None
+
+
+def check_tensors(
+    path: str | os.PathLike[str],
+    expected: Mapping[str, Any],
+    found: TensorHeader,
+    *,
+    advice: str,
+) -> None:
+    """Check that ``found`` (a file's header) holds exactly the ``expected`` arrays.
+
+    Args:
+        path: the file, for messages.
+        expected: the model's arrays by name (concrete or ``ShapeDtypeStruct``).
+        found: the file's tensors' shapes and dtypes by name.
+        advice: what to do, appended to the message.
+
+    Raises:
+        ValueError: the first tensor (in the model's order) that is missing or
+            of another shape or dtype, with both, or the first extra tensor.
+    """
+    for name, array in expected.items():
+        need = f"{tuple(array.shape)} {np.dtype(array.dtype).name}"
+        if name not in found:
+            raise ValueError(
+                f"{path} does not match the model: it has no tensor {name!r} (the "
+                f"model's is {need}). {advice}"
+            )
+        shape, dtype = found[name]
+        if shape != tuple(array.shape) or dtype != np.dtype(array.dtype).name:
+            raise ValueError(
+                f"{path} does not match the model at tensor {name!r}: the file "
+                f"has shape {shape} {dtype}, the model {need}. {advice}"
+            )
+    extra = [name for name in found if name not in expected]
+    if extra:
+        raise ValueError(
+            f"{path} does not match the model: it has tensor {extra[0]!r} of shape "
+            f"{found[extra[0]][0]} that the model lacks ({len(extra)} extra in "
+            f"all). {advice}"
+        )
 
 
 def load_safetensors(
@@ -148,11 +298,17 @@ def load_safetensors(
 ) -> tuple[AbstractModel, eqx.nn.State]:
     """Read a model and its state written by [`zoo.save_safetensors`][].
 
+    The file's header is checked first, before anything is built or read:
+    without ``like``, the config in the file's metadata is built as shapes only
+    (``eqx.filter_eval_shape``) and every tensor's shape and dtype compared with
+    the model's, so a small file whose config describes a huge model is refused
+    at once. The model is then made from the file's own arrays.
+
     Args:
         path: the safetensors file.
         like: a ``(model, state)`` of the same structure to fill in; ``None``
             rebuilds the model from the config in the file's metadata with
-            ``zoo.build_model``.
+            ``zoo.models.build_model``.
 
     Returns:
         ``(model, state)`` with bitwise the arrays that were saved.
@@ -161,43 +317,23 @@ def load_safetensors(
         ValueError: the file holds another model: the message names the first
             tensor (in the model's order) that is missing, extra, or of another
             shape or dtype, with both shapes; or the file has no zoo config and
-            no ``like`` was given.
+            no ``like`` was given, or its config builds no model.
     """
-    tensors, metadata = read_safetensors(path)
+    found, metadata = read_safetensors_header(path)
     if like is None:
-        from ._registry import build_model
-
-        if "config" not in metadata:
-            raise ValueError(
-                f"{path} has no zoo model config in its metadata; pass "
-                "like=(model, state) of the architecture it holds."
-            )
-        like = build_model(json.loads(metadata["config"]), key=jax.random.key(0))
-    model, state = like
-    expected = named_arrays(model, state)
-    for name, array in expected.items():
-        if name not in tensors:
-            raise ValueError(
-                f"{path} does not match the model: it has no tensor {name!r} "
-                f"(the model's is {tuple(array.shape)} {array.dtype}). It was "
-                "saved from another architecture or config."
-            )
-        found = tensors[name]
-        if found.shape != array.shape or found.dtype != array.dtype:
-            raise ValueError(
-                f"{path} does not match the model at tensor {name!r}: the file "
-                f"has shape {found.shape} {found.dtype}, the model "
-                f"{tuple(array.shape)} {array.dtype}. It was saved from another "
-                "config; build the model from the file's config "
-                "(zoo.load_safetensors without like=) or from the same preset."
-            )
-    extra = sorted(set(tensors) - set(expected))
-    if extra:
-        raise ValueError(
-            f"{path} does not match the model: it has tensor {extra[0]!r} of "
-            f"shape {tensors[extra[0]].shape} that the model lacks "
-            f"({len(extra)} extra in all). It was saved from another config."
+        like = abstract_model(
+            file_config(path, metadata), source=f"The config in {path}"
         )
+        advice = "Its config does not describe the tensors it holds: it is damaged."
+    else:
+        advice = (
+            "It was saved from another architecture or config; build the model "
+            "from the file's config (zoo.load_safetensors without like=) or from "
+            "the same preset."
+        )
+    model, state = like
+    check_tensors(path, named_arrays(model, state), found, advice=advice)
+    tensors, _ = read_safetensors(path)
     return fill_arrays(model, state, tensors)
 
 
@@ -213,7 +349,7 @@ def fill_arrays(
     def take(name: str, leaf: Any) -> Any:
         return _restore(leaf, np.asarray(arrays[name])) if name in arrays else leaf
 
-    params, static = eqx.partition(model, eqx.is_array)
+    params, static = eqx.partition(model, is_array_like)
     flat, treedef = jax.tree_util.tree_flatten_with_path(params)
     restored = [take(_name(p), leaf) for p, leaf in flat]
     model = eqx.combine(jax.tree.unflatten(treedef, restored), static)
