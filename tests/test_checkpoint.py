@@ -1,6 +1,7 @@
 """Checkpoints: bitwise round trips, atomic versions, crash safety, clear errors."""
 
 import ast
+import errno
 import importlib.metadata
 import inspect
 import json
@@ -725,3 +726,50 @@ def test_checkpoint_modules_do_not_import_the_zoo_package(module: types.ModuleTy
         else:
             continue
         assert "zoo" not in names, f"{module.__name__} imports zoo: {ast.unparse(node)}"
+
+
+class _FullDisk:
+    """A real file whose writes fail as on a full disk (``ENOSPC``)."""
+
+    def __init__(self, file: Any) -> None:
+        self.file = file
+
+    def write(self, data: bytes) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.file, name)
+
+    def __enter__(self) -> "_FullDisk":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.file.close()
+
+
+@pytest.mark.parametrize("full", [_checkpoint_files.MODEL, _checkpoint_files.TRAINER])
+def test_a_full_disk_is_a_checkpoint_error_and_keeps_the_previous_version(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, full: str
+):
+    # model.eqx is written by equinox, which wraps the OSError in an error of
+    # its own (naming the leaf); trainer.json is written by zoo directly.
+    _save_toy(tmp_path, 1, 1.0)
+    real = _checkpoint_dir.create_file
+
+    def create_file(path: pathlib.Path) -> Any:
+        file = real(path)
+        return _FullDisk(file) if path.name == full else file
+
+    monkeypatch.setattr(_checkpoint_dir, "create_file", create_file)
+    with pytest.raises(CheckpointError) as error:
+        _save_toy(tmp_path, 2, 2.0)
+    message = str(error.value)
+    assert "No space left on device" in message
+    assert str(tmp_path) in message
+    assert f"step_00000002/{full}" in message
+    assert "previous checkpoint is intact" in message
+    assert isinstance(_checkpoint_dir.os_error_in(error.value), OSError)
+    monkeypatch.undo()
+    assert _versions(tmp_path) == ["step_00000001"]
+    assert _hidden(tmp_path) == []  # nothing of the failed save is left
+    assert _value(load_checkpoint(tmp_path, optimizer=ADAM)) == 1.0

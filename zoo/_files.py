@@ -74,3 +74,21 @@ def atomic_write(
         temp.unlink(missing_ok=True)
         raise
     return target
+
+
+def os_error_in(error: BaseException) -> OSError | None:
+    """The ``OSError`` behind ``error``: itself, or one it was raised from.
+
+    Equinox's ``tree_serialise_leaves`` wraps a failed write (a full disk) in
+    its own error naming the leaf; the operating system's error is its
+    ``__cause__`` (or ``__context__``). Found by walking that chain, never by
+    reading messages.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, OSError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None

@@ -31,7 +31,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any, BinaryIO
 
-from .._files import atomic_write, create_file, fsync_dir
+from .._files import atomic_write, create_file, fsync_dir, os_error_in
 
 __all__ = [
     "CheckpointError",
@@ -174,9 +174,14 @@ def write_version(
     temp = root / f".tmp-{name}-{uuid.uuid4().hex}"
     aside: pathlib.Path | None = None
     committed = False
+    writing = final
     try:
         temp.mkdir()
-        records = {file: _write_file(temp / file, data) for file, data in files.items()}
+        records = {}
+        for file, data in files.items():
+            writing = final / file
+            records[file] = _write_file(temp / file, data)
+        writing = final / MANIFEST
         content = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -202,10 +207,13 @@ def write_version(
                 # If this fails too, the loader and the next save find it aside.
                 with contextlib.suppress(OSError):
                     os.replace(aside, final)
-        if isinstance(error, OSError):
+        cause = os_error_in(error)
+        if cause is not None:
+            where = "" if cause.filename is not None else f" (writing {writing})"
             raise CheckpointError(
                 f"Could not save the checkpoint for step {step} in {root}: "
-                f"{os_reason(error)}."
+                f"{os_reason(cause)}{where}. The previous checkpoint is intact"
+                f"{'' if committed else '; nothing of this one was kept'}."
             ) from error
         raise
     _clean_up(root, keep_name=name, keep=keep)
