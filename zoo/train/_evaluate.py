@@ -8,6 +8,7 @@ from jax.sharding import Mesh
 
 from ..data import ArrayDataset, eval_pipeline
 from ..models import AbstractModel
+from ._labels import check_labels
 from ._metrics import LossFn, Metrics, softmax_cross_entropy
 from ._parallel import process_shard, shard_batch
 from ._step import eval_step
@@ -47,7 +48,12 @@ def evaluate(
 
     Returns:
         ``{"loss": ..., "accuracy": ..., "count": len(dataset)}``.
+
+    Raises:
+        ValueError: a label of ``dataset`` is outside ``[0, model.out_size)``
+            (refused as [`fit`][zoo.train.fit] refuses it).
     """
+    check_labels(model, dataset, "dataset")
     total = Metrics.zero()
     if mesh is None:
         for batch in eval_pipeline(dataset, batch_size=batch_size):
