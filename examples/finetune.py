@@ -28,7 +28,6 @@ import jax
 import optax
 
 import zoo
-from zoo._files import atomic_write
 from zoo.data import ArrayDataset, load_dataset
 from zoo.train import evaluate
 
@@ -90,11 +89,12 @@ def run(
     model, state, trainable = start(config, mode, len(test.class_names))
     steps = config.epochs * (len(train) // config.batch_size)
     t0 = time.perf_counter()
+    optimizer = optax.adam(optax.cosine_decay_schedule(config.lr, steps))
     result = zoo.fit(
         model, state, train,
-        optimizer=optax.adam(optax.cosine_decay_schedule(config.lr, steps)),
+        zoo.train.make_train_step(optimizer, trainable=trainable),
         epochs=config.epochs, batch_size=config.batch_size, seed=config.seed,
-        test_data=test, trainable=trainable, progress=False, log=None,
+        test_data=test, callbacks=[],
     )  # fmt: skip
     seconds = time.perf_counter() - t0
     before = evaluate(model, state, test)["accuracy"]
@@ -166,15 +166,15 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         config.out.mkdir(parents=True, exist_ok=True)
         payload = {"config": {k: str(v) for k, v in vars(config).items()},
                    "results": results}  # fmt: skip
-        atomic_write(
-            config.out / "finetune.json", json.dumps(payload, indent=2).encode()
-        )
+        (config.out / "finetune.json").write_text(json.dumps(payload, indent=2))
         write_figure(config.out, results)
         print(f"wrote {config.out}/finetune.json and finetune.png")
     return results
 
 
 if __name__ == "__main__":
+    zoo.runtime.tune_cpu()  # process-wide; before any JAX computation
+    zoo.runtime.enable_compilation_cache()
     try:
         main()
     except (zoo.data.DataError, ValueError, KeyError) as error:

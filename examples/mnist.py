@@ -156,7 +156,7 @@ class Config:
     def __post_init__(self) -> None:
         """Refuse bad values before any work, naming the option."""
         try:
-            zoo.model_spec(self.model)
+            zoo.models.model_spec(self.model)
         except KeyError as error:
             raise ValueError(f"--model: {error.args[0]}") from None
         for name in ("epochs", "batch_size", "train_examples", "num_processes"):
@@ -425,8 +425,6 @@ def main(argv: Sequence[str] | None = None) -> float:
         "device_count": 1 if mesh is None else mesh.devices.size,
         "process_count": jax.process_count(),
     }
-    if config.out is not None and is_main:
-        zoo.train.ensure_writable(config.out)  # fail now, not after an epoch
 
     say(f"{config.model} on {config.dataset}: {len(train)} train / {len(test)} test")
     say(f"augmentation: {augment or 'none'}")
@@ -434,25 +432,29 @@ def main(argv: Sequence[str] | None = None) -> float:
         say(f"data parallel over {mesh.devices.size} devices in "
             f"{jax.process_count()} process(es)")  # fmt: skip
     out = config.out
+    loss = (
+        zoo.train.label_smoothing(config.label_smoothing)
+        if config.label_smoothing
+        else zoo.train.softmax_cross_entropy
+    )
+    # Files are checked writable here, before anything trains.
+    callbacks = zoo.train.default_callbacks(progress=config.progress)
+    checkpointer = None
+    if out is not None and is_main:
+        callbacks.append(zoo.train.HistoryWriter(out / "metrics.json", run_config))
+        checkpointer = zoo.train.Checkpointer(out / "checkpoint", config=run_config)
     result = fit(
         model,
         state,
         train,
-        optimizer=optimizer,
-        loss=(
-            zoo.train.label_smoothing(config.label_smoothing)
-            if config.label_smoothing
-            else zoo.train.softmax_cross_entropy
-        ),
+        zoo.train.make_train_step(optimizer, loss=loss),
         epochs=config.epochs,
         batch_size=config.batch_size,
         seed=config.seed,
         test_data=test,
-        checkpoint_dir=None if out is None else out / "checkpoint",
+        callbacks=callbacks,
+        checkpoint_dir=checkpointer,
         resume=config.resume,
-        history_path=None if out is None else out / "metrics.json",
-        run_config=run_config,
-        progress=config.progress,
         mesh=mesh,
         augment=augment,
     )
@@ -479,6 +481,9 @@ def main(argv: Sequence[str] | None = None) -> float:
 
 
 if __name__ == "__main__":
+    # Process-wide CPU tuning, before any JAX computation (see zoo.runtime).
+    zoo.runtime.tune_cpu()
+    zoo.runtime.enable_compilation_cache()
     try:
         main()
     except (zoo.CheckpointError, zoo.data.DataError, ValueError) as error:

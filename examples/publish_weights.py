@@ -15,6 +15,7 @@ Run:
 """
 
 import argparse
+import hashlib
 import json
 import os
 import pathlib
@@ -31,10 +32,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import zoo
-from zoo._files import atomic_write
-from zoo.data import ArrayDataset, load_dataset, sha256_file
+from zoo.data import ArrayDataset, load_dataset
 from zoo.train import evaluate
-from zoo.train._step import prepare_inputs
 
 WEIGHTS = pathlib.Path(zoo.__file__).resolve().parent / "weights"
 EVAL_BATCH_SIZE = 1000
@@ -87,6 +86,18 @@ def machine() -> str:
     return f"{name}, {os.cpu_count()} cores"
 
 
+def sha256_file(path: pathlib.Path) -> str:
+    """The file's SHA-256, as hex."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def atomic_write(path: pathlib.Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path``, then rename it there."""
+    temporary = path.with_name(f".{path.name}.writing")
+    temporary.write_bytes(data)
+    os.replace(temporary, path)
+
+
 def parameter_count(model) -> int:
     """Trained parameters: the model's floating-point arrays (state excluded)."""
     leaves = jax.tree.leaves(eqx.filter(model, eqx.is_inexact_array))
@@ -95,7 +106,12 @@ def parameter_count(model) -> int:
 
 def near_ties(model, state, test: ArrayDataset) -> int:
     """Test images whose two largest logits are within ``NEAR_TIE`` of each other."""
-    infer = eqx.filter_jit(lambda m, s, x: zoo.apply(m, prepare_inputs(m, x), s)[0])
+
+    def infer(m, s, x):  # uint8 images scaled to [0, 1], in the model's shape
+        x = (x.astype(jnp.float32) / 255).reshape(len(x), *m.input_shape)
+        return zoo.apply(m, x, s)[0]
+
+    infer = eqx.filter_jit(infer)
     model = eqx.nn.inference_mode(model)
     count = 0
     for i in range(0, len(test), 1000):

@@ -31,7 +31,7 @@ from matplotlib.figure import Figure
 import zoo
 import zoo.plot
 from zoo.data import load_toy
-from zoo.train import evaluate, fit, format_epoch, predict
+from zoo.train import evaluate, fit, predict
 
 try:
     import tyro
@@ -108,17 +108,20 @@ def main(argv: Sequence[str] | None = None) -> float:
         model,
         state,
         train,
-        optimizer=optax.adam(LEARNING_RATE),
+        optax.adam(LEARNING_RATE),
         epochs=config.epochs,
         batch_size=BATCH_SIZE,
         seed=config.seed,
-        progress=config.progress,
-        log=None,
+        callbacks=zoo.train.default_callbacks(progress=config.progress, log=None),
     )
     seconds = time.perf_counter() - start
     for record in result.history:
         if (record.epoch + 1) % LOG_EVERY == 0 or record is result.history[-1]:
-            print(format_epoch(record, config.epochs))
+            print(
+                f"epoch {record.epoch + 1}/{config.epochs}"
+                f" | train loss {record.train_loss:.4f}"
+                f" | train acc {100 * record.train_accuracy:.2f}%"
+            )
     print(
         f"trained {result.step} steps in {seconds:.1f} s "
         f"(compile {result.compile_seconds:.1f} s)"
@@ -143,4 +146,6 @@ def main(argv: Sequence[str] | None = None) -> float:
 
 
 if __name__ == "__main__":
+    zoo.runtime.tune_cpu()  # process-wide; before any JAX computation
+    zoo.runtime.enable_compilation_cache()
     main()

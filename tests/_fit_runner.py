@@ -29,11 +29,9 @@ def main() -> None:
         batch_size=128,
         seed=3,
         steps_per_call=2,
-        checkpoint_dir=checkpoint_dir,
-        checkpoint_every=2,
+        checkpoint_dir=zoo.train.Checkpointer(checkpoint_dir, every=2),
         resume="--resume" in sys.argv,
-        progress=False,
-        log=None,
+        callbacks=zoo.train.default_callbacks(progress=False, log=None),
     )
     eqx.tree_serialise_leaves(out, (result.model, result.state))
 

@@ -3,10 +3,6 @@
 import os
 import pathlib
 
-# Tests compile afresh, so each run checks XLA's output rather than a cache's
-# (tests/test_compilation_cache.py checks the cache). Before zoo is imported.
-os.environ["ZOO_COMPILATION_CACHE"] = "0"
-
 import jax
 import pytest
 

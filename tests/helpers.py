@@ -8,7 +8,7 @@ import pathlib
 import subprocess
 import sys
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import equinox as eqx
@@ -112,7 +112,11 @@ def assert_close(actual: Any, expected: Any, rtol: float = 1e-4) -> None:
 
 
 def run_probe(
-    script: str, env: dict[str, str], *, unset: Callable[[str], bool]
+    script: str,
+    env: dict[str, str],
+    *,
+    unset: Callable[[str], bool],
+    args: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Run ``script`` in a fresh CPU-only interpreter; its last line, as JSON.
 
@@ -121,7 +125,7 @@ def run_probe(
     """
     clean = {k: v for k, v in os.environ.items() if not unset(k)}
     done = subprocess.run(
-        [sys.executable, "-c", script],
+        [sys.executable, "-c", script, *args],
         env={**clean, "JAX_PLATFORMS": "cpu", **env},
         capture_output=True,
         text=True,

@@ -1,4 +1,5 @@
-"""``import zoo`` tunes glibc's allocator so training steps reuse heap memory.
+"""``zoo.runtime.tune_cpu()`` tunes glibc's allocator so steps reuse heap memory;
+``import zoo`` alone changes nothing in the process.
 
 Each check runs in a fresh interpreter: the setting is process-wide and must
 come before the first JAX computation.
@@ -14,15 +15,16 @@ from tests.helpers import run_probe
 from zoo import _allocator
 
 pytestmark = pytest.mark.skipif(
-    _allocator._glibc() is None, reason="the allocator tuning is for glibc only"
+    _allocator.glibc() is None, reason="the allocator tuning is for glibc only"
 )
 
 # Prints, as JSON: whether zoo tuned the allocator, how many malloc arenas the
 # process has after training, and the page faults of a `cnn` training step (at
 # batch 64, so that its buffers are a few MiB each) in the median of 9 calls.
 _PROBE = r"""
-import ctypes, ctypes.util, json, os, resource, tempfile
+import ctypes, ctypes.util, json, os, resource, sys, tempfile
 import zoo
+tuned = zoo.runtime.tune_cpu() if sys.argv[1:] == ["tune"] else False
 import jax, numpy as np, optax
 from zoo.data import Chunk
 from zoo.train import TrainState, make_train_step
@@ -57,7 +59,7 @@ with tempfile.TemporaryDirectory() as d:
     libc.malloc_info(0, f)
     libc.fclose(f)
     arenas = open(path).read().count("<heap nr=")
-print(json.dumps({"tuned": zoo.allocator_tuned(), "arenas": arenas,
+print(json.dumps({"tuned": tuned, "arenas": arenas,
                   "faults_per_step": faults}))
 """
 
@@ -68,6 +70,7 @@ print(json.dumps({"tuned": zoo.allocator_tuned(), "arenas": arenas,
 _HEAP_PROBE = r"""
 import ctypes, ctypes.util, json, resource, threading
 import zoo
+tuned = zoo.runtime.tune_cpu()
 libc = ctypes.CDLL(ctypes.util.find_library("c"))
 libc.malloc.restype = ctypes.c_void_p
 libc.malloc.argtypes = [ctypes.c_size_t]
@@ -89,25 +92,27 @@ def rounds():
 thread = threading.Thread(target=rounds)
 thread.start()
 thread.join()
-print(json.dumps({"tuned": zoo.allocator_tuned(), "faults": faults}))
+print(json.dumps({"tuned": tuned, "faults": faults}))
 """
 
 
-def _probe(script: str = _PROBE, **env: str) -> dict[str, Any]:
-    ours = ("GLIBC_TUNABLES", "ZOO_TUNE_ALLOCATOR")
+def _probe(script: str = _PROBE, *args: str, **env: str) -> dict[str, Any]:
     return run_probe(
-        script, env, unset=lambda name: name.startswith("MALLOC_") or name in ours
+        script,
+        env,
+        unset=lambda name: name.startswith("MALLOC_") or name == "GLIBC_TUNABLES",
+        args=args,
     )
 
 
-def test_import_tunes_the_allocator_so_steps_reuse_memory() -> None:
+def test_tune_cpu_tunes_the_allocator_so_steps_reuse_memory() -> None:
     """Two arenas, and a training step touches (almost) no fresh pages.
 
     With glibc's defaults the same step takes thousands of page faults (about
     4,500 at batch 64 here, 7,800 at batch 128): XLA's threads get arenas of
     their own whose heaps are unmapped and mapped again every call.
     """
-    tuned = _probe()
+    tuned = _probe(_PROBE, "tune")
     assert tuned["tuned"] is True
     assert tuned["arenas"] == _allocator.ARENAS
     # A tenth of the untuned count: a median step of a tuned run has taken up
@@ -130,8 +135,8 @@ def test_a_threads_emptied_heaps_stay_mapped() -> None:
     assert max(later) < 100, probe["faults"]
 
 
-def test_the_tuning_can_be_switched_off() -> None:
-    untuned = _probe(ZOO_TUNE_ALLOCATOR="0")
+def test_import_alone_leaves_the_allocator_as_it_was() -> None:
+    untuned = _probe(_PROBE)
     assert untuned["tuned"] is False
     assert int(untuned["arenas"]) > 1  # type: ignore[arg-type]
 
@@ -139,8 +144,6 @@ def test_the_tuning_can_be_switched_off() -> None:
 @pytest.mark.parametrize(
     "env",
     [
-        {"ZOO_TUNE_ALLOCATOR": "0"},
-        {"ZOO_TUNE_ALLOCATOR": "false"},
         {"MALLOC_ARENA_MAX": "4"},
         {"MALLOC_TRIM_THRESHOLD_": "1000000"},
         {"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"},
@@ -151,7 +154,8 @@ def test_an_allocator_set_up_by_the_user_is_left_alone(
 ) -> None:
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    assert _allocator._user_configured()
+    assert _allocator.user_configured()
+    assert zoo.runtime.tune_cpu() is False
 
 
 def test_unrelated_tunables_do_not_stop_the_tuning(
@@ -159,12 +163,5 @@ def test_unrelated_tunables_do_not_stop_the_tuning(
 ) -> None:
     for name in [k for k in os.environ if k.startswith("MALLOC_")]:
         monkeypatch.delenv(name)
-    monkeypatch.delenv("ZOO_TUNE_ALLOCATOR", raising=False)
     monkeypatch.setenv("GLIBC_TUNABLES", "glibc.cpu.hwcaps=-AVX512F")
-    assert not _allocator._user_configured()
-
-
-def test_this_process_was_tuned_on_import() -> None:
-    if _allocator._user_configured():
-        pytest.skip("the environment configures the allocator itself")
-    assert zoo.allocator_tuned()
+    assert not _allocator.user_configured()

@@ -1,15 +1,10 @@
-"""The conv path: every way of computing a CNN block is the same function.
+"""The conv path: both ways of computing a CNN block are the same function.
 
-``"nhwc"``, ``"winograd"`` and ``"gemm"`` (channels-last) must equal ``"xla"``
-(Equinox's channels-first layers, ``lax.conv_general_dilated``) in values and
-gradients, layer by layer and for every registered CNN, and a model keeps its
-parameters whichever path trained it. The Winograd primitive itself is tested in
-``tests/test_winograd.py``.
+``"nhwc"`` (channels-last) must equal ``"xla"`` (Equinox's channels-first
+layers) in values and gradients, layer by layer and for every registered CNN,
+and a model keeps its parameters whichever path trained it. The path is a
+static field of the model, so a compiled program follows the model it gets.
 """
-
-import os
-import subprocess
-import sys
 
 import equinox as eqx
 import jax
@@ -27,65 +22,65 @@ from zoo.models._conv import (
     to_channels_last,
 )
 
-FAST_PATHS = ("nhwc", "winograd", "gemm")
+FAST_PATHS = ("nhwc",)
 CNN_MODELS = [
-    n for n in zoo.list_models() if zoo.model_spec(n).config["family"] == "CNN"
+    n for n in zoo.list_models() if zoo.models.model_spec(n).config["family"] == "CNN"
 ]
 seeds = st.integers(min_value=0, max_value=2**31 - 1)
 
 
-def test_conv_path_setting_and_context_manager():
-    assert zoo.conv_path_setting() == "auto"
-    assert zoo.resolved_conv_path("cpu") == "nhwc"
-    assert zoo.resolved_conv_path("gpu") == "xla"
-    assert zoo.resolved_conv_path("tpu") == "xla"
-    with zoo.conv_path("gemm"):
-        assert zoo.resolved_conv_path("gpu") == "gemm"
-        with zoo.conv_path("xla"):
-            assert zoo.resolved_conv_path("cpu") == "xla"
-        assert zoo.conv_path_setting() == "gemm"
-    assert zoo.conv_path_setting() == "auto"
-    zoo.set_conv_path("XLA")  # pyright: ignore[reportArgumentType]
-    try:
-        assert zoo.conv_path_setting() == "xla"
-    finally:
-        zoo.set_conv_path("auto")
-    with pytest.raises(ValueError, match="conv path must be one of"):
-        zoo.set_conv_path("fast")  # pyright: ignore[reportArgumentType]
-    with pytest.raises(ValueError, match="conv path"), zoo.conv_path("im2col"):  # pyright: ignore[reportArgumentType]
-        pass
-    assert zoo.conv_path_setting() == "auto"
+def test_the_conv_path_is_fixed_at_build_and_switched_like_inference_mode():
+    model, state = zoo.create_model("stax_cnn", key=jax.random.key(0))
+    assert isinstance(model, zoo.CNN)
+    assert model.conv_path == ("nhwc" if jax.default_backend() == "cpu" else "xla")
+    xla = zoo.models.with_conv_path(model, "XLA")
+    assert xla.conv_path == "xla"
+    assert zoo.models.with_conv_path(xla, "nhwc").conv_path == "nhwc"
+    # Parameters are untouched: the same leaves, the same treedef of arrays.
+    assert jax.tree.leaves(xla) == jax.tree.leaves(model)
+    # Switched inside a container, as eqx.nn.inference_mode is.
+    pair = zoo.models.with_conv_path({"a": model, "b": [model]}, "xla")
+    assert pair["a"].conv_path == pair["b"][0].conv_path == "xla"
+    with pytest.raises(ValueError, match="conv_path must be one of"):
+        zoo.models.with_conv_path(model, "gemm")
+    with pytest.raises(ValueError, match="conv_path must be one of"):
+        zoo.create_model("cnn", key=jax.random.key(0), conv_path="winograd")
+    built, _ = zoo.create_model("cnn", key=jax.random.key(0), conv_path="xla")
+    assert isinstance(built, zoo.CNN) and built.conv_path == "xla"
+    del state
 
 
-def test_conv_path_environment_variable():
-    code = "import zoo; print(zoo.conv_path_setting(), zoo.resolved_conv_path('gpu'))"
-    env = {**os.environ, "ZOO_CONV": "gemm"}
-    out = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True
-    )
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["gemm", "gemm"]
-    env["ZOO_CONV"] = "nope"
-    out = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True
-    )
-    assert out.returncode != 0
-    assert "ZOO_CONV must be one of" in out.stderr
+def test_a_compiled_program_follows_the_model_not_a_global():
+    # One jitted function, two models: each call traces for its own path, so a
+    # program compiled for one path can never run the other's model.
+    model, state = make_model("stax_cnn", 0)
+    frozen = eqx.nn.inference_mode(model)
+    traces = []
+
+    @eqx.filter_jit
+    def run(m, x, s):
+        traces.append(m.conv_path)
+        return zoo.apply(m, x, s)[0]
+
+    xs = random_inputs(model, 2, 1)
+    nhwc = run(zoo.models.with_conv_path(frozen, "nhwc"), xs, state)
+    xla = run(zoo.models.with_conv_path(frozen, "xla"), xs, state)
+    assert sorted(traces) == ["nhwc", "xla"]
+    assert_close(nhwc, xla)
 
 
 @given(
     kernel=st.sampled_from([1, 3, 5]),
     stride=st.sampled_from([1, 2]),
     padding=st.sampled_from(["SAME", "VALID", 0, 1, 2]),
-    in_channels=st.sampled_from([1, 3, 8, 64]),  # 64: Winograd on "winograd"
+    in_channels=st.sampled_from([1, 3, 8, 64]),
     out_channels=st.sampled_from([1, 6, 16]),
     size=st.integers(5, 12),
     use_bias=st.booleans(),
-    path=st.sampled_from(FAST_PATHS),
     seed=seeds,
 )
 def test_channels_last_conv_equals_lax_conv(
-    kernel, stride, padding, in_channels, out_channels, size, use_bias, path, seed
+    kernel, stride, padding, in_channels, out_channels, size, use_bias, seed
 ):
     keys = jax.random.split(jax.random.key(seed), 3)
     conv = eqx.nn.Conv2d(
@@ -104,9 +99,7 @@ def test_channels_last_conv_equals_lax_conv(
 
     def ours(conv, xs):
         def one(x):
-            return to_channels_first(
-                conv_channels_last(conv, to_channels_last(x), path)
-            )
+            return to_channels_first(conv_channels_last(conv, to_channels_last(x)))
 
         return jax.vmap(one)(xs)
 
@@ -138,7 +131,7 @@ def test_channels_last_batch_norm_equals_equinox(channels, size, affine, seed):
     keys = jax.random.split(jax.random.key(seed), 4)
     norm, state = eqx.nn.make_with_state(eqx.nn.BatchNorm)(
         channels,
-        axis_name=zoo.BATCH_AXIS,
+        axis_name=zoo.models.BATCH_AXIS,
         mode="batch",
         channelwise_affine=affine,
     )
@@ -156,7 +149,10 @@ def test_channels_last_batch_norm_equals_equinox(channels, size, affine, seed):
     def reference(norm, xs, state):
         with jax.numpy_dtype_promotion("standard"):
             return jax.vmap(
-                norm, axis_name=zoo.BATCH_AXIS, in_axes=(0, None), out_axes=(0, None)
+                norm,
+                axis_name=zoo.models.BATCH_AXIS,
+                in_axes=(0, None),
+                out_axes=(0, None),
             )(xs, state)
 
     def ours(norm, xs, state):
@@ -165,7 +161,7 @@ def test_channels_last_batch_norm_equals_equinox(channels, size, affine, seed):
             return to_channels_first(y), state
 
         return jax.vmap(
-            one, axis_name=zoo.BATCH_AXIS, in_axes=(0, None), out_axes=(0, None)
+            one, axis_name=zoo.models.BATCH_AXIS, in_axes=(0, None), out_axes=(0, None)
         )(xs, state)
 
     for _ in range(2):  # the second call sees non-zero running statistics
@@ -194,7 +190,7 @@ def test_channels_last_batch_norm_equals_equinox(channels, size, affine, seed):
     size=st.integers(1, 3),
     height=st.integers(1, 9),
     width=st.integers(1, 9),
-    kind=st.sampled_from([zoo.MaxPool, zoo.AvgPool]),
+    kind=st.sampled_from([zoo.models.MaxPool, zoo.models.AvgPool]),
     seed=seeds,
 )
 def test_channels_last_pooling_equals_channels_first(size, height, width, kind, seed):
@@ -234,7 +230,7 @@ def test_channels_last_max_pool_gradient_goes_to_the_first_maximum(
     def equinox(x):
         return to_channels_last(pool(to_channels_first(x)))
 
-    ours = zoo.MaxPool(size).channels_last
+    ours = zoo.models.MaxPool(size).channels_last
     assert jnp.array_equal(ours(x), equinox(x))
     cotangent = jax.random.normal(keys[1], ours(x).shape)
     grads = [
@@ -254,9 +250,11 @@ def test_channels_last_max_pool_gradient_goes_to_the_first_maximum(
 def test_avg_pool_matches_equinox(size, height, seed):
     assume(height >= size)
     x = jax.random.normal(jax.random.key(seed), (2, height, height + 2))
-    assert_close(zoo.AvgPool(size)(x), eqx.nn.AvgPool2d(size, size)(x), rtol=1e-6)
+    assert_close(
+        zoo.models.AvgPool(size)(x), eqx.nn.AvgPool2d(size, size)(x), rtol=1e-6
+    )
     with pytest.raises(ValueError, match="size must be >= 1"):
-        zoo.AvgPool(0)
+        zoo.models.AvgPool(0)
 
 
 def _loss(model, state, xs, labels, key):
@@ -265,21 +263,14 @@ def _loss(model, state, xs, labels, key):
     return loss, (logits, new_state)
 
 
-# One jitted function per path, made once so compilations are cached across
-# Hypothesis draws: the path is read while tracing, so a function traced on one
-# path must not be reused on another.
-_GRADS = {
-    path: eqx.filter_jit(eqx.filter_value_and_grad(_loss, has_aux=True))
-    for path in ("xla", *FAST_PATHS)
-}
-_ONE = {
-    path: eqx.filter_jit(lambda m, x, s: m(x, s)[0]) for path in ("xla", *FAST_PATHS)
-}
+# Made once so compilations are cached across Hypothesis draws; the path is
+# part of the model's static structure, so each path compiles its own program.
+_GRAD = eqx.filter_jit(eqx.filter_value_and_grad(_loss, has_aux=True))
+_ONE = eqx.filter_jit(lambda m, x, s: m(x, s)[0])
 
 
 def _on_path(path, model, state, xs, labels, key):
-    with zoo.conv_path(path):
-        return _GRADS[path](model, state, xs, labels, key)
+    return _GRAD(zoo.models.with_conv_path(model, path), state, xs, labels, key)
 
 
 @pytest.mark.parametrize("name", CNN_MODELS)
@@ -307,19 +298,17 @@ def test_every_cnn_is_the_same_function_on_every_path(name, seed):
     frozen = eqx.nn.inference_mode(model)
     outs = []
     for path in ("xla", *FAST_PATHS):
-        with zoo.conv_path(path):
-            outs.append(
-                eqx.filter_jit(lambda m, x, s: m(x, s)[0])(frozen, xs[0], state)
-            )
+        outs.append(_ONE(zoo.models.with_conv_path(frozen, path), xs[0], state))
     for out in outs[1:]:
         assert_close(out, outs[0])
 
 
-@pytest.mark.parametrize(("trained_on", "run_on"), [("nhwc", "xla"), ("xla", "gemm")])
+@pytest.mark.parametrize(("trained_on", "run_on"), [("nhwc", "xla"), ("xla", "nhwc")])
 def test_a_model_trained_on_one_path_loads_and_runs_on_another(
     trained_on, run_on, tmp_path
 ):
     model, state = make_model("stax_cnn", 0)
+    model = zoo.models.with_conv_path(model, trained_on)
     xs = random_inputs(model, 4, 1)
     labels = jnp.arange(4, dtype=jnp.int32)
     (_, (_, state)), grads = _on_path(
@@ -328,38 +317,16 @@ def test_a_model_trained_on_one_path_loads_and_runs_on_another(
     model = eqx.apply_updates(model, jax.tree.map(lambda g: -0.1 * g, grads))
     path = tmp_path / "model.eqx"
     eqx.tree_serialise_leaves(path, (model, state))
-    skeleton = zoo.build_model(model.config(), key=jax.random.key(9))
+    skeleton = zoo.models.build_model(model.config(), key=jax.random.key(9))
     loaded, loaded_state = eqx.tree_deserialise_leaves(path, skeleton)
-    assert jax.tree.structure(loaded) == jax.tree.structure(model)
+    # The path is not in the file: the loaded model has its process's default.
+    switched = zoo.models.with_conv_path(loaded, trained_on)
+    assert jax.tree.structure(switched) == jax.tree.structure(model)
     frozen, loaded_frozen = eqx.nn.inference_mode(model), eqx.nn.inference_mode(loaded)
-    with zoo.conv_path(trained_on):
-        expected, _ = eqx.filter_jit(zoo.apply)(frozen, xs, state)
-    with zoo.conv_path(run_on):
-        actual, _ = eqx.filter_jit(zoo.apply)(loaded_frozen, xs, loaded_state)
+    expected, _ = eqx.filter_jit(zoo.apply)(
+        zoo.models.with_conv_path(frozen, trained_on), xs, state
+    )
+    actual, _ = eqx.filter_jit(zoo.apply)(
+        zoo.models.with_conv_path(loaded_frozen, run_on), xs, loaded_state
+    )
     assert_close(actual, expected)
-
-
-def _jaxpr_of_grad(name, path):
-    model, state = make_model(name, 0)
-    xs = random_inputs(model, 2, 1)
-    labels = jnp.zeros((2,), jnp.int32)
-    with zoo.conv_path(path):
-        key = jax.random.key(2)  # cnn has dropout
-        grad = eqx.filter_grad(lambda m: _loss(m, state, xs, labels, key)[0])
-        return str(eqx.filter_make_jaxpr(grad)(model)[0])
-
-
-def test_gemm_path_has_no_convolution_primitive_and_nhwc_keeps_one():
-    assert "conv_general_dilated" in _jaxpr_of_grad("stax_cnn", "nhwc")
-    assert "conv_general_dilated" not in _jaxpr_of_grad("stax_cnn", "gemm")
-
-
-def test_winograd_path_takes_the_wide_3x3_convolutions_only():
-    # cnn: 1 -> 32 and 32 -> 64 stay XLA's, 64 -> 128 is Winograd's, forward
-    # and input gradient (the weight gradient is plain matrix products);
-    # stax_cnn's stride-2 convolutions all stay XLA's.
-    text = _jaxpr_of_grad("cnn", "winograd")
-    assert text.count("winograd_conv[") == 2
-    assert "conv_general_dilated" in text
-    assert "winograd_conv" not in _jaxpr_of_grad("cnn", "nhwc")
-    assert "winograd_conv" not in _jaxpr_of_grad("stax_cnn", "winograd")

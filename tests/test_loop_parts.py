@@ -16,6 +16,7 @@ import zoo
 from zoo.data import ArrayDataset, train_pipeline
 from zoo.train import (
     Callback,
+    Checkpointer,
     CSVLogger,
     DeviceFeed,
     EpochEnd,
@@ -24,16 +25,18 @@ from zoo.train import (
     ProgressBar,
     TensorBoardWriter,
     TrainState,
+    default_callbacks,
     fit,
     label_smoothing,
     latest_checkpoint,
+    load_checkpoint,
     make_train_step,
-    masked_loss,
     save_checkpoint,
 )
+from zoo.train._metrics import masked_loss
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
-QUIET = {"progress": False, "log": None}
+QUIET = {"callbacks": [FiniteLossGuard()]}  # no bar, no lines
 
 
 def small_mlp(seed: int = 0):
@@ -58,16 +61,29 @@ def poisoned(data: ArrayDataset, rows: list[int]) -> ArrayDataset:
     return ArrayDataset(inputs, data.labels, data.class_names, "poisoned")
 
 
-def test_check_finite_false_never_raises(small_train, tmp_path):
+def test_without_the_guard_training_goes_on_but_no_checkpoint_is_diverged(
+    small_train, tmp_path
+):
     model, state = small_mlp()
+    data = poisoned(small_train, [5])
     result = fit(
-        model, state, poisoned(small_train, [5]), optimizer=optax.sgd(0.01),
-        epochs=2, batch_size=64, checkpoint_dir=tmp_path / "ckpt",
-        checkpoint_every=4, check_finite=False, **QUIET,
+        model, state, data, optimizer=optax.sgd(0.01), epochs=2, batch_size=64,
+        callbacks=[],
     )  # fmt: skip
     assert len(result.history) == 2
     assert not np.isfinite(result.history[-1].train_loss)
-    assert latest_checkpoint(tmp_path / "ckpt") is not None
+    # The Checkpointer reads the loss before it saves, guard or not.
+    with pytest.raises(NonFiniteLossError, match="epoch 1"):
+        fit(
+            model, state, data, optimizer=optax.sgd(0.01), epochs=2,
+            batch_size=64, steps_per_call=2, callbacks=[],
+            checkpoint_dir=Checkpointer(tmp_path / "ckpt", every=2),
+        )  # fmt: skip
+    last = latest_checkpoint(tmp_path / "ckpt")
+    if last is not None:  # saved before the poisoned row's step
+        loaded = load_checkpoint(tmp_path / "ckpt", optimizer=optax.sgd(0.01))
+        leaves = jax.tree.leaves(eqx.filter(loaded.train_state.model, eqx.is_array))
+        assert all(bool(np.isfinite(leaf).all()) for leaf in leaves)
 
 
 def test_nan_error_names_the_chunk_that_holds_the_bad_step(small_train):
@@ -80,7 +96,6 @@ def test_nan_error_names_the_chunk_that_holds_the_bad_step(small_train):
         fit(
             model, state, poisoned(small_train, [row]), optimizer=optax.sgd(0.01),
             epochs=1, batch_size=batch, seed=seed, steps_per_call=2,
-            check_finite=False, log=None, progress=False,
             callbacks=[ProgressBar(every_seconds=0), FiniteLossGuard(every_seconds=0)],
         )  # fmt: skip
     found = re.search(r"within steps (\d+)-(\d+)", str(error.value))
@@ -109,7 +124,8 @@ def test_fit_resumes_from_a_checkpoint_it_did_not_write(
     lines: list[str] = []
     resumed = fit(
         model, state, small_train, epochs=2, checkpoint_dir=tmp_path / "run",
-        resume=True, progress=False, log=lines.append, **common,  # pyright: ignore[reportArgumentType]
+        resume=True, callbacks=default_callbacks(progress=False, log=lines.append),
+        **common,  # pyright: ignore[reportArgumentType]
     )  # fmt: skip
     assert lines[0].startswith("resumed from step 8 (epoch 1)")
     assert resumed.step == straight.step == 32
@@ -127,11 +143,12 @@ def test_library_errors_never_name_the_example_scripts_flags():
 
 def test_a_custom_loss_trains_and_changes_the_objective(small_train, small_test):
     model, state = small_mlp()
-    args = dict(optimizer=optax.adam(3e-3), epochs=4, batch_size=64, **QUIET)
-    plain = fit(model, state, small_train, test_data=small_test, **args)  # pyright: ignore[reportArgumentType]
+    args = dict(epochs=4, batch_size=64, **QUIET)
+    adam = optax.adam(3e-3)
+    plain = fit(model, state, small_train, adam, test_data=small_test, **args)  # pyright: ignore[reportArgumentType]
     smooth = fit(
-        model, state, small_train, test_data=small_test, loss=label_smoothing(0.2),
-        **args,  # pyright: ignore[reportArgumentType]
+        model, state, small_train, make_train_step(adam, loss=label_smoothing(0.2)),
+        test_data=small_test, **args,  # pyright: ignore[reportArgumentType]
     )  # fmt: skip
     assert (smooth.history[-1].test_accuracy or 0) > 0.8
     # Smoothed targets keep the loss away from zero: a higher training loss.
@@ -222,7 +239,7 @@ def test_a_custom_callback_stops_training_early(small_train, small_test):
     result = fit(
         model, state, small_train, optimizer=optax.sgd(0.0), epochs=10,
         batch_size=256, test_data=small_test,
-        callbacks=[early_stopping(patience=2), recorder], **QUIET,  # pyright: ignore[reportCallIssue]
+        callbacks=[early_stopping(patience=2), recorder],  # pyright: ignore[reportCallIssue]
     )  # fmt: skip
     # A learning rate of 0 never improves: epochs 0 (best), 1 and 2, then stop.
     assert len(result.history) == 3
@@ -262,7 +279,6 @@ def test_csv_logger_and_tensorboard_writer_record_every_epoch(
             CSVLogger(tmp_path / "log.csv"),
             TensorBoardWriter(tmp_path / "tb", every_seconds=0),
         ],
-        **QUIET,  # pyright: ignore[reportArgumentType]
     )  # fmt: skip
     with open(tmp_path / "log.csv", newline="") as file:
         rows = list(csv.DictReader(file))

@@ -46,37 +46,42 @@ def test_vmap_equals_loop(name, seed, batch):
     assert_vmap_matches_loop(model, state, random_inputs(model, batch, seed + 1))
 
 
-class _MixesExamples(eqx.Module):
-    """A broken model: adds the batch mean of its input, mixing examples."""
+class _MixesExamples(zoo.AbstractModel):
+    """A broken model: adds the batch mean of its input, mixing examples (only a
+    stateful model is mapped over the named batch axis, so it claims state)."""
 
     inner: zoo.AbstractModel
-    stateful = False
+    out_size: int
+    stateful = True
 
     @property
     def input_shape(self):
         return self.inner.input_shape
 
-    def __call__(self, x, *, key=None):
-        leak = jax.lax.pmean(x, zoo.BATCH_AXIS) if _in_batch_axis() else x
-        return self.inner(x + leak)  # pyright: ignore[reportCallIssue]
+    def config(self):
+        return self.inner.config()
+
+    def __call__(self, x, state, *, key=None):
+        leak = jax.lax.pmean(x, zoo.models.BATCH_AXIS) if _in_batch_axis() else x
+        return self.inner(x + leak), state  # pyright: ignore[reportCallIssue]
 
 
 def _in_batch_axis() -> bool:
     try:
-        jax.lax.axis_index(zoo.BATCH_AXIS)
+        jax.lax.axis_index(zoo.models.BATCH_AXIS)
     except NameError:
         return False
     return True
 
 
 def test_vmap_contract_catches_a_model_that_mixes_examples():
-    model, _ = make_model("mlp", 0)
-    broken = _MixesExamples(model)
+    # The helper every model's vmap property uses must fail for this model.
+    model, state = make_model("mlp", 0)
+    broken = _MixesExamples(inner=model, out_size=model.out_size)
     xs = random_inputs(model, 4, 1)
-    batched = jax.vmap(broken, axis_name=zoo.BATCH_AXIS)(xs)
-    looped = jnp.stack([broken(x) for x in xs])
-    with pytest.raises(AssertionError):
-        np.testing.assert_allclose(batched, looped, rtol=1e-5, atol=1e-5)
+    assert_vmap_matches_loop(model, state, xs)  # the honest model passes
+    with pytest.raises(AssertionError, match="Not equal to tolerance"):
+        assert_vmap_matches_loop(broken, state, xs)  # pyright: ignore[reportArgumentType]
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -89,8 +94,9 @@ def test_jit_equals_eager(name, seed, batch):
     eager, eager_state = zoo.apply(model, xs, state, key=key)
     jitted, jit_state = jit_apply(model, xs, state, key=key)
     np.testing.assert_allclose(eager, jitted, rtol=1e-5, atol=1e-5)
+    assert jax.tree.structure(eager_state) == jax.tree.structure(jit_state)
     for a, b in zip(
-        jax.tree.leaves(eager_state), jax.tree.leaves(jit_state), strict=False
+        jax.tree.leaves(eager_state), jax.tree.leaves(jit_state), strict=True
     ):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
@@ -106,7 +112,9 @@ def test_gradient_matches_finite_differences(name, seed):
     # pooling has the same kink wherever two pooled values sit within eps of
     # each other (cnn, seed 569950), so CNNs pool by averaging here.
     smooth = (
-        {"pooling": "avg"} if zoo.model_spec(name).config["family"] == "CNN" else {}
+        {"pooling": "avg"}
+        if zoo.models.model_spec(name).config["family"] == "CNN"
+        else {}
     )
     with jax.enable_x64(True):
         model, state = make_model(
@@ -120,7 +128,7 @@ def test_gradient_matches_finite_differences(name, seed):
         dkeys = jax.random.split(jax.random.key(seed + 4), len(leaves))
         direction = [
             jax.random.normal(k, p.shape, p.dtype)
-            for k, p in zip(dkeys, leaves, strict=False)
+            for k, p in zip(dkeys, leaves, strict=True)
         ]
         # A unit-norm step keeps every activation's move of the order of eps.
         norm = jnp.sqrt(sum(jnp.vdot(d, d) for d in direction))

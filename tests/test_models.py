@@ -99,7 +99,7 @@ def test_lenet5_is_lecun_1998(getkey):
     assert [c.out_channels for c in convs] == [6, 16]
     assert all(c.kernel_size == (5, 5) and c.stride == (1, 1) for c in convs)
     assert all(c.use_bias for c in convs)
-    assert all(isinstance(block.pool, zoo.AvgPool) for block in model.blocks)
+    assert all(isinstance(block.pool, zoo.models.AvgPool) for block in model.blocks)
     assert all(
         block.pool is not None and block.pool.size == 2 for block in model.blocks
     )
@@ -124,7 +124,10 @@ def test_cnn_pooling_is_max_or_avg_per_block(getkey):
         "cnn", key=getkey(), channels=[4, 4], pooling=["avg", "max"]
     )
     assert isinstance(model, zoo.CNN)
-    assert [type(b.pool) for b in model.blocks] == [zoo.AvgPool, zoo.MaxPool]
+    assert [type(b.pool) for b in model.blocks] == [
+        zoo.models.AvgPool,
+        zoo.models.MaxPool,
+    ]
     assert model.config()["pooling"] == ["avg", "max"]
     with pytest.raises(ValueError, match="`pooling` must be 'max' or 'avg'"):
         zoo.create_model("cnn", key=getkey(), pooling="min")
@@ -167,7 +170,7 @@ def test_registry_lists_every_preset():
     assert {"resnet8", "resnet20"} <= set(names)
     assert len(set(names)) == len(names)
     for name in zoo.list_models():
-        spec = zoo.model_spec(name)
+        spec = zoo.models.model_spec(name)
         assert json.loads(json.dumps(spec.config)) == spec.config
         assert spec.description
 
@@ -176,7 +179,7 @@ def test_registry_lists_every_preset():
 def test_model_rebuilds_from_its_config_alone(name):
     model, state = make_model(name, 3)
     config = json.loads(json.dumps(model.config()))
-    rebuilt, rebuilt_state = zoo.build_model(config, key=jax.random.key(3))
+    rebuilt, rebuilt_state = zoo.models.build_model(config, key=jax.random.key(3))
     assert bool(eqx.tree_equal(model, rebuilt))
     assert bool(eqx.tree_equal(state, rebuilt_state))
 
@@ -184,10 +187,15 @@ def test_model_rebuilds_from_its_config_alone(name):
 @pytest.mark.parametrize("name", zoo.list_models())
 def test_built_models_equal_the_eager_construction_bit_for_bit(name):
     """build_model compiles the initialisers at once (and at XLA:CPU's -O1)."""
-    config = dict(zoo.model_spec(name).config)
-    family = cast(Callable[..., zoo.AbstractModel], zoo.FAMILIES[config.pop("family")])
+    config = dict(zoo.models.model_spec(name).config)
+    family = cast(
+        Callable[..., zoo.AbstractModel],
+        zoo.models._registry.FAMILIES[config.pop("family")],
+    )
     for seed in (0, 11):
-        built = zoo.build_model(zoo.model_spec(name).config, key=jax.random.key(seed))
+        built = zoo.models.build_model(
+            zoo.models.model_spec(name).config, key=jax.random.key(seed)
+        )
         eager = eqx.nn.make_with_state(family)(**config, key=jax.random.key(seed))
         built_arrays, built_static = eqx.partition(built, eqx.is_array)
         eager_arrays, eager_static = eqx.partition(eager, eqx.is_array)
@@ -244,7 +252,7 @@ def test_create_model_overrides_and_suggestions(getkey):
     with pytest.raises(ValueError, match="Invalid MLP config"):
         zoo.create_model("mlp", widht_size=3, key=getkey())
     with pytest.raises(ValueError, match="family"):
-        zoo.build_model({"family": "RNN"}, key=getkey())
+        zoo.models.build_model({"family": "RNN"}, key=getkey())
 
 
 def test_shape_checks_name_the_argument_and_expected_shape(getkey):
@@ -259,13 +267,13 @@ def test_dtype_checks_refuse_integer_inputs_and_can_be_turned_off(getkey):
     model, _ = zoo.create_model("mlp", key=getkey())
     with pytest.raises(TypeError, match="parameter 'x'"):
         model(jnp.zeros(784, dtype=jnp.int32))
-    with zoo.shape_checks(False):
-        assert not zoo.shape_checks_enabled()
+    with zoo.runtime.shape_checks(False):
+        assert not zoo.runtime.shape_checks_enabled()
         # Without checks the integer input reaches the matmul, which strict
         # promotion refuses: the check is what turns this into a clear error.
         with pytest.raises(Exception):  # noqa: B017
             model(jnp.zeros(784, dtype=jnp.int32))
-    assert zoo.shape_checks_enabled()
+    assert zoo.runtime.shape_checks_enabled()
 
 
 def test_checks_run_at_trace_time_only(getkey):
@@ -289,10 +297,10 @@ def test_checks_run_at_trace_time_only(getkey):
     seed=st.integers(0, 2**31 - 1),
 )
 def test_max_pool_matches_equinox_values_and_gradients(size, height, width, seed):
-    # zoo.MaxPool exists for speed; it must be eqx.nn.MaxPool2d(size, size) exactly.
+    # zoo.models.MaxPool exists for speed; it must be eqx.nn.MaxPool2d(size, size).
     assume(height >= size and width >= size)
     x = jax.random.normal(jax.random.key(seed), (2, height, width))
-    ours, theirs = zoo.MaxPool(size), eqx.nn.MaxPool2d(size, size)
+    ours, theirs = zoo.models.MaxPool(size), eqx.nn.MaxPool2d(size, size)
     assert jnp.array_equal(ours(x), theirs(x))
     cotangent = jax.random.normal(jax.random.key(seed + 1), ours(x).shape)
     grads = [
@@ -303,4 +311,4 @@ def test_max_pool_matches_equinox_values_and_gradients(size, height, width, seed
 
 def test_max_pool_refuses_a_zero_window():
     with pytest.raises(ValueError, match="size must be >= 1"):
-        zoo.MaxPool(0)
+        zoo.models.MaxPool(0)

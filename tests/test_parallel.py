@@ -9,6 +9,7 @@ on 127.0.0.1 (gloo collectives on the CPU).
 import json
 import os
 import pathlib
+import re
 import socket
 import subprocess
 import sys
@@ -155,7 +156,8 @@ def test_batch_that_does_not_split_is_refused(tmp_path):
 
 
 def test_docs_show_the_commands_the_tests_run():
-    text = DOC.read_text()
+    # Commands may continue over lines (a backslash, then an indent).
+    text = re.sub(r" ?\\\n\s*", " ", DOC.read_text())
     assert TWO_DEVICES + " " + ONE_HOST.format(model="mlp", devices=2) in text
     for process in (0, 1):
         command = TWO_PROCESSES.format(model="mlp", port=1234, process=process)
@@ -176,8 +178,7 @@ def test_fit_on_a_one_device_mesh_matches_plain_fit(mnist_train: ArrayDataset):
             optimizer=optax.adam(1e-3),
             epochs=2,
             batch_size=64,
-            progress=False,
-            log=None,
+            callbacks=zoo.train.default_callbacks(progress=False, log=None),
             mesh=mesh,
         )
         results.append(result)
@@ -206,7 +207,7 @@ def test_replicate_shard_and_local_copy():
     assert isinstance(placed_x, jax.Array) and placed_x.shape == (4, 2)
     sharding = placed_x.sharding
     assert isinstance(sharding, NamedSharding)
-    assert sharding.spec[0] == zoo.train.DATA_AXIS
+    assert sharding.spec[0] == zoo.train._parallel.DATA_AXIS
 
 
 def test_data_mesh_refuses_no_devices():

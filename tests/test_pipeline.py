@@ -13,11 +13,11 @@ from zoo.data import (
     Batch,
     Chunk,
     RandomShift,
-    epoch_of_step,
     eval_pipeline,
     steps_per_epoch,
     train_pipeline,
 )
+from zoo.data._pipeline import epoch_of_step
 
 
 def _indexed(n: int) -> ArrayDataset:

@@ -10,14 +10,10 @@ importing module's package; ``from package import name`` counts as importing
 
 import ast
 import pathlib
+import re
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent / "zoo"
 MAX_LINES = 500
-
-# A temporary re-export that keeps ``from ._registry import create_model`` in
-# zoo/models/__init__.py working while that file moves to ``._factory``: it is
-# allowed only while __init__ still imports create_model from ._registry.
-_SHIM = ("zoo.models._registry", "zoo.models._factory")
 
 
 def _module_name(path: pathlib.Path) -> str:
@@ -92,16 +88,6 @@ def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
-def _init_still_imports_create_model_from_registry() -> bool:
-    tree = ast.parse((ROOT / "models" / "__init__.py").read_text(encoding="utf-8"))
-    return any(
-        isinstance(node, ast.ImportFrom)
-        and node.module == "_registry"
-        and any(alias.name == "create_model" for alias in node.names)
-        for node in ast.walk(tree)
-    )
-
-
 def test_the_import_graph_is_resolved():
     graph = _graph()
     assert "zoo.data._idx" in graph["zoo.data._datasets"]
@@ -110,22 +96,22 @@ def test_the_import_graph_is_resolved():
     assert "zoo.models._cnn" in graph["zoo.models._registry"]
 
 
+def test_the_top_level_is_lean():
+    import zoo
+
+    names = [n for n in dir(zoo) if not n.startswith("_")]
+    assert len(names) <= 30, names
+    for internal in ("allocator_tuned", "compilation_cache_dir", "conv_path"):
+        assert not hasattr(zoo, internal)
+
+
 def test_no_module_imports_itself_back():
-    graph = _graph()
-    if _init_still_imports_create_model_from_registry():
-        graph[_SHIM[0]].discard(_SHIM[1])
-    cycle = _cycle(graph)
+    cycle = _cycle(_graph())
     assert cycle is None, (
         "Import cycle: "
         + " -> ".join(cycle or [])
         + ". Move what both need into a module below both (and re-export it "
         "from where it was, if it is public)."
-        + (
-            " The create_model shim in zoo/models/_registry.py is no longer "
-            "needed (zoo/models/__init__.py imports it from ._factory): delete it."
-            if cycle and _SHIM[0] in cycle and _SHIM[1] in cycle
-            else ""
-        )
     )
 
 
@@ -136,3 +122,82 @@ def test_no_module_is_over_500_lines():
         if (n := len(path.read_text(encoding="utf-8").splitlines())) > MAX_LINES
     }
     assert not long, f"Modules over {MAX_LINES} lines (split them): {long}"
+
+
+# -- public names only (issue 36): no JAX internals, no private zoo modules --
+
+_REPO = ROOT.parent
+_JAX_INTERNALS = re.compile(r"\bjax\._src\b|\bfrom\s+jax\s+import\s+[^\n]*\b_src\b")
+# ``zoo._x``, ``zoo.train._x`` anywhere in the text (code in strings included);
+# dunders such as ``zoo.__version__`` are public.
+_PRIVATE_ZOO_ATTRIBUTE = re.compile(r"\bzoo(?:\.[A-Za-z]\w*)*\._[A-Za-z]")
+
+
+def _python_files(*folders: str) -> list[pathlib.Path]:
+    return sorted(p for f in folders for p in (_REPO / f).rglob("*.py"))
+
+
+def _private_zoo_imports(path: pathlib.Path) -> list[str]:
+    """``import zoo._x``, ``from zoo.y._x import ...``, ``from zoo.y import _x``."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            modules = [alias.name for alias in node.names]
+            names: list[str] = []
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            modules = [node.module]
+            names = [alias.name for alias in node.names]
+        else:
+            continue
+        for module in modules:
+            parts = module.split(".")
+            if parts[0] != "zoo":
+                continue
+            private = [p for p in parts if p.startswith("_") and not p.startswith("__")]
+            private += [
+                n for n in names if n.startswith("_") and not n.startswith("__")
+            ]
+            if private:
+                found.append(f"line {node.lineno}: {module} {names or ''}".strip())
+    return found
+
+
+def test_no_jax_internals_in_zoo_examples_or_benchmarks():
+    used = {
+        str(path.relative_to(_REPO)): sorted(set(_JAX_INTERNALS.findall(text)))
+        for path in _python_files("zoo", "examples", "benchmarks")
+        if _JAX_INTERNALS.search(text := path.read_text(encoding="utf-8"))
+    }
+    assert not used, f"jax._src (JAX's internals) used in: {used}"
+
+
+def test_examples_and_benchmarks_use_public_zoo_names_only():
+    private = {}
+    for path in _python_files("examples", "benchmarks"):
+        text = path.read_text(encoding="utf-8")
+        uses = _private_zoo_imports(path)
+        uses += sorted(set(_PRIVATE_ZOO_ATTRIBUTE.findall(text)))
+        if uses:
+            private[str(path.relative_to(_REPO))] = uses
+    assert not private, (
+        f"examples/ and benchmarks/ must use zoo's public names only: {private}"
+    )
+
+
+def test_the_private_name_checks_catch_what_they_should(tmp_path):
+    assert _JAX_INTERNALS.search("from jax._src import core")
+    assert _JAX_INTERNALS.search("from jax import _src")
+    assert not _JAX_INTERNALS.search("import jax.numpy as jnp")
+    for text in ["zoo._allocator.X", "zoo.train._tuning.f()", "zoo.models._conv"]:
+        assert _PRIVATE_ZOO_ATTRIBUTE.search(text), text
+    for text in ["zoo.__version__", "zoo.train.fit", "zoo.models.with_conv_path"]:
+        assert not _PRIVATE_ZOO_ATTRIBUTE.search(text), text
+    script = tmp_path / "script.py"
+    script.write_text(
+        "import zoo._allocator\n"
+        "from zoo.train._tuning import steps_per_call\n"
+        "from zoo.train import _tuning\n"
+        "from zoo.train import fit\n"
+        "import zoo.runtime\n"
+    )
+    assert len(_private_zoo_imports(script)) == 3

@@ -1,6 +1,7 @@
 """Training steps, evaluation, fit, checkpoint resume and numerical faults."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -21,14 +22,14 @@ from zoo.train import (
     NonFiniteLossError,
     TrainState,
     _tuning as tuning,
-    cross_entropy,
     evaluate,
     fit,
     latest_checkpoint,
     load_checkpoint,
     make_train_step,
-    prepare_inputs,
 )
+from zoo.train._metrics import cross_entropy
+from zoo.train._step import prepare_inputs
 from zoo.train._tuning import default_steps_per_call, fit_to_epoch, step_cost
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -199,8 +200,7 @@ def test_fit_learns_for_every_kind_of_model(kind, small_train, small_test):
         epochs=2,
         batch_size=64,
         test_data=small_test,
-        progress=False,
-        log=None,
+        callbacks=zoo.train.default_callbacks(progress=False, log=None),
     )
     assert len(result.history) == 2
     assert result.step == 2 * (1024 // 64)
@@ -223,8 +223,7 @@ def test_dropout_uses_a_fresh_key_per_step_and_one_seed_reproduces(small_train):
             epochs=1,
             batch_size=128,
             seed=seed,
-            progress=False,
-            log=None,
+            callbacks=zoo.train.default_callbacks(progress=False, log=None),
         )
         for seed in (0, 0, 1)
     ]
@@ -249,17 +248,7 @@ def test_step_is_traced_once_across_epochs(kind, small_train):
     model, state = build(kind)
     optimizer = optax.sgd(0.05)
     step = make_train_step(optimizer, max_traces=1)
-    fit(
-        model,
-        state,
-        small_train,
-        optimizer=optimizer,
-        epochs=3,
-        batch_size=128,
-        progress=False,
-        log=None,
-        train_step=step,
-    )
+    fit(model, state, small_train, step, epochs=3, batch_size=128, callbacks=[])
     assert eqx.debug.get_num_traces(step) == 1  # pyright: ignore[reportArgumentType]
 
 
@@ -290,10 +279,10 @@ def test_fit_reports_compile_time_apart_and_writes_history(small_train, tmp_path
         epochs=2,
         batch_size=128,
         test_data=small_train,
-        history_path=tmp_path / "metrics.json",
-        run_config={"model": "mlp"},
-        progress=True,
-        log=lines.append,
+        callbacks=[
+            *zoo.train.default_callbacks(log=lines.append),
+            zoo.train.HistoryWriter(tmp_path / "metrics.json", {"model": "mlp"}),
+        ],
     )
     assert result.compile_seconds > 0
     assert len(lines) == 2
@@ -323,8 +312,7 @@ def test_resume_from_checkpoint_is_bitwise_identical(kind, small_train, tmp_path
         batch_size=128,
         seed=5,
         steps_per_call=2,
-        progress=False,
-        log=None,
+        callbacks=zoo.train.default_callbacks(progress=False, log=None),
     )
     full = fit(model, state, small_train, epochs=2, **common)  # pyright: ignore[reportArgumentType]
     ckpt = tmp_path / "ckpt"
@@ -333,8 +321,7 @@ def test_resume_from_checkpoint_is_bitwise_identical(kind, small_train, tmp_path
         state,
         small_train,
         epochs=1,
-        checkpoint_dir=ckpt,
-        checkpoint_every=2,
+        checkpoint_dir=zoo.train.Checkpointer(ckpt, every=2),
         **common,  # pyright: ignore[reportArgumentType]
     )
     assert first.step == 8
@@ -410,8 +397,7 @@ def test_non_finite_loss_stops_with_step_and_epoch_and_keeps_checkpoint(
         epochs=1,
         batch_size=128,
         checkpoint_dir=ckpt,
-        progress=False,
-        log=None,
+        callbacks=zoo.train.default_callbacks(progress=False, log=None),
     )
     before = latest_checkpoint(ckpt)
     with pytest.raises(NonFiniteLossError, match=r"epoch 2 within steps \d+-\d+"):
@@ -424,8 +410,7 @@ def test_non_finite_loss_stops_with_step_and_epoch_and_keeps_checkpoint(
             batch_size=128,
             checkpoint_dir=ckpt,
             resume=True,
-            progress=False,
-            log=None,
+            callbacks=zoo.train.default_callbacks(progress=False, log=None),
         )
     assert latest_checkpoint(ckpt) == before
     restored = load_checkpoint(ckpt).train_state
@@ -441,18 +426,21 @@ def test_non_finite_loss_stops_with_step_and_epoch_and_keeps_checkpoint(
         ({"batch_size": 5000}, ValueError, "exceeds the 1024"),
         ({"steps_per_call": 0}, ValueError, "steps_per_call"),
         ({"resume": True}, ValueError, "needs a checkpoint_dir"),
+        ({"batch_size": True}, ValueError, "batch_size must be an int"),
+        ({"epochs": None}, ValueError, "epochs must be an int"),
+        ({"epochs": 2.0}, ValueError, "epochs must be an int"),
     ],
 )
 def test_fit_refuses_bad_arguments_up_front(kwargs, error, message, small_train):
     model, state = build("mlp")
-    args = dict(optimizer=optax.sgd(0.1), epochs=1, progress=False, log=None)
+    args = dict(optimizer=optax.sgd(0.1), epochs=1, callbacks=[])
     with pytest.raises(error, match=message):
         fit(model, state, small_train, **{**args, **kwargs})  # pyright: ignore[reportArgumentType]
 
 
 def test_fit_refuses_out_of_range_labels_and_unwritable_dirs(small_train, tmp_path):
     model, state = zoo.create_model("mlp", out_size=5, key=jax.random.key(0))
-    args = dict(optimizer=optax.sgd(0.1), epochs=1, progress=False, log=None)
+    args = dict(optimizer=optax.sgd(0.1), epochs=1, callbacks=[])
     with pytest.raises(ValueError, match=r"labels must be in \[0, 5\)"):
         fit(model, state, small_train, **args)  # pyright: ignore[reportArgumentType]
     model, state = build("mlp")
@@ -462,5 +450,40 @@ def test_fit_refuses_out_of_range_labels_and_unwritable_dirs(small_train, tmp_pa
         fit(model, state, small_train, checkpoint_dir=blocker, **args)  # pyright: ignore[reportArgumentType]
 
 
+def test_fit_never_deletes_an_earlier_run(small_train, tmp_path):
+    """A checkpoint folder of a finished run is refused unless resuming, and
+    nothing in it changes."""
+    model, state = build("mlp")
+    args = dict(optimizer=optax.sgd(0.1), batch_size=128, callbacks=[])
+    ckpt = tmp_path / "ckpt"
+    fit(model, state, small_train, epochs=2, checkpoint_dir=ckpt, **args)  # pyright: ignore[reportArgumentType]
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in ckpt.rglob("*"))
+    with pytest.raises(zoo.CheckpointError, match="resume=True, or give another"):
+        fit(model, state, small_train, epochs=1, checkpoint_dir=ckpt, **args)  # pyright: ignore[reportArgumentType]
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in ckpt.rglob("*")) == before
+    with pytest.raises(ValueError, match="checkpoint_dir=Checkpointer"):
+        fit(
+            model, state, small_train, epochs=1, optimizer=optax.sgd(0.1),
+            callbacks=[zoo.train.Checkpointer(tmp_path / "other")],
+        )  # fmt: skip
+
+
+def test_fit_takes_the_loss_and_trainable_arrays_from_its_step(small_train):
+    model, state = build("mlp")
+    head = zoo.head_only(model)
+    step = make_train_step(optax.sgd(0.1), trainable=head)
+    result = fit(model, state, small_train, step, epochs=1, callbacks=[])
+    assert result.steps_per_call >= 1
+    body = eqx.filter(model, lambda x: eqx.is_array(x))
+    trained = eqx.filter(result.model, lambda x: eqx.is_array(x))
+    frozen = [
+        np.array_equal(a, b)
+        for a, b in zip(jax.tree.leaves(body), jax.tree.leaves(trained), strict=True)
+    ]
+    assert any(frozen) and not all(frozen)  # the body stayed, the head moved
+
+
 def test_metrics_zero_summary_is_nan():
-    assert Metrics.zero().summary()["count"] == 0
+    summary = Metrics.zero().summary()
+    assert summary["count"] == 0
+    assert math.isnan(summary["loss"]) and math.isnan(summary["accuracy"])

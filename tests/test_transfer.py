@@ -138,8 +138,9 @@ def test_fit_head_only_with_a_new_head(small_train: ArrayDataset):
         "mlp", pretrained="mnist", out_size=10, key=jax.random.key(5)
     )
     result = zoo.fit(
-        model, state, small_train, optimizer=optax.adam(1e-3), epochs=1,
-        batch_size=128, trainable=zoo.head_only(model), progress=False, log=None,
+        model, state, small_train,
+        zoo.train.make_train_step(optax.adam(1e-3), trainable=zoo.head_only(model)),
+        epochs=1, batch_size=128, callbacks=[],
     )  # fmt: skip
     trained = result.model
     assert isinstance(trained, zoo.MLP)

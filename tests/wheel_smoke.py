@@ -92,7 +92,9 @@ def check_presets() -> dict[str, int]:
     for i, name in enumerate(names):
         key = jax.random.key(i)
         model, state = zoo.create_model(name, key=key)
-        again, _ = zoo.build_model(json.loads(json.dumps(model.config())), key=key)
+        again, _ = zoo.models.build_model(
+            json.loads(json.dumps(model.config())), key=key
+        )
         check(
             bool(eqx.tree_equal(model, again)),
             f"{name}: build_model(config) differs from create_model",
@@ -134,8 +136,7 @@ def check_training() -> dict:
             batch_size=128,
             test_data=test,
             checkpoint_dir=checkpoint,
-            progress=False,
-            log=None,
+            callbacks=zoo.train.default_callbacks(progress=False, log=None),
         )
         seconds = time.perf_counter() - start
         after = evaluate(result.model, result.state, test)

@@ -47,9 +47,9 @@ def shape_checks(enabled: bool) -> Iterator[None]:
 
     Example:
         >>> import zoo
-        >>> with zoo.shape_checks(False):
-        ...     assert not zoo.shape_checks_enabled()
-        >>> zoo.shape_checks_enabled()
+        >>> with zoo.runtime.shape_checks(False):
+        ...     assert not zoo.runtime.shape_checks_enabled()
+        >>> zoo.runtime.shape_checks_enabled()
         True
     """
     global _enabled

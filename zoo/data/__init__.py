@@ -17,8 +17,6 @@ from ._batch import Batch as Batch, Chunk as Chunk
 from ._cifar import (
     CIFAR10_CLASS_NAMES as CIFAR10_CLASS_NAMES,
     load_cifar10 as load_cifar10,
-    parse_cifar_records as parse_cifar_records,
-    read_cifar10_archive as read_cifar10_archive,
 )
 from ._datasets import (
     DATASET_NAMES as DATASET_NAMES,
@@ -31,16 +29,11 @@ from ._datasets import (
     load_toy as load_toy,
 )
 from ._download import (
-    REMOTE_DATASETS as REMOTE_DATASETS,
-    RemoteDataset as RemoteDataset,
     default_data_dir as default_data_dir,
     fetch as fetch,
-    sha256_file as sha256_file,
 )
-from ._idx import DataError as DataError, parse_idx as parse_idx, read_idx as read_idx
+from ._idx import DataError as DataError, read_idx as read_idx
 from ._pipeline import (
-    Record as Record,
-    epoch_of_step as epoch_of_step,
     eval_pipeline as eval_pipeline,
     steps_per_epoch as steps_per_epoch,
     train_pipeline as train_pipeline,

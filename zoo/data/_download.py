@@ -224,7 +224,7 @@ def _download(
         if max_bytes is not None and declared is not None and int(declared) > max_bytes:
             raise DataError(
                 f"the server declares {int(declared):,} bytes, more than the "
-                f"{max_bytes:,} expected; nothing was written"
+                f"{max_bytes:,} expected"
             )
 
         def stream(out: BinaryIO) -> None:

@@ -323,10 +323,8 @@ def train_pipeline(
             ``None`` reads everything.
         prefetch: batches prepared ahead in a background thread (Grain's
             ``ThreadPrefetchIterDataset``, which keeps ``get_state`` exact);
-            ``0`` prepares each on demand. With an MLP training step on 2 CPU
-            cores, 2 made MNIST epochs about 10% faster than 0; iterating
-            without a model, 0 is faster (no thread hand-off), and so is
-            ``fit``, whose device overlaps each chunk of steps with the next.
+            ``0`` prepares each on demand (``fit``'s choice: the device
+            overlaps each chunk of steps with the next anyway).
         augment: a random transformation of each whole batch, e.g.
             [`RandomShift`][zoo.data.RandomShift]; Grain seeds it from ``seed``
             and the step, so augmented epochs are reproducible and resume

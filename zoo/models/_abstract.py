@@ -24,6 +24,8 @@ ACTIVATIONS = {
     "identity": lambda x: x,
 }
 """Activations by name. Names, not functions, keep a model's config JSON."""
+ACTIVATION_NAMES: tuple[str, ...] = tuple(ACTIVATIONS)
+"""The activation names a model config may give."""
 
 
 def get_activation(name: str) -> Any:
@@ -56,7 +58,7 @@ class AbstractModel(eqx.Module):
 
     Stateless models are called as ``model(x, key=key) -> logits``. Stateful models
     (those with BatchNorm) are called as ``model(x, state, key=key) -> (logits,
-    state)`` inside ``jax.vmap(..., axis_name=zoo.BATCH_AXIS)``. Use
+    state)`` inside ``jax.vmap(..., axis_name=zoo.models.BATCH_AXIS)``. Use
     [`zoo.apply`][] to call either kind the same way.
     """
 
@@ -77,7 +79,7 @@ class AbstractModel(eqx.Module):
     def config(self) -> dict[str, Any]:
         """The JSON-serialisable constructor arguments, with a ``"family"`` key.
 
-        ``zoo.build_model(model.config(), key=key)`` builds a model with the same
+        ``zoo.models.build_model(model.config(), key=key)`` builds a model with the same
         structure (and, with the same key, the same parameters).
         """
 
@@ -104,7 +106,7 @@ class AbstractImageClassifier(AbstractModel):
 
     Called as ``model(x, state, key=None) -> (logits, state)`` with ``x`` of
     shape ``(in_channels, height, width)`` and logits of shape ``(out_size,)``,
-    inside ``jax.vmap(..., axis_name=zoo.BATCH_AXIS)`` in training mode (the
+    inside ``jax.vmap(..., axis_name=zoo.models.BATCH_AXIS)`` in training mode (the
     BatchNorm statistics span the batch). ``key`` is needed only while dropout
     is active. A wrong image shape or a missing dropout key raises
     ``ValueError``; BatchNorm in training mode outside that ``vmap`` raises

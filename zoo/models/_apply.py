@@ -21,9 +21,10 @@ def apply(
 ) -> tuple[Float[Array, "batch classes"], eqx.nn.State | None]:
     """Run ``model`` on a batch with ``jax.vmap``, stateless or stateful alike.
 
-    Stateful models (BatchNorm) are mapped with ``axis_name=zoo.BATCH_AXIS`` so that
-    batch statistics span the whole batch; their state is threaded through and
-    returned. For stateless models ``state`` is returned unchanged.
+    Stateful models (BatchNorm) are mapped with
+    ``axis_name=zoo.models.BATCH_AXIS`` so that batch statistics span the batch;
+    their state is threaded through and returned. For stateless models ``state``
+    is returned unchanged.
 
     Args:
         model: any zoo model.

@@ -2,7 +2,7 @@
 
 import math
 from collections.abc import Sequence
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import equinox as eqx
 import jax
@@ -19,9 +19,10 @@ from ._abstract import (
     parse_dtype,
 )
 from ._conv import (
+    ConvPath,
     batch_norm_channels_last,
     conv_channels_last,
-    resolved_conv_path,
+    resolve_conv_path,
     to_channels_first,
     to_channels_last,
 )
@@ -59,10 +60,9 @@ def _per_block(name: str, value: _T | Sequence[_T], n: int) -> tuple[_T, ...]:
 class ConvBlock(eqx.Module):
     """Conv2d, then BatchNorm (optional), activation, pooling (optional).
 
-    Computed along the conv path in force when traced (see
-    ``zoo.set_conv_path``): channels-first Equinox layers on ``"xla"``,
-    channels-last inside on ``"nhwc"``, ``"winograd"`` and ``"gemm"``; the same
-    function and parameters on each.
+    Called, it runs the Equinox layers channels-first; a [`CNN`][zoo.CNN] on
+    the ``"nhwc"`` conv path calls :meth:`channels_last` instead (the same
+    function and parameters).
     """
 
     conv: eqx.nn.Conv2d
@@ -74,10 +74,6 @@ class ConvBlock(eqx.Module):
         self, x: Float[Array, "c h w"], state: eqx.nn.State
     ) -> tuple[Float[Array, "c2 h2 w2"], eqx.nn.State]:
         """Apply the block to one feature map ``(channels, height, width)``."""
-        path = resolved_conv_path()
-        if path != "xla":
-            y, state = self.channels_last(to_channels_last(x), state, path)
-            return to_channels_first(y), state
         x = self.conv(x)
         if self.norm is not None:
             # eqx.nn.BatchNorm(mode="batch") raises a Python float to an int32
@@ -90,13 +86,10 @@ class ConvBlock(eqx.Module):
         return x, state
 
     def channels_last(
-        self,
-        x: Float[Array, "h w c"],
-        state: eqx.nn.State,
-        path: Literal["nhwc", "winograd", "gemm"] = "nhwc",
+        self, x: Float[Array, "h w c"], state: eqx.nn.State
     ) -> tuple[Float[Array, "h2 w2 c2"], eqx.nn.State]:
         """Apply the block to one channels-last map ``(height, width, channels)``."""
-        x = conv_channels_last(self.conv, x, path)
+        x = conv_channels_last(self.conv, x)
         if self.norm is not None:
             x, state = batch_norm_channels_last(self.norm, x, state)
         x = get_activation(self.activation)(x)
@@ -116,7 +109,7 @@ class CNN(AbstractImageClassifier):
     logits. The model is stateful (BatchNorm running statistics live in an
     ``eqx.nn.State``): build it with ``eqx.nn.make_with_state(CNN)(...)`` or
     ``zoo.create_model``, and in training call it under
-    ``jax.vmap(..., axis_name=zoo.BATCH_AXIS)`` so statistics span the batch.
+    ``jax.vmap(..., axis_name=zoo.models.BATCH_AXIS)`` so statistics span the batch.
 
     Example:
         >>> import equinox as eqx, jax, jax.numpy as jnp, zoo
@@ -147,6 +140,7 @@ class CNN(AbstractImageClassifier):
     activation: str = eqx.field(static=True)
     use_bias: bool = eqx.field(static=True)
     dtype: str | None = eqx.field(static=True)
+    conv_path: ConvPath = eqx.field(static=True)
 
     stateful: ClassVar[bool] = True
 
@@ -169,6 +163,7 @@ class CNN(AbstractImageClassifier):
         activation: str = "relu",
         use_bias: bool = True,
         dtype: Any = None,
+        conv_path: str = "auto",
         key: PRNGKeyArray,
     ):
         """Build the blocks and head, checking the image survives every block.
@@ -189,10 +184,14 @@ class CNN(AbstractImageClassifier):
             bn_momentum: BatchNorm running-statistics momentum, in ``[0, 1)``.
             hidden_sizes: widths of the dense layers before the output layer.
             dropout: dropout rate after each hidden dense layer, in ``[0, 1)``.
-            activation: name of the activation (see ``zoo.ACTIVATIONS``).
+            activation: name of the activation (see ``zoo.models.ACTIVATION_NAMES``).
             use_bias: whether dense layers and convolutions have biases (never
                 a convolution followed by BatchNorm, where a bias is redundant).
             dtype: parameter dtype (``None``: JAX's default float).
+            conv_path: ``"nhwc"`` (channels-last inside), ``"xla"``
+                (channels-first Equinox layers) or ``"auto"``: ``"nhwc"`` on a
+                CPU backend, else ``"xla"``. Switch later with
+                ``zoo.models.with_conv_path``.
             key: PRNG key for the initial parameters.
 
         Raises:
@@ -320,6 +319,7 @@ class CNN(AbstractImageClassifier):
         self.hidden_sizes = tuple(int(h) for h in hidden_sizes)
         self.activation = activation
         self.use_bias = use_bias
+        self.conv_path = resolve_conv_path(conv_path)
 
     @checked_model_call
     def __call__(
@@ -335,9 +335,8 @@ class CNN(AbstractImageClassifier):
         calling convention and errors.
         """
         stochastic = dropout_active("CNN", self.dropout, key)
-        path = resolved_conv_path()
         try:
-            if path == "xla":
+            if self.conv_path == "xla":
                 for block in self.blocks:
                     x, state = block(x, state)
             else:
@@ -345,7 +344,7 @@ class CNN(AbstractImageClassifier):
                 # convolution (XLA:CPU convolves channels-last).
                 x = to_channels_last(x)
                 for block in self.blocks:
-                    x, state = block.channels_last(x, state, path)
+                    x, state = block.channels_last(x, state)
                 x = to_channels_first(x)
         except NameError as error:
             raise NameError(

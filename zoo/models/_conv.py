@@ -1,39 +1,23 @@
-"""How convolutional blocks compute: the conv path, chosen per backend at trace time.
+"""How convolutional models compute: the conv path, a static field of the model.
 
 zoo's CNNs keep Equinox's layers (``eqx.nn.Conv2d``, ``eqx.nn.BatchNorm``), so
-parameters, state and checkpoints are the same whichever path computes them:
+parameters, state and checkpoints are the same on either path:
 
-* ``"xla"``: the layers as Equinox writes them, channels-first
-  ``lax.conv_general_dilated``. Used on GPU and TPU.
-* ``"nhwc"``: channels-last inside the network. Each block runs on a
-  ``(height, width, channels)`` map: the convolution is
-  ``lax.conv_general_dilated`` in ``NHWC``/``HWIO`` layout, BatchNorm takes its
-  batch statistics in one pass, pooling is a reshape and a reduction. XLA:CPU
-  runs its convolutions channels-last, so the channels-first path pays a
-  transpose of every activation and gradient around every convolution. A
-  strided convolution's input gradient skips the zeros of its dilated
-  gradient (``zoo.models._strided_conv``). Used on CPU, where zoo's programs
-  compile the convolutions with XLA's own kernels (``zoo._compiler_options``).
-* ``"winograd"``: ``"nhwc"``, with the 3x3 stride-1 convolutions of 64 or
-  more input channels computed by Winograd F(2x2, 3x3) (``zoo.models._winograd``):
-  2.25x fewer multiplies, as 16 matrix products, forward and backward. It beat
-  YNNPACK's convolutions on those layers, but not XLA's own kernels, which
-  zoo now compiles with on CPU (measured in ``docs/benchmarks.md``).
-* ``"gemm"``: channels-last too, with each convolution as im2col (patches from
-  ``k * k`` strided slices) times one matrix. No convolution primitive at all;
-  slower than ``"nhwc"`` where XLA:CPU's convolutions are fast.
+* ``"xla"``: the layers as Equinox writes them, channels-first. The default off
+  the CPU.
+* ``"nhwc"``: channels-last inside the network (XLA:CPU convolves
+  channels-last, so this saves a transpose around every convolution), with
+  one-pass BatchNorm statistics and a strided convolution's input gradient by
+  phases (``_strided_conv``). The default on the CPU.
 
-``"auto"`` (the default) picks ``"nhwc"`` when JAX's default backend is the
-CPU and ``"xla"`` otherwise. Force a path with the environment variable
-``ZOO_CONV`` (read at import), :func:`set_conv_path`, or for a block of code
-with :func:`conv_path`. The path is read while a model is traced: a function
-already compiled keeps the path it was traced with.
+A model's path is fixed when it is built (``conv_path="auto"`` picks by JAX's
+default backend) and changed only by :func:`with_conv_path`, which returns a new
+model, as ``eqx.nn.inference_mode`` does: a compiled program never disagrees
+with the model it was traced from.
 """
 
-import contextlib
-import os
-from collections.abc import Iterator
-from typing import Literal, cast
+import dataclasses
+from typing import Any, Literal, TypeVar, cast
 
 import equinox as eqx
 import jax
@@ -42,79 +26,66 @@ from jax import lax
 from jaxtyping import Array, Float
 
 from ._strided_conv import strided_conv
-from ._winograd import winograd_conv
 
-ConvPath = Literal["auto", "xla", "nhwc", "winograd", "gemm"]
-"""A conv path setting: ``"auto"`` or one of the concrete paths."""
-CONV_PATHS: tuple[str, ...] = ("auto", "xla", "nhwc", "winograd", "gemm")
+ConvPath = Literal["xla", "nhwc"]
+"""A concrete conv path."""
+CONV_PATHS: tuple[str, ...] = ("auto", "xla", "nhwc")
+_T = TypeVar("_T")
 
 
-def _parse(path: str, source: str) -> ConvPath:
-    value = path.strip().lower()
+def resolve_conv_path(path: str, backend: str | None = None) -> ConvPath:
+    """``path`` made concrete: ``"auto"`` is ``"nhwc"`` on the CPU, else ``"xla"``.
+
+    Raises:
+        ValueError: a path other than ``"auto"``, ``"xla"`` or ``"nhwc"``.
+    """
+    value = str(path).strip().lower()
     if value not in CONV_PATHS:
         raise ValueError(
-            f"{source} must be one of {', '.join(map(repr, CONV_PATHS))}, got {path!r}."
+            f"conv_path must be one of {', '.join(map(repr, CONV_PATHS))}, "
+            f"got {path!r}."
         )
+    if value == "auto":
+        backend = jax.default_backend() if backend is None else backend
+        return "nhwc" if backend == "cpu" else "xla"
     return cast(ConvPath, value)
 
 
-_path: ConvPath = _parse(os.environ.get("ZOO_CONV", "auto"), "ZOO_CONV")
+def _has_conv_path(node: Any) -> bool:
+    return isinstance(node, eqx.Module) and any(
+        f.name == "conv_path" for f in dataclasses.fields(node)
+    )
 
 
-def conv_path_setting() -> ConvPath:
-    """The conv path setting (``"auto"`` unless set): see :func:`set_conv_path`."""
-    return _path
+def with_conv_path(tree: _T, path: str) -> _T:
+    """``tree`` with every zoo model in it switched to conv ``path``.
 
+    The same parameters and state, computing the same function; only the
+    layout inside the network changes. Like ``eqx.nn.inference_mode``, it
+    returns a new tree and changes nothing in place.
 
-def set_conv_path(path: ConvPath) -> None:
-    """Choose how CNN blocks compute, for the whole process.
-
-    Args:
-        path: ``"auto"`` (``"nhwc"`` on CPU, ``"xla"`` elsewhere),
-            ``"xla"``, ``"nhwc"``, ``"winograd"`` or ``"gemm"``. All compute
-            the same function with the same parameters (within float32
-            rounding); only speed differs.
+    Example:
+        >>> import jax, zoo
+        >>> model, state = zoo.create_model("cnn", key=jax.random.key(0))
+        >>> zoo.models.with_conv_path(model, "xla").conv_path
+        'xla'
 
     Raises:
         ValueError: an unknown path.
     """
-    global _path
-    _path = _parse(path, "conv path")
+    concrete = resolve_conv_path(path)
 
+    def switch(node: Any) -> Any:
+        if not _has_conv_path(node):
+            return node
+        # A field-for-field copy, as Equinox rebuilds a module when unflattening.
+        new = object.__new__(type(node))
+        for field in dataclasses.fields(node):
+            object.__setattr__(new, field.name, getattr(node, field.name))
+        object.__setattr__(new, "conv_path", concrete)
+        return new
 
-@contextlib.contextmanager
-def conv_path(path: ConvPath) -> Iterator[None]:
-    """Context manager that sets the conv path for models traced inside it.
-
-    Example:
-        >>> import zoo
-        >>> with zoo.conv_path("gemm"):
-        ...     zoo.resolved_conv_path()
-        'gemm'
-        >>> zoo.conv_path_setting()
-        'auto'
-    """
-    global _path
-    previous = _path
-    _path = _parse(path, "conv path")
-    try:
-        yield
-    finally:
-        _path = previous
-
-
-def resolved_conv_path(
-    backend: str | None = None,
-) -> Literal["xla", "nhwc", "winograd", "gemm"]:
-    """The concrete path the current setting means on ``backend``.
-
-    Args:
-        backend: a JAX backend name; ``None`` for ``jax.default_backend()``.
-    """
-    if _path != "auto":
-        return _path
-    backend = jax.default_backend() if backend is None else backend
-    return "nhwc" if backend == "cpu" else "xla"
+    return jax.tree.map(switch, tree, is_leaf=_has_conv_path)
 
 
 def to_channels_last(x: Float[Array, "c h w"]) -> Float[Array, "h w c"]:
@@ -142,93 +113,21 @@ def _plain(conv: eqx.nn.Conv2d) -> bool:
     return conv.groups == 1 and conv.padding_mode == "ZEROS"
 
 
-PHASE_INPUT_GRADIENT = True
-"""Whether the channels-last paths take a strided convolution's input gradient
-by phases (:func:`zoo.models._strided_conv.strided_conv`); read at trace time.
-``False`` keeps XLA's dilated one (``benchmarks/strided_conv.py`` compares)."""
-
-WINOGRAD_MIN_CHANNELS = 64
-"""Fewest input channels for which ``"winograd"`` uses Winograd (see below)."""
-
-
-def _winograd_applies(
-    conv: eqx.nn.Conv2d, x: Array, pads: list[tuple[int, int]]
-) -> bool:
-    """Whether ``"winograd"`` computes ``conv`` by Winograd F(2x2, 3x3).
-
-    Only 3x3, stride-1, undilated convolutions padded by 0 to 2 on each side,
-    in float32 or float64 (bfloat16 keeps XLA's convolution: the transforms
-    would round), with at least ``WINOGRAD_MIN_CHANNELS`` input channels: with
-    fewer, the products are too thin to win over XLA's convolution.
-    """
-    return (
-        tuple(conv.kernel_size) == (3, 3)
-        and tuple(conv.stride) == (1, 1)
-        and tuple(conv.dilation) == (1, 1)
-        and all(0 <= p <= 2 for pair in pads for p in pair)
-        and conv.in_channels >= WINOGRAD_MIN_CHANNELS
-        and x.dtype in (jnp.float32, jnp.float64)
-    )
-
-
-def _im2col_matmul(
-    x: Float[Array, "h w c"],
-    weight: Float[Array, "o c kh kw"],
-    stride: tuple[int, int],
-    pads: list[tuple[int, int]],
-    dilation: tuple[int, int],
-) -> Float[Array, "h2 w2 o"]:
-    out_channels, channels, kh, kw = weight.shape
-    x = jnp.pad(x, (*pads, (0, 0)))
-    height = (x.shape[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
-    width = (x.shape[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
-    patches = jnp.concatenate(
-        [
-            x[
-                i * dilation[0] : i * dilation[0]
-                + (height - 1) * stride[0]
-                + 1 : stride[0],
-                j * dilation[1] : j * dilation[1]
-                + (width - 1) * stride[1]
-                + 1 : stride[1],
-            ]
-            for i in range(kh)
-            for j in range(kw)
-        ],
-        axis=-1,
-    ).reshape(height * width, kh * kw * channels)
-    matrix = jnp.transpose(weight, (2, 3, 1, 0)).reshape(
-        kh * kw * channels, out_channels
-    )
-    return (patches @ matrix).reshape(height, width, out_channels)
-
-
 def conv_channels_last(
-    conv: eqx.nn.Conv2d,
-    x: Float[Array, "height width channels"],
-    path: Literal["nhwc", "winograd", "gemm"] = "nhwc",
+    conv: eqx.nn.Conv2d, x: Float[Array, "height width channels"]
 ) -> Float[Array, "height2 width2 channels2"]:
     """``conv`` applied to ONE channels-last map ``(H, W, C)`` -> ``(H', W', C')``.
 
-    The same function as ``conv`` on the channels-first map, with its weight
-    ``(C', C, kh, kw)`` and bias. ``"nhwc"`` convolves in ``NHWC``/``HWIO``
-    layout; ``"winograd"`` does too, except for the convolutions Winograd
-    F(2x2, 3x3) computes (see ``WINOGRAD_MIN_CHANNELS``); ``"gemm"`` multiplies
-    im2col patches ``(H' W', kh kw C)`` by the weight as a ``(kh kw C, C')``
-    matrix. Grouped convolutions and non-zero padding modes go through
-    ``conv`` itself, transposed on either side.
+    The same function as ``conv`` on the channels-first map, in ``NHWC``/``HWIO``
+    layout. Grouped convolutions and non-zero padding modes go through ``conv``
+    itself, transposed on either side.
     """
     if not _plain(conv):
         return to_channels_last(conv(to_channels_first(x)))
     pads = _pads(conv, (x.shape[0], x.shape[1]))
     stride = cast(tuple[int, int], tuple(conv.stride))
     dilation = cast(tuple[int, int], tuple(conv.dilation))
-    if path == "gemm":
-        y = _im2col_matmul(x, conv.weight, stride, pads, dilation)
-    elif path == "winograd" and _winograd_applies(conv, x, pads):
-        weight = jnp.transpose(conv.weight, (2, 3, 1, 0))
-        y = winograd_conv(x[None], weight, (pads[0], pads[1]))[0]
-    elif PHASE_INPUT_GRADIENT and max(stride) > 1 and dilation == (1, 1):
+    if max(stride) > 1 and dilation == (1, 1):
         weight = jnp.transpose(conv.weight, (2, 3, 1, 0))
         y = strided_conv(x[None], weight, stride, (pads[0], pads[1]))[0]
     else:

@@ -1,12 +1,10 @@
 """Building a model's initial parameters in one quick compilation (private).
 
 Run eagerly, a model's constructor compiles every initialiser call of a new
-shape on its own (``jax.random.uniform`` and friends are jitted functions):
-16 compilations, 3.5 s, for the ``cnn`` preset on a 2-core CPU, before its
-first step. Traced together they compile once; and since initialisers run once,
-XLA:CPU compiles them at optimisation level 1, which takes a third of the time
-of its default, and with its classic loop emitters, which take another third
-off (``cnn``: 0.68 s instead of 1.06 s). Both draw the same bits
+shape on its own (``jax.random.uniform`` and friends are jitted functions).
+Traced together they compile once, and since initialisers run once, with
+XLA:CPU's quick-to-compile options (``zoo._compiler_options``). Both draw the
+same bits
 (``tests/test_models.py`` checks every preset against the eager construction).
 """
 

@@ -69,7 +69,8 @@ class MLP(AbstractModel):
             width_size: hidden width, or a sequence with one width per hidden layer.
             depth: number of hidden layers; required with an int ``width_size``,
                 optional (must match) with a sequence.
-            activation: name of the hidden activation (see ``zoo.ACTIVATIONS``).
+            activation: name of the hidden activation
+                (see ``zoo.models.ACTIVATION_NAMES``).
             final_activation: name of the activation applied to the logits.
             use_bias: whether hidden layers have a bias.
             use_final_bias: whether the output layer has a bias.

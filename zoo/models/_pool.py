@@ -12,10 +12,8 @@ class MaxPool(eqx.Module):
     The same function as ``eqx.nn.MaxPool2d(size, size)`` (windows that do not
     fit are dropped), computed as the elementwise maximum of the window's
     ``size**2`` strided slices. ``MaxPool2d`` lowers to ``reduce_window``, whose
-    gradient (``select_and_scatter``) runs about 10x slower on XLA:CPU; the
-    gradient of ``maximum`` is a few elementwise selects. Measured on 2 CPU
-    cores, forward plus backward of a batch of 128 ``(32, 28, 28)`` maps:
-    60 ms with ``MaxPool2d``, 5 ms here.
+    gradient (``select_and_scatter``) is slow on XLA:CPU; the gradient of
+    ``maximum`` is a few elementwise selects (see the Performance page).
 
     Example:
         >>> import jax.numpy as jnp
@@ -69,8 +67,7 @@ def window_max(
     index in the window the forward pass keeps (one byte an output where the
     window has at most 127 values). JAX's own derivative of ``max`` splits ties
     evenly, which needs a count of the maxima per window: in reverse mode a
-    reduction that XLA:CPU fuses into the convolution before it, and the
-    ``cnn`` training step ran 4-10 % slower with it.
+    reduction that XLA:CPU fuses into the convolution before it, slowing it.
     """
     return windows.max(axis=(1, 3))
 

@@ -237,15 +237,3 @@ register_model(
     "ResNet-20 of He et al. 2016 (CIFAR, 6n+2 with n=3): three basic blocks per "
     "stage, 16/32/64 channels, projection shortcuts; about 0.27M parameters.",
 )
-
-
-def __getattr__(name: str) -> Any:
-    # Temporary: ``create_model`` moved to ``_factory``, above this module.
-    # Until ``zoo/models/__init__.py`` imports it from there, this keeps
-    # ``from ._registry import create_model`` working (tests/test_structure.py
-    # allows this one import back only while that import remains).
-    if name == "create_model":
-        from ._factory import create_model
-
-        return create_model
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -3,7 +3,7 @@
 import functools
 import math
 from collections.abc import Sequence
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import equinox as eqx
 import jax
@@ -20,26 +20,25 @@ from ._abstract import (
     parse_dtype,
 )
 from ._conv import (
+    ConvPath,
     batch_norm_channels_last,
     conv_channels_last,
-    resolved_conv_path,
-    to_channels_first,
+    resolve_conv_path,
     to_channels_last,
 )
 
-Path = Literal["xla", "nhwc", "winograd", "gemm"]
+Path = ConvPath
 
 
 def _conv(layer: eqx.nn.Conv2d, x: Array, path: Path) -> Array:
     """Apply one convolution: every conv of the family runs through here.
 
     On ``"xla"`` maps are channels-first ``(C, H, W)`` and the Equinox layer
-    runs as written; on ``"nhwc"`` and ``"gemm"`` (CPU, see
-    ``zoo.set_conv_path``) they are channels-last ``(H, W, C)`` throughout.
+    runs as written; on ``"nhwc"`` they are channels-last ``(H, W, C)``.
     """
     if path == "xla":
         return layer(x)
-    return conv_channels_last(layer, x, path)
+    return conv_channels_last(layer, x)
 
 
 def _norm(
@@ -133,7 +132,7 @@ class BasicBlock(eqx.Module):
     """conv3x3-BN-act-conv3x3-BN, plus the shortcut, then the activation.
 
     The shortcut is the identity when the block keeps its input's shape, and a
-    [`Projection`][zoo.Projection] (1x1 conv + BatchNorm) when it changes the
+    [`Projection`][zoo.models.Projection] (1x1 conv + BatchNorm) when it changes the
     channels or the stride (``conv1`` carries the stride). Built by
     [`ResNet`][zoo.ResNet].
     """
@@ -148,23 +147,16 @@ class BasicBlock(eqx.Module):
     def __call__(
         self, x: Float[Array, "c h w"], state: eqx.nn.State
     ) -> tuple[Float[Array, "c2 h2 w2"], eqx.nn.State]:
-        """Apply the block to one channels-first map ``(channels, height, width)``.
-
-        Computed along the conv path in force when traced (see
-        ``zoo.set_conv_path``), transposed to channels-last and back off
-        ``"xla"``.
-        """
-        path = resolved_conv_path()
-        if path == "xla":
-            return self.apply(x, state, path)
-        y, state = self.apply(to_channels_last(x), state, path)
-        return to_channels_first(y), state
+        """Apply the block to one channels-first map ``(channels, height, width)``
+        with the Equinox layers (a [`ResNet`][zoo.ResNet] calls :meth:`apply`
+        in its own conv path's layout)."""
+        return self.apply(x, state, "xla")
 
     def apply(
         self, x: Array, state: eqx.nn.State, path: Path
     ) -> tuple[Array, eqx.nn.State]:
         """The block on a map in ``path``'s layout: ``(C, H, W)`` on ``"xla"``,
-        ``(H, W, C)`` on ``"nhwc"`` and ``"gemm"``."""
+        ``(H, W, C)`` on ``"nhwc"``."""
         act = get_activation(self.activation)
         y, state = _norm(self.norm1, _conv(self.conv1, x, path), state, path)
         y, state = _norm(self.norm2, _conv(self.conv2, act(y), path), state, path)
@@ -215,7 +207,7 @@ class ResNet(AbstractImageClassifier):
     """A residual network for small images, on ONE channels-first image.
 
     The CIFAR ResNets of He et al. (2016, section 4.2): a 3x3 conv stem with
-    BatchNorm and activation, then stages of [`BasicBlock`][zoo.BasicBlock]s
+    BatchNorm and activation, then stages of [`BasicBlock`][zoo.models.BasicBlock]s
     (stage ``i`` has ``depths[i]`` blocks of ``widths[i]`` channels, its first
     block strided by ``strides[i]``), global average pooling, optional dropout
     and a linear layer to ``out_size`` logits. Shortcuts are identities, or
@@ -227,7 +219,7 @@ class ResNet(AbstractImageClassifier):
     With ``depths=(n, n, n)`` and widths 16/32/64 this is ResNet-``6n+2``
     (``zoo.create_model("resnet20")``). The model is stateful: build it with
     ``eqx.nn.make_with_state(ResNet)(...)`` or ``zoo.create_model``, and in
-    training call it under ``jax.vmap(..., axis_name=zoo.BATCH_AXIS)``
+    training call it under ``jax.vmap(..., axis_name=zoo.models.BATCH_AXIS)``
     (``zoo.apply`` does), so BatchNorm statistics span the batch.
 
     Example:
@@ -254,6 +246,7 @@ class ResNet(AbstractImageClassifier):
     bn_momentum: float = eqx.field(static=True)
     activation: str = eqx.field(static=True)
     dtype: str | None = eqx.field(static=True)
+    conv_path: ConvPath = eqx.field(static=True)
 
     stateful: ClassVar[bool] = True
 
@@ -271,6 +264,7 @@ class ResNet(AbstractImageClassifier):
         dropout: float = 0.0,
         activation: str = "relu",
         dtype: Any = None,
+        conv_path: str = "auto",
         key: PRNGKeyArray,
     ):
         """Build the stem, the stages and the head.
@@ -288,8 +282,10 @@ class ResNet(AbstractImageClassifier):
                 stage; ``None``: 1 for the first stage and 2 for the others.
             bn_momentum: BatchNorm running-statistics momentum, in ``[0, 1)``.
             dropout: dropout rate on the pooled features, in ``[0, 1)``.
-            activation: name of the activation (see ``zoo.ACTIVATIONS``).
+            activation: name of the activation (see ``zoo.models.ACTIVATION_NAMES``).
             dtype: parameter dtype (``None``: JAX's default float).
+            conv_path: ``"nhwc"``, ``"xla"`` or ``"auto"`` (by backend), as
+                for [`CNN`][zoo.CNN].
             key: PRNG key for the initial parameters.
 
         Raises:
@@ -364,6 +360,7 @@ class ResNet(AbstractImageClassifier):
         self.strides = stride_list
         self.bn_momentum = bn_momentum
         self.activation = activation
+        self.conv_path = resolve_conv_path(conv_path)
 
     @checked_model_call
     def __call__(
@@ -380,7 +377,7 @@ class ResNet(AbstractImageClassifier):
         """
         stochastic = dropout_active("ResNet", self.dropout, key)
         act = get_activation(self.activation)
-        path = resolved_conv_path()
+        path = self.conv_path
         try:
             if path != "xla":
                 # Channels-last throughout: no transposes around each

@@ -15,8 +15,8 @@ reverse mode transposes that into the convolution above. Its value and weight
 gradient are XLA's own, and it stays one convolution per gradient, so
 ``zoo.train``'s count of a step's convolutions does not change. A 5x5 kernel at
 stride 2 takes 36 multiply-adds per input value and channel pair this way
-(a 3x3 window for each of 4 phases) against XLA's 100; the ``stax_cnn`` step
-runs in about 0.82x the time (``benchmarks/strided_conv.py``).
+(a 3x3 window for each of 4 phases) against XLA's 100 (timings: the
+Performance page).
 """
 
 import functools

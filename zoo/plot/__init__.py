@@ -6,7 +6,7 @@ new figure of a suitable size when there is none, and returns the ``Figure``.
 never imported: figures are made with Matplotlib's object API, so these
 functions leave the caller's pyplot state and backend alone and work on machines
 without a display. Array arguments are NumPy or JAX arrays; their shapes and
-dtypes are checked like a model's inputs (see [`zoo.shape_checks`][]).
+dtypes are checked like a model's inputs (see [`zoo.runtime.shape_checks`][]).
 
 Compose figures by passing axes: draw several panels on one figure, then save it
 once.

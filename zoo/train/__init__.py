@@ -8,6 +8,7 @@ and [`load_checkpoint`][zoo.train.load_checkpoint] save and resume it.
 [`fit`][zoo.train.fit] is that loop with [`Callback`][zoo.train.Callback]s.
 """
 
+from .._compiler_options import compiler_options as compiler_options
 from ._callbacks import (
     Callback as Callback,
     Checkpointer as Checkpointer,
@@ -18,12 +19,11 @@ from ._callbacks import (
     NonFiniteLossError as NonFiniteLossError,
     ProgressBar as ProgressBar,
     StopTraining as StopTraining,
-    format_epoch as format_epoch,
+    default_callbacks as default_callbacks,
 )
 from ._checkpoint import (
     Checkpoint as Checkpoint,
     CheckpointError as CheckpointError,
-    ensure_writable as ensure_writable,
     latest_checkpoint as latest_checkpoint,
     load_checkpoint as load_checkpoint,
     load_model as load_model,
@@ -43,17 +43,12 @@ from ._metrics import (
     LossFn as LossFn,
     Metrics as Metrics,
     confusion_matrix as confusion_matrix,
-    cross_entropy as cross_entropy,
     label_smoothing as label_smoothing,
-    masked_loss as masked_loss,
     softmax_cross_entropy as softmax_cross_entropy,
 )
 from ._parallel import (
-    DATA_AXIS as DATA_AXIS,
-    check_batch_size as check_batch_size,
     data_mesh as data_mesh,
     local_copy as local_copy,
-    process_shard as process_shard,
     replicate as replicate,
     shard_batch as shard_batch,
 )
@@ -65,9 +60,8 @@ from ._state import (
 from ._step import (
     TrainStep as TrainStep,
     eval_step as eval_step,
-    loss_and_metrics as loss_and_metrics,
     make_train_step as make_train_step,
     predict as predict,
-    prepare_inputs as prepare_inputs,
 )
 from ._tensorboard import TensorBoardWriter as TensorBoardWriter
+from ._tuning import steps_per_call as steps_per_call

@@ -16,6 +16,7 @@ import os
 import pathlib
 import time
 from collections.abc import Callable, Mapping
+from typing import ClassVar
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -55,7 +56,12 @@ class Callback:
         ...             self.bad += 1
         ...         if self.bad >= self.patience:
         ...             raise StopTraining(f"no gain in {self.bad} epochs")
+
+    ``main_process_only`` callbacks (those that write files or print) run on
+    process 0 only when training spans several processes.
     """
+
+    main_process_only: ClassVar[bool] = False
 
     def on_train_start(self, run: RunInfo, train_state: TrainState) -> None:
         """Before the first step (after compilation)."""
@@ -87,20 +93,17 @@ class FiniteLossGuard(Callback):
 
     Every ``every_seconds`` it reads the epoch's loss summed over the chunks
     already done (the device keeps working); a NaN or inf in any step stays in
-    the sum, so no step escapes. It checks the whole epoch at its end, and at
-    each multiple of ``check_every`` steps (put it before a
-    [`Checkpointer`][zoo.train.Checkpointer] with the same ``every``, so that
-    no checkpoint holds a diverged model). The error names the epoch and the
-    range of steps since the last check.
+    the sum, so no step escapes. It checks the whole epoch at its end. The
+    error names the epoch and the range of steps since the last check. (A
+    [`Checkpointer`][zoo.train.Checkpointer] checks the loss itself before it
+    saves, so no checkpoint holds a diverged model.)
 
     Args:
         every_seconds: seconds between reads of the settled loss (0: every chunk).
-        check_every: also check the full loss at these step multiples.
     """
 
-    def __init__(self, every_seconds: float = 0.5, check_every: int | None = None):
+    def __init__(self, every_seconds: float = 0.5):
         self.every_seconds = every_seconds
-        self.check_every = check_every
         self.checked_step = 0
         self.last_check = 0.0
 
@@ -112,20 +115,10 @@ class FiniteLossGuard(Callback):
         self._check_value(_host_float(metrics.loss_sum), epoch, upto)
 
     def _check_value(self, loss: float, epoch: int, upto: int) -> None:
-        if not math.isfinite(loss):
-            raise NonFiniteLossError(
-                f"Loss became {loss} in epoch {epoch + 1} within steps "
-                f"{self.checked_step + 1}-{upto}. Training stopped; the last "
-                "checkpoint (if any) is from before. Lower the learning rate, check "
-                "the inputs for NaN/inf, or clip gradients "
-                "(optax.clip_by_global_norm)."
-            )
+        check_finite_loss(loss, epoch, self.checked_step, upto)
         self.checked_step = upto
 
     def on_chunk_end(self, event: ChunkEnd) -> None:
-        if _crossed(event, self.check_every):
-            self._check(event.epoch_metrics, event.epoch, event.step)
-            return
         now = time.perf_counter()
         if now - self.last_check >= self.every_seconds:
             self._check(event.settled_metrics, event.epoch, event.settled_step)
@@ -135,12 +128,26 @@ class FiniteLossGuard(Callback):
         self._check_value(event.record.train_loss, event.record.epoch, event.step)
 
 
+def check_finite_loss(loss: float, epoch: int, after: int, upto: int) -> None:
+    """Raise [`NonFiniteLossError`][zoo.train.NonFiniteLossError] for a NaN/inf
+    ``loss`` seen in steps ``after + 1`` to ``upto`` of ``epoch`` (from 0)."""
+    if not math.isfinite(loss):
+        raise NonFiniteLossError(
+            f"Loss became {loss} in epoch {epoch + 1} within steps "
+            f"{after + 1}-{upto}. Training stopped; the last checkpoint (if any) "
+            "is from before. Lower the learning rate, check the inputs for "
+            "NaN/inf, or clip gradients (optax.clip_by_global_norm)."
+        )
+
+
 class ProgressBar(Callback):
     """A tqdm bar per epoch, with the running loss and examples per second.
 
     The loss shown is that of the chunks already done, read every
     ``every_seconds``, so the bar never makes the device wait.
     """
+
+    main_process_only = True
 
     def __init__(self, every_seconds: float = 0.5):
         self.every_seconds = every_seconds
@@ -200,7 +207,9 @@ def format_epoch(record: EpochRecord, epochs: int) -> str:
 
 
 class EpochLogger(Callback):
-    """Log one line per epoch (see [`format_epoch`][zoo.train.format_epoch])."""
+    """Log one line per epoch: loss, accuracy and throughput, numbered from 1."""
+
+    main_process_only = True
 
     def __init__(self, log: Callable[[str], object] = print):
         self.log = log
@@ -215,10 +224,14 @@ class Checkpointer(Callback):
     At the end of every epoch, and also at the first chunk end at or after each
     multiple of ``every`` steps. A checkpoint holds the train state, the data
     pipeline's position, the history and the epoch's partial metrics, so
-    ``fit(..., resume=True)`` continues bitwise where it stopped.
+    ``fit(..., resume=True)`` continues bitwise where it stopped. It reads the
+    loss before each save and raises
+    [`NonFiniteLossError`][zoo.train.NonFiniteLossError] instead of saving a
+    diverged model. Give it to ``fit`` as ``checkpoint_dir=``.
 
     Args:
-        directory: the run's checkpoint directory (checked writable at once).
+        directory: the run's checkpoint directory (``fit`` creates it and
+            checks it writable before any work).
         every: also save every this many steps; ``None``: at epoch ends only.
         keep: versions to keep.
         config: JSON facts about the run, stored with each version.
@@ -232,11 +245,17 @@ class Checkpointer(Callback):
         keep: int = 2,
         config: Mapping[str, object] | None = None,
     ):
-        self.directory = ensure_writable(directory)
+        self.directory = pathlib.Path(directory)  # checked by fit, before any work
         self.every = every
         self.keep = keep
         self.config = dict(config or {})
         self.history: tuple[EpochRecord, ...] = ()
+        if every is not None and every < 1:
+            raise ValueError(f"Checkpointer every must be >= 1 or None, got {every}.")
+        if keep < 1:
+            raise ValueError(f"Checkpointer keep must be >= 1, got {keep}.")
+
+    main_process_only = True
 
     def _save(
         self, ts: TrainState, data_state: object, partial: Metrics, step: int
@@ -256,11 +275,16 @@ class Checkpointer(Callback):
     def on_chunk_end(self, event: ChunkEnd) -> None:
         at_epoch_end = event.step % event.run.steps_per_epoch == 0
         if _crossed(event, self.every) and not at_epoch_end:
+            loss = _host_float(event.epoch_metrics.loss_sum)
+            check_finite_loss(loss, event.epoch, event.epoch_start_step, event.step)
             self._save(
                 event.train_state, event.data_state, event.epoch_metrics, event.step
             )
 
     def on_epoch_end(self, event: EpochEnd) -> None:
+        record = event.record
+        start = event.step - event.run.steps_per_epoch
+        check_finite_loss(record.train_loss, record.epoch, start, event.step)
         self.history = event.history
         self._save(event.train_state, event.data_state, Metrics.zero(), event.step)
 
@@ -281,6 +305,8 @@ class HistoryWriter(Callback):
         self.path = _writable_file(path)
         self.config = dict(config or {})
         self.compile_seconds = 0.0
+
+    main_process_only = True
 
     def on_train_start(self, run: RunInfo, train_state: TrainState) -> None:
         self.compile_seconds = run.compile_seconds
@@ -303,6 +329,8 @@ class CSVLogger(Callback):
     epoch so far); empty cells where a run has no test set.
     """
 
+    main_process_only = True
+
     def __init__(self, path: str | os.PathLike[str]):
         self.path = _writable_file(path)
 
@@ -314,6 +342,20 @@ class CSVLogger(Callback):
         for record in event.history:
             writer.writerow(record.to_json())
         atomic_write(self.path, text.getvalue().encode())
+
+
+def default_callbacks(
+    *, progress: bool = True, log: Callable[[str], object] | None = print
+) -> list[Callback]:
+    """What ``fit`` runs when given no ``callbacks``: the NaN guard, a progress
+    bar (``progress``) and one line per epoch to ``log`` (``None``: none).
+
+    Extend it to keep them: ``callbacks=[*default_callbacks(), CSVLogger(p)]``.
+    """
+    cbs: list[Callback] = [FiniteLossGuard()]
+    cbs += [ProgressBar()] if progress else []
+    cbs += [EpochLogger(log)] if log is not None else []
+    return cbs
 
 
 def write_json(path: pathlib.Path, payload: object) -> None:

@@ -267,8 +267,9 @@ def load_checkpoint(
     else:
         structure = (like.model, like.model_state)
         advice = (
-            f"{written_by}. Build the model from that config (zoo.build_model) to "
-            "resume it, or resume from a checkpoint directory of this model."
+            f"{written_by}. Build the model from that config "
+            "(zoo.models.build_model) to resume it, or resume from a checkpoint "
+            "directory of this model."
         )
         expects = "the model expects"
     for section, tree in zip(("model", "state"), structure, strict=True):

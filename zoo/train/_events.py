@@ -136,6 +136,7 @@ class FitResult:
         history: one [`EpochRecord`][zoo.train.EpochRecord] per epoch trained,
             those before a resume included.
         compile_seconds: time spent compiling the training step.
+        steps_per_call: optimiser steps fused into one device call.
         stop_reason: why a callback stopped training early
             ([`StopTraining`][zoo.train.StopTraining]), or ``None``.
     """
@@ -143,6 +144,7 @@ class FitResult:
     train_state: TrainState
     history: list[EpochRecord]
     compile_seconds: float
+    steps_per_call: int
     stop_reason: str | None = None
 
     @property

@@ -31,6 +31,22 @@ class BatchIterator(Protocol):
     def set_state(self, state: dict[str, Any]) -> None: ...
 
 
+def chunk_steps(step: int, steps_per_call: int, steps_per_epoch: int | None) -> int:
+    """Steps in the chunk that starts at global ``step``: ``steps_per_call``,
+    cut short where an epoch of ``steps_per_epoch`` ends (``None``: never)."""
+    if steps_per_epoch is None:
+        return steps_per_call
+    return min(steps_per_call, steps_per_epoch - step % steps_per_epoch)
+
+
+def chunk_lengths(steps_per_call: int, steps_per_epoch: int) -> set[int]:
+    """Every chunk length an epoch holds (one or two: each compiles once)."""
+    return {
+        chunk_steps(s, steps_per_call, steps_per_epoch)
+        for s in range(0, steps_per_epoch, steps_per_call)
+    }
+
+
 class DeviceFeed:
     """Chunks of ``steps_per_call`` batches from ``batches``, put on the device.
 
@@ -90,10 +106,7 @@ class DeviceFeed:
 
     def chunk_steps(self, step: int) -> int:
         """The number of steps in the chunk that starts at global ``step``."""
-        if self.steps_per_epoch is None:
-            return self.steps_per_call
-        left_in_epoch = self.steps_per_epoch - step % self.steps_per_epoch
-        return min(self.steps_per_call, left_in_epoch)
+        return chunk_steps(step, self.steps_per_call, self.steps_per_epoch)
 
     def __iter__(self) -> "DeviceFeed":
         return self

@@ -7,17 +7,22 @@ models on CPU, where they are unrolled (see :func:`unrolls_steps`). Each
 step's dropout key is ``fold_in(key, step)``: a run is reproducible from one key
 and resumes exactly from a step number. Everything travels in one
 [`TrainState`][zoo.train.TrainState].
+
+``jax.extend.core`` is used in one place, here, for what JAX's core API has no
+call for: listing the operations of a traced step (its convolutions decide
+whether fused steps unroll) and replaying a traced jaxpr.
 """
 
 import math
 from collections.abc import Callable, Iterator
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import optax
-from jax.extend.core import ClosedJaxpr, Jaxpr, jaxpr_as_fun, subjaxprs
+from jax import lax
+from jax.extend.core import ClosedJaxpr, Jaxpr, Primitive, jaxpr_as_fun, subjaxprs
 from jaxtyping import Array, Float, Int, PRNGKeyArray, Shaped
 
 from .._compiler_options import compiler_options, jit_with_options
@@ -89,29 +94,60 @@ class LoweredStep(Protocol):
         ...
 
 
-class TrainStep(Protocol):
-    """A jitted training step: see [`make_train_step`][zoo.train.make_train_step]."""
+class TrainStep:
+    """A jitted training step that owns its optimiser, loss and trainable filter.
+
+    Built by [`make_train_step`][zoo.train.make_train_step]; called as
+    ``step(train_state, chunk) -> (train_state, metrics)``. ``fit`` takes it in
+    place of an optimiser and reads ``optimizer``, ``loss`` and ``trainable``
+    from it, so the three are given once.
+    """
+
+    def __init__(
+        self,
+        jitted: Any,
+        optimizer: optax.GradientTransformation,
+        loss: LossFn,
+        trainable: FilterSpec,
+    ) -> None:
+        self._jitted = jitted
+        self.__wrapped__ = jitted  # as functools.wraps: eqx.debug sees through it
+        self.optimizer = optimizer
+        self.loss = loss
+        self.trainable = trainable
 
     def __call__(
         self, train_state: TrainState, chunk: Chunk, /
     ) -> tuple[TrainState, Metrics]:
         """Run the chunk's steps: ``(train_state, chunk) -> (train_state, metrics)``."""
-        ...
+        return self._jitted(train_state, chunk)
 
     def lower(self, train_state: TrainState, chunk: Chunk, /) -> LoweredStep:
         """Lower for these argument shapes (``.compile()`` compiles ahead of time)."""
-        ...
+        return self._jitted.lower(train_state, chunk)
+
+    def init(
+        self,
+        model: AbstractModel,
+        state: eqx.nn.State,
+        *,
+        key: PRNGKeyArray,
+    ) -> TrainState:
+        """A [`TrainState`][zoo.train.TrainState] for this step's optimiser and
+        trainable arrays."""
+        return TrainState.init(
+            model, state, self.optimizer, key=key, trainable=self.trainable
+        )
 
 
-CONVOLUTION = "conv_general_dilated"
-CONVOLUTIONS = frozenset({CONVOLUTION, "winograd_conv"})
+CONVOLUTION: Primitive = lax.conv_general_dilated_p
 
 
-def _primitive_names(jaxpr: Jaxpr) -> Iterator[str]:
+def _primitives(jaxpr: Jaxpr) -> Iterator[Primitive]:
     for eqn in jaxpr.eqns:
-        yield eqn.primitive.name
+        yield eqn.primitive
     for sub in subjaxprs(jaxpr):
-        yield from _primitive_names(sub)
+        yield from _primitives(sub)
 
 
 def unrolls_steps(jaxpr: Jaxpr | ClosedJaxpr) -> bool:
@@ -123,15 +159,13 @@ def unrolls_steps(jaxpr: Jaxpr | ClosedJaxpr) -> bool:
     loop, whose compile time does not grow with the number of steps fused.
     """
     open_jaxpr = jaxpr.jaxpr if isinstance(jaxpr, ClosedJaxpr) else jaxpr
-    return jax.default_backend() == "cpu" and CONVOLUTION in set(
-        _primitive_names(open_jaxpr)
-    )
+    return jax.default_backend() == "cpu" and count_convolutions(open_jaxpr) > 0
 
 
 def count_convolutions(jaxpr: Jaxpr | ClosedJaxpr) -> int:
-    """How many convolution primitives (XLA's and zoo's Winograd) ``jaxpr`` holds."""
+    """How many convolutions ``jaxpr`` holds."""
     open_jaxpr = jaxpr.jaxpr if isinstance(jaxpr, ClosedJaxpr) else jaxpr
-    return sum(name in CONVOLUTIONS for name in _primitive_names(open_jaxpr))
+    return sum(p is CONVOLUTION for p in _primitives(open_jaxpr))
 
 
 def _trace_once(fn: Callable[..., Any], *args: Any) -> tuple[ClosedJaxpr, Callable]:
@@ -235,7 +269,7 @@ def make_train_step(
         )
         return new, total
 
-    return cast(TrainStep, train_chunk)  # the jit wrapper adds ``lower``
+    return TrainStep(train_chunk, optimizer, loss, trainable)
 
 
 @jit_with_options(lambda: compiler_options(inference=True))

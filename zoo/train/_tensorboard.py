@@ -27,6 +27,8 @@ class TensorBoardWriter(Callback):
             what to install).
     """
 
+    main_process_only = True
+
     def __init__(self, logdir: str | os.PathLike[str], every_seconds: float = 1.0):
         try:
             from tensorboardX import SummaryWriter

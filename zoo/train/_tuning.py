@@ -1,9 +1,8 @@
-"""How many optimiser steps ``fit`` fuses into one device call (private).
+"""How many optimiser steps ``fit`` fuses into one device call.
 
-Each device call costs a few milliseconds besides its compute (dispatch, buffers,
-waking threads), so ``fit`` fuses steps until a call holds enough work, measured
-by XLA's cost analysis of one gradient step. The figures behind the constants
-are in the benchmarks page of the docs.
+Each device call has a fixed cost besides its compute, so ``fit`` fuses steps
+until a call holds enough work, by XLA's cost analysis of one gradient step.
+The measurements behind the constants are on the Benchmarks page.
 """
 
 import math
@@ -22,18 +21,14 @@ from ._step import count_convolutions, loss_and_metrics, unrolls_steps
 FLOPS_PER_CALL = 4e9
 """Work per call of unrolled steps (their compile time grows with each step)."""
 ROLLED_FLOPS_PER_CALL = 64e9
-"""Work per call of steps in a rolled loop (compile time independent of K): 4-6
-calls an MLP epoch. Each call costs some time besides its compute; 117 steps a
-call ran an MLP epoch at batch 128 in 1.035x the floor, 36 in 1.066x (2-core
-CPU)."""
+"""Work per call of steps in a rolled loop (compile time independent of K)."""
 MIN_STEPS_PER_CALL = 2
 """Fused even for big models: XLA:CPU runs a lone step slower than two together."""
 MAX_STEPS_PER_CALL = 16
 """Unrolled steps per call at most (compile time)."""
 MAX_CONVOLUTIONS_PER_CALL = 48
 """Convolutions (forward and gradient) in one call of unrolled steps at most:
-XLA:CPU's compile time grows with each (``stax_cnn``: 4.9 s for 4 steps, 18.9 s
-for 15, with the same speed)."""
+XLA:CPU's compile time grows with each."""
 MAX_ROLLED_STEPS_PER_CALL = 256
 """Rolled steps per call at most (the chunk of batches waits on the host)."""
 MAX_CHUNK_BYTES = 256 * 2**20
@@ -136,7 +131,15 @@ def steps_per_call(
     steps_per_epoch: int,
     loss: LossFn = softmax_cross_entropy,
 ) -> int:
-    """The steps ``fit`` fuses per call by default for ``model``."""
+    """The optimiser steps ``fit`` fuses into one device call by default.
+
+    Enough for the call's work (XLA's FLOP estimate of one gradient step of
+    ``model`` on batches of ``batch_size`` examples shaped like ``example``) to
+    dwarf its fixed cost; few enough, for steps unrolled around convolutions,
+    to compile quickly; a divisor of ``steps_per_epoch`` where one is near.
+    Nothing runs on the device. ``fit`` reports its choice as
+    ``FitResult.steps_per_call``.
+    """
     cost = step_cost(model, state, example, batch_size, loss)
     wanted = default_steps_per_call(
         cost.flops,
