@@ -159,12 +159,29 @@ def docs(session: nox.Session) -> None:
     session.run("mkdocs", "build", "--strict", env={**ENV, "NO_MKDOCS_2_WARNING": "1"})
 
 
+# Benchmarks run again without zoo.runtime's opt-ins, as a plain script that
+# calls neither tune_cpu() nor enable_compilation_cache() gets them.
+BENCH_PLAIN = ("cnn.py", "mlp.py")
+
+
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmarks: each prints one JSON line of figures (with PyTorch for the CNNs)."""
+    """Benchmarks: each prints one JSON line of figures (with PyTorch for the CNNs).
+
+    Every script opts in to ``zoo.runtime.tune_cpu()`` and the compilation
+    cache; ``cnn.py`` and ``mlp.py`` then run again with ``--no-tune
+    --no-cache``, as a plain user's script (their JSON's ``runtime`` says which).
+    """
     _install(session, "dev", "bench")
     for script in sorted((ROOT / "benchmarks").glob("[!_]*.py")):
+        if script.name == "report.py":  # writes the docs' tables; not a benchmark
+            continue
         session.run("python", str(script), *session.posargs, env=ENV)
+    for name in BENCH_PLAIN:
+        script = ROOT / "benchmarks" / name
+        session.run(
+            "python", str(script), "--no-tune", "--no-cache", *session.posargs, env=ENV
+        )
 
 
 @nox.session
@@ -369,6 +386,8 @@ def gpu(session: nox.Session) -> None:
     except nox.command.CommandFailed:  # still measure, then fail below
         tests_passed = False
     for script in sorted((ROOT / "benchmarks").glob("[!_]*.py")):
+        if script.name == "report.py":  # writes the docs' tables: not a benchmark
+            continue
         session.run(python, str(script), env=env, external=True)
     if not tests_passed:
         session.error("tests failed on the GPU (see pytest's summary above)")

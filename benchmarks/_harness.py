@@ -1,12 +1,16 @@
-"""Shared plumbing of the benchmark scripts: flags, timing, machine facts, output.
+"""Shared plumbing of the benchmark scripts: flags, runtime opt-ins, timing, output.
 
 Not a benchmark: it prints nothing when run. Every script in ``benchmarks/``
-accepts the same flags (``--epochs``, ``--data-dir``, ``--limit-steps``), so
-``nox -s bench -- --epochs 3`` passes one set of flags to all of them.
+accepts the same flags (``--epochs``, ``--data-dir``, ``--limit-steps``,
+``--no-tune``, ``--no-cache``, ``--smoke``), so ``nox -s bench -- --epochs 3``
+passes one set of flags to all of them.
 
-The machines these run on are small and shared, so every figure that matters is
-a ratio of contenders measured in the same run, interleaved round by round, and
-reported as the median over rounds; compilation is always done before timing.
+Every figure that matters is a ratio of contenders measured in the same run,
+interleaved round by round, and reported as the median over rounds;
+compilation is always done before timing. Scripts opt in to ``zoo.runtime``'s
+tuning first thing (:func:`parse_args`), and the JSON line's ``runtime`` says
+how: with the compilation cache on, a compile figure of a program an earlier
+run compiled is the time to load it.
 """
 
 import argparse
@@ -19,22 +23,19 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-# Benchmarks time compilation as a first run does: without zoo's cache of
-# compiled programs, unless the caller sets ZOO_COMPILATION_CACHE. Before zoo.
-os.environ.setdefault("ZOO_COMPILATION_CACHE", "0")
-
 import equinox as eqx
 import jax
 import numpy as np
-import optax
 
 import zoo
 from zoo.data import ArrayDataset, Chunk
-from zoo.train import TrainState, _tuning, make_train_step
 
 BATCH_SIZE = 128
 MNIST_TRAIN = 60_000
 STEPS_PER_MNIST_EPOCH = MNIST_TRAIN // BATCH_SIZE  # 468, remainder dropped
+
+RUNTIME: dict[str, Any] = {}
+"""The runtime opt-ins of this process (:func:`parse_args`), for the JSON line."""
 
 
 def parser(
@@ -57,7 +58,65 @@ def parser(
         "epoch (468 steps); 0 means whole epochs"
         + (f" (default {limit_steps})" if limit_steps else " (default: whole epochs)"),
     )
+    p.add_argument(
+        "--no-tune",
+        action="store_true",
+        help="skip zoo.runtime.tune_cpu(): glibc's allocator defaults, as a plain "
+        "script that does not opt in gets",
+    )
+    p.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="skip zoo.runtime.enable_compilation_cache()",
+    )
+    p.add_argument(
+        "--smoke",
+        action="store_true",
+        help="the smallest run through every code path (fewest presets and "
+        "sizes): a test that the script works, not a measurement",
+    )
     return p
+
+
+def parse_args(
+    p: argparse.ArgumentParser, *, measures_compilation: bool = False
+) -> argparse.Namespace:
+    """Parse the command line, then opt in to zoo's runtime tuning.
+
+    Call it first thing, before any JAX computation (as ``examples/mnist.py``
+    calls ``zoo.runtime.tune_cpu()``): ``tune_cpu()`` unless ``--no-tune``, and
+    the compilation cache unless ``--no-cache``. A script that times
+    compilation as a first run does (``measures_compilation``) switches JAX's
+    cache off instead, so every program compiles.
+    """
+    args = p.parse_args()
+    opt_in(
+        tune=not args.no_tune,
+        cache=not (args.no_cache or measures_compilation),
+        disable_cache=measures_compilation,
+    )
+    return args
+
+
+def opt_in(*, tune: bool, cache: bool, disable_cache: bool = False) -> None:
+    """Apply the runtime opt-ins and record them in :data:`RUNTIME`."""
+    tuned = zoo.runtime.tune_cpu() if tune else False
+    if disable_cache:
+        jax.config.update("jax_enable_compilation_cache", False)
+    elif cache:
+        zoo.runtime.enable_compilation_cache()
+    folder = zoo.runtime.compilation_cache_dir()
+    enabled = jax.config.jax_enable_compilation_cache  # pyright: ignore[reportAttributeAccessIssue]
+    RUNTIME.update(
+        tune_cpu=tune,
+        allocator_tuned=tuned,
+        compilation_cache=str(folder) if folder is not None and enabled else None,
+    )
+
+
+def quiet_callbacks() -> list[zoo.train.Callback]:
+    """fit's default callbacks less the progress bar and the log (the NaN guard)."""
+    return zoo.train.default_callbacks(progress=False, log=None)
 
 
 def median(values: Sequence[float]) -> float:
@@ -124,8 +183,9 @@ def machine() -> dict[str, Any]:
 
 
 def emit(result: dict[str, Any]) -> None:
-    """Print the one JSON line of a benchmark, machine facts appended."""
-    print(json.dumps({**result, "machine": machine()}))
+    """Print the one JSON line of a benchmark, the runtime opt-ins and machine
+    facts appended."""
+    print(json.dumps({**result, "runtime": dict(RUNTIME), "machine": machine()}))
 
 
 def rounded(values: Sequence[float], digits: int = 3) -> list[float]:
@@ -154,7 +214,7 @@ def fit_steps_per_call(
     """The steps per call ``zoo.train.fit`` runs by default on ``data`` at batch
     ``BATCH_SIZE``. Passing it to ``fit`` explicitly trains exactly as the
     default does, without counting FLOPs every round."""
-    return _tuning.steps_per_call(
+    return zoo.train.steps_per_call(
         model,
         state,
         data.inputs[0],
@@ -196,20 +256,6 @@ def device_batches(
     return block(jax.device_put((inputs, labels)))
 
 
-def preset_step(
-    name: str, train: ArrayDataset, steps: int
-) -> tuple[Any, Callable[..., Any], Any]:
-    """Preset ``name`` ready to train (Adam 1e-3): ``(train_state, step, chunk)``,
-    with ``step = zoo.train.make_train_step`` and ``chunk`` ``steps`` batches of
-    ``train`` already on the device. Built under the conv path set at the call."""
-    model, state = zoo.create_model(name, key=jax.random.key(0))
-    optimizer = optax.adam(1e-3)
-    ts = TrainState.init(model, state, optimizer, key=jax.random.key(1))
-    xs, ys = device_batches(train, steps, model.input_shape, 0)
-    chunk = Chunk(xs, ys, np.ones((steps, BATCH_SIZE), bool))
-    return ts, make_train_step(optimizer), chunk
-
-
 def param_count(model: Any) -> int:
     """Number of trainable scalars."""
     leaves = jax.tree.leaves(eqx.filter(model, eqx.is_inexact_array))
@@ -248,9 +294,10 @@ class ZooContenders:
     """zoo's side of a training benchmark, as two round-timed contenders.
 
     * ``zoo_fit``: ``zoo.train.fit(..., epochs=1)`` per round, continuing from
-      the previous round's model, ``progress=False``, ``log=None``; the seconds
-      are ``history[0].train_seconds``. One ``make_train_step(optimizer)`` is
-      passed to every call (``train_step=``), so only the first call compiles.
+      the previous round's model, with fit's default callbacks less the
+      progress bar and the log (the NaN guard stays); the seconds are
+      ``history[0].train_seconds``. One ``make_train_step(optimizer)`` is
+      passed to every call, so only the first call compiles.
     * ``zoo_step_on_device``: the same compiled step called on chunks already on
       the device, with no pipeline and no ``fit`` loop: it splits the gap to the
       floor into "the step's program" and "everything around it".
@@ -299,13 +346,11 @@ class ZooContenders:
             self.model,
             self.state,
             data,
-            optimizer=self.optimizer,
+            self.step,
             epochs=1,
             seed=seed,
             steps_per_call=self.k,
-            progress=False,
-            log=None,
-            train_step=self.step,
+            callbacks=quiet_callbacks(),
         )
 
     def fit(self, r: int) -> float:

@@ -1,7 +1,8 @@
 """REFERENCE training loops, written for the benchmarks; not part of zoo.
 
 zoo's training speed is measured against these. They share nothing with zoo's
-training path: no ``zoo.train``, no ``zoo.data`` pipelines, no ``zoo.apply``.
+training path (no ``zoo.train`` step or loop, no ``zoo.data`` pipelines, no
+``zoo.apply``) but its compile options.
 Their input is the same in-memory NumPy arrays (from ``zoo.data.load_mnist``).
 The per-record and floor references train zoo's model classes (``zoo.MLP``,
 ``zoo.CNN``), called with ``jax.vmap`` by hand, so the arithmetic compared is
@@ -18,9 +19,9 @@ the same model's.
   compute-only floor: the same model, loss and optax optimiser on batches that
   are already on the device, with no pipeline and as little Python as possible.
 
-The per-record step and the floors compile with ``zoo.compiler_options()`` (on
-CPU, XLA's own convolution kernels, as zoo's programs use), so that against
-zoo they differ in the loop and the pipeline, not in the kernels.
+The per-record step and the floors compile with ``zoo.train.compiler_options()``
+(the options of zoo's own training programs) unless given others, so that
+against zoo they differ in the loop and the pipeline, not in the kernels.
 
 Not a benchmark: it prints nothing when run.
 """
@@ -39,7 +40,7 @@ from jax.scipy.special import logsumexp
 
 import zoo
 
-BATCH_AXIS = zoo.BATCH_AXIS  # the vmap axis name the models' BatchNorm reduces over
+BATCH_AXIS = zoo.models.BATCH_AXIS  # the vmap axis the models' BatchNorm reduces over
 
 # --------------------------------------------------------------------------
 # Seed 003: the JAX MNIST tutorial loop, as the tutorial writes it.
@@ -218,7 +219,7 @@ def make_eqx_step(optimizer: optax.GradientTransformation) -> Callable[..., Any]
     ``step(model, state, opt_state, x, y, key) -> (model, state, opt_state, loss)``
     """
 
-    @cast(Any, eqx.filter_jit)(compiler_options=zoo.compiler_options() or None)
+    @cast(Any, eqx.filter_jit)(compiler_options=zoo.train.compiler_options() or None)
     def make_step(
         model: Any,
         state: eqx.nn.State,
@@ -249,7 +250,7 @@ def with_equinox_pooling(model: Any) -> Any | None:
     """The same CNN with Equinox's ``eqx.nn.MaxPool2d`` in every pooling slot.
 
     A user building the model from Equinox's layers pools with ``MaxPool2d``;
-    it computes the same function as ``zoo.MaxPool`` (same values and
+    it computes the same function as ``zoo.models.MaxPool`` (same values and
     gradients), only through ``reduce_window``. ``None`` for a model that does
     not pool.
     """
@@ -328,6 +329,13 @@ def _floor_update(
     return optax.apply_updates(params, updates), opt_state, state
 
 
+def _options(compiler_options: dict[str, Any] | None) -> dict[str, Any] | None:
+    """JIT options: zoo's training options for ``None``; ``{}`` for XLA's defaults."""
+    if compiler_options is None:
+        compiler_options = zoo.train.compiler_options()
+    return compiler_options or None
+
+
 def floor_init(
     model: Any, state: eqx.nn.State, optimizer: optax.GradientTransformation
 ) -> tuple[Carry, Any]:
@@ -337,7 +345,11 @@ def floor_init(
 
 
 def make_floor_scan(
-    static: Any, optimizer: optax.GradientTransformation, *, unroll: int
+    static: Any,
+    optimizer: optax.GradientTransformation,
+    *,
+    unroll: int,
+    compiler_options: dict[str, Any] | None = None,
 ) -> Callable[..., Carry]:
     """One ``jax.jit``'d ``lax.scan`` over a whole epoch of batches on device.
 
@@ -345,7 +357,7 @@ def make_floor_scan(
     per loop iteration (1: a rolled while loop).
     """
 
-    @functools.partial(jax.jit, compiler_options=zoo.compiler_options() or None)
+    @functools.partial(jax.jit, compiler_options=_options(compiler_options))
     def epoch(carry: Carry, xs: jax.Array, ys: jax.Array, key: jax.Array) -> Carry:
         def body(carry: Carry, batch: tuple[jax.Array, ...]) -> tuple[Carry, None]:
             x, y, i = batch
@@ -360,11 +372,14 @@ def make_floor_scan(
 
 
 def make_floor_step(
-    static: Any, optimizer: optax.GradientTransformation
+    static: Any,
+    optimizer: optax.GradientTransformation,
+    *,
+    compiler_options: dict[str, Any] | None = None,
 ) -> Callable[..., Carry]:
     """One ``jax.jit``'d optimiser step: ``step(carry, x, y, key) -> carry``."""
 
-    @functools.partial(jax.jit, compiler_options=zoo.compiler_options() or None)
+    @functools.partial(jax.jit, compiler_options=_options(compiler_options))
     def step(carry: Carry, x: jax.Array, y: jax.Array, key: jax.Array) -> Carry:
         return _floor_update(static, optimizer, carry, x, y, key)
 
@@ -372,15 +387,19 @@ def make_floor_step(
 
 
 def make_floor_chunk(
-    static: Any, optimizer: optax.GradientTransformation
+    static: Any,
+    optimizer: optax.GradientTransformation,
+    *,
+    compiler_options: dict[str, Any] | None = None,
 ) -> Callable[..., Carry]:
     """``K`` optimiser steps unrolled in Python inside one ``jax.jit``.
 
     ``chunk(carry, xs (K, B, ...), ys (K, B), keys (K,)) -> carry``. Straight-line
     code, no while loop (XLA:CPU runs convolutions in loops far slower).
+    ``compiler_options``: ``None`` for zoo's, ``{}`` for XLA's defaults.
     """
 
-    @functools.partial(jax.jit, compiler_options=zoo.compiler_options() or None)
+    @functools.partial(jax.jit, compiler_options=_options(compiler_options))
     def chunk(carry: Carry, xs: jax.Array, ys: jax.Array, keys: jax.Array) -> Carry:
         for i in range(xs.shape[0]):
             carry = _floor_update(static, optimizer, carry, xs[i], ys[i], keys[i])

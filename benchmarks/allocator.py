@@ -1,22 +1,19 @@
-"""What ``import zoo``'s allocator tuning saves: compiling and training steps.
+"""What ``zoo.runtime.tune_cpu()`` saves: compiling and training steps.
 
-The tuning (``zoo/_allocator.py``) is process-wide and must come before the
-first JAX computation, so each contender is a fresh Python process:
+The allocator settings are process-wide and must come before the first JAX
+computation, so every measurement is a fresh Python process:
 
-* ``tuned``: the default, ``import zoo`` sets glibc's allocator to keep and
-  reuse freed heap memory, in two arenas (the main thread's and one that the
-  other threads share);
-* ``one_arena``: the same thresholds in a single arena for every thread (zoo's
-  earlier setting), through glibc's ``MALLOC_*`` variables;
-* ``glibc_defaults``: the same with ``ZOO_TUNE_ALLOCATOR=0``.
+* ``tuned``: the worker calls ``zoo.runtime.tune_cpu()`` first thing;
+* ``one_arena``: similar thresholds in a single arena for every thread, set
+  through glibc's ``MALLOC_*`` variables (``tune_cpu()`` then leaves them);
+* ``glibc_defaults``: no tuning, as a plain script that does not opt in.
 
-Each process compiles ``make_train_step(adam)`` for fit's steps per call (the
-seconds of ``.compile()`` are its ``compile_s``), runs 3 calls to warm up, then
-times ``--limit-steps`` steps (default 32) on chunks already on the device
-(MNIST images, batch 128) and counts the page faults they take. Processes
-alternate, the order rotating each round; each ratio is the median over rounds
-of another contender's over ``tuned``'s, per step and per compile. Off glibc
-``tuned`` and ``glibc_defaults`` are the same program. Prints one JSON line.
+Each worker compiles ``make_train_step(adam)`` for fit's steps per call
+(``compile_s``; JAX's compilation cache off), runs 3 calls to warm up, then
+times ``--limit-steps`` steps (default 32) on MNIST chunks already on the
+device (batch 128) and counts their page faults. Processes alternate, the
+order rotating each round; ratios are medians over rounds of each contender's
+over ``tuned``'s. Prints one JSON line.
 
 Run:
     ZOO_DATA_DIR=/path/to/data python benchmarks/allocator.py [--epochs 3]
@@ -30,28 +27,31 @@ import subprocess
 import sys
 import time
 
-from zoo._allocator import MMAP_THRESHOLD, TRIM_THRESHOLD
-
 PRESETS = ("cnn", "stax_cnn", "resnet8")
+SMOKE_PRESETS = ("mlp",)
+TRIM_THRESHOLD = 512 * 2**20  # bytes, as tune_cpu() sets them
+MMAP_THRESHOLD = 2**30
 CONTENDERS: dict[str, dict[str, str]] = {
-    "tuned": {"ZOO_TUNE_ALLOCATOR": "1"},
+    "tuned": {},
     "one_arena": {
-        "ZOO_TUNE_ALLOCATOR": "0",
         "MALLOC_ARENA_MAX": "1",
         "MALLOC_TRIM_THRESHOLD_": str(TRIM_THRESHOLD),
         "MALLOC_MMAP_THRESHOLD_": str(MMAP_THRESHOLD),
     },
-    "glibc_defaults": {"ZOO_TUNE_ALLOCATOR": "0"},
+    "glibc_defaults": {},
 }
 
 
-def worker(name: str, steps: int, data_dir: str | None) -> None:
+def worker(name: str, steps: int, data_dir: str | None, tune: bool) -> None:
     """Time ``steps`` training steps of preset ``name``; print one JSON line."""
+    import zoo
+
+    tuned = zoo.runtime.tune_cpu() if tune else False  # before JAX computes
+
     import _harness as h
     import jax
     import optax
 
-    import zoo
     from zoo.data import Chunk, load_mnist
     from zoo.train import TrainState, make_train_step
 
@@ -82,7 +82,7 @@ def worker(name: str, steps: int, data_dir: str | None) -> None:
     print(
         json.dumps(
             {
-                "tuned": zoo.allocator_tuned(),
+                "tuned": tuned,
                 "compile_s": compile_s,
                 "ms_per_step": 1e3 * seconds / (calls * k),
                 "faults_per_step": faults / (calls * k),
@@ -91,18 +91,26 @@ def worker(name: str, steps: int, data_dir: str | None) -> None:
     )
 
 
-def run_worker(
-    name: str, env: dict[str, str], steps: int, data_dir: str | None
-) -> dict:
-    command = [sys.executable, __file__, "--worker", name, "--steps", str(steps)]
+def run_worker(preset: str, contender: str, steps: int, data_dir: str | None) -> dict:
+    """One fresh process for ``contender``; its JSON line."""
+    command = [sys.executable, __file__, "--worker", preset, "--steps", str(steps)]
+    if contender == "tuned":
+        command.append("--tune")
     if data_dir:
         command += ["--data-dir", data_dir]
-    base = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
-    done = subprocess.run(
-        command, capture_output=True, text=True, env={**base, **env}, check=False
-    )
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"
+    }
+    env = {
+        **base,
+        **CONTENDERS[contender],
+        "JAX_ENABLE_COMPILATION_CACHE": "false",  # every worker compiles
+    }
+    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
     if done.returncode != 0:
-        raise RuntimeError(f"{name} worker failed:\n{done.stderr[-3000:]}")
+        raise RuntimeError(f"{contender} worker failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -116,18 +124,21 @@ def main() -> None:
     )
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--steps", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--tune", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
-        return worker(args.worker, args.steps, args.data_dir)
+        return worker(args.worker, args.steps, args.data_dir, args.tune)
+    # The parent only starts workers: it opts in to nothing.
+    h.opt_in(tune=False, cache=False)
     steps = args.limit_steps or h.STEPS_PER_MNIST_EPOCH
     result: dict[str, object] = {"benchmark": "allocator", "steps_timed": steps}
-    names = list(CONTENDERS)
-    for preset in PRESETS:
+    names = ["tuned", "glibc_defaults"] if args.smoke else list(CONTENDERS)
+    for preset in SMOKE_PRESETS if args.smoke else PRESETS:
         runs: dict[str, list[dict]] = {n: [] for n in names}
         for r in range(args.epochs):
             shift = r % len(names)
             for n in names[shift:] + names[:shift]:
-                runs[n].append(run_worker(preset, CONTENDERS[n], steps, args.data_dir))
+                runs[n].append(run_worker(preset, n, steps, args.data_dir))
         ms = {n: [x["ms_per_step"] for x in rs] for n, rs in runs.items()}
         compile_s = {n: [x["compile_s"] for x in rs] for n, rs in runs.items()}
         others = [n for n in names if n != "tuned"]
@@ -144,7 +155,7 @@ def main() -> None:
             "compile_over_tuned": {
                 n: round(h.ratio(compile_s[n], compile_s["tuned"]), 3) for n in others
             },
-            "tuned": runs["tuned"][0]["tuned"],
+            "tune_cpu_applied": runs["tuned"][0]["tuned"],
             "per_round_ms": {n: h.rounded(v, 2) for n, v in ms.items()},
         }
     h.emit(result)

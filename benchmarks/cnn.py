@@ -1,39 +1,27 @@
 """CNN training speed on MNIST: zoo's ``fit`` against PyTorch, Grain, the floor.
 
-For the ``stax_cnn`` preset (four stride-2 conv-BatchNorm blocks) and the ``cnn``
-preset (the strongest: three conv-BatchNorm-pool blocks, dense 256, dropout), Adam
-with learning rate 1e-3, BatchNorm in training mode, batch 128, seconds per
-MNIST epoch (compilation excluded) for:
+For the ``stax_cnn`` and ``cnn`` presets (Adam 1e-3, batch 128, BatchNorm in
+training mode), seconds per MNIST epoch, compilation excluded, of:
 
-* ``zoo_fit``: ``zoo.train.fit`` (``progress=False``, ``log=None``),
-  ``history[0]["train_seconds"]``, one ``fit(epochs=1)`` per round continuing
-  from the last, with fit's default ``steps_per_call`` and one
-  ``make_train_step`` passed to every call (so only the first compiles).
-* ``zoo_step_on_device`` (diagnostic): that compiled step over chunks already on
-  the device, without Grain or the ``fit`` loop.
-* ``zoo_fit_channels_first`` (diagnostic): ``zoo_fit`` with the conv path forced
-  to ``"xla"`` (Equinox's channels-first layers), i.e. zoo before the
-  channels-last CPU path.
-* ``pytorch``: PyTorch eager on the same architecture, batch and optimiser,
-  images a float32 tensor in memory, ``torch.set_num_threads`` equal to the
-  cores XLA uses, on the GPU when JAX runs on one (``benchmarks/_pytorch.py``);
-  left out when torch is not installed (``pip install --group bench``).
-* ``per_record``: Grain used per record feeding an ``eqx.filter_jit`` step.
-* ``per_record_eqx_pool`` (``cnn`` only): the same loop on the same model with
-  ``eqx.nn.MaxPool2d`` in place of ``zoo.MaxPool``, as the model reads when
-  built from Equinox's layers.
-* ``floor_step``: a ``jax.jit``'d step per batch, batches already on device.
-* ``floor_chunk4``: one ``jax.jit`` over 4 steps unrolled in Python, batches on
-  device. (A rolled ``lax.scan`` is not a floor here: XLA:CPU runs convolutions
-  inside a while loop several times slower.) The faster of the two is ``floor``.
+* ``zoo_fit``: ``zoo.train.fit``, one ``fit(epochs=1)`` per round continuing
+  from the last, fit's default ``steps_per_call``, one ``make_train_step``
+  passed to every call; ``zoo_step_on_device`` (diagnostic): that compiled step
+  over chunks already on the device;
+* ``zoo_fit_channels_first`` (diagnostic): ``zoo_fit`` on the model switched to
+  the ``"xla"`` conv path (``zoo.models.with_conv_path``);
+* ``pytorch``: PyTorch eager on the same architecture (``_pytorch.py``), left
+  out when torch is not installed (``pip install --group bench``);
+* ``per_record`` (and ``per_record_eqx_pool`` where the preset pools): Grain
+  per record feeding an ``eqx.filter_jit`` step (``_references.py``);
+* ``floor_step`` / ``floor_chunk4``: a ``jax.jit``'d step per batch, or 4 steps
+  unrolled in one ``jax.jit``, batches on the device; the faster is ``floor``.
 
-CNN epochs are slow on a small CPU, so by default each round trains
-``--limit-steps 64`` steps (on the first 8,192 training images, rounded up to
-a whole number of fused chunks) and the seconds are scaled to a 468-step epoch;
-``--limit-steps 0`` times whole epochs. Prints one JSON line.
+Each round trains ``--limit-steps`` steps (default 64, rounded up to whole
+fused chunks) scaled to a 468-step epoch; ``--limit-steps 0`` times whole
+epochs. Prints one JSON line.
 
 Run:
-    ZOO_DATA_DIR=/path/to/data python benchmarks/cnn.py [--epochs 3] [--limit-steps 64]
+    ZOO_DATA_DIR=/path/to/data python benchmarks/cnn.py [--epochs 3] [--no-tune]
 """
 
 import math
@@ -50,6 +38,10 @@ import zoo
 from zoo.data import ArrayDataset, load_mnist
 
 PRESETS = ("stax_cnn", "cnn")
+SMOKE_OVERRIDES: dict[str, Any] = {"channels": [8], "hidden_sizes": [16]}
+"""--smoke: ``cnn`` cut to one narrow block (it pools: every contender runs),
+2 steps per call and per floor chunk."""
+SMOKE_CHUNK = 2
 LEARNING_RATE = 1e-3
 FLOOR_CHUNK = 4
 TARGETS = {
@@ -60,34 +52,38 @@ TARGETS = {
 
 
 def bench_preset(
-    name: str, train: ArrayDataset, rounds: int, limit_steps: int | None
+    name: str,
+    train: ArrayDataset,
+    rounds: int,
+    limit_steps: int | None,
+    *,
+    smoke: bool = False,
 ) -> dict[str, Any]:
     """Time every contender on preset ``name``; return its figures."""
     optimizer = optax.adam(LEARNING_RATE)
-    model, state = zoo.create_model(name, key=jax.random.key(0))
+    overrides: dict[str, Any] = SMOKE_OVERRIDES if smoke else {}
+    model, state = zoo.create_model(name, key=jax.random.key(0), **overrides)
     k = h.fit_steps_per_call(model, state, train)
-    data, steps = h.limited(train, limit_steps, math.lcm(k, FLOOR_CHUNK))
+    floor_chunk = FLOOR_CHUNK
+    if smoke:
+        k = floor_chunk = SMOKE_CHUNK
+    data, steps = h.limited(train, limit_steps, math.lcm(k, floor_chunk))
     scale = h.epoch_scale(steps)
 
     zoo_side = h.ZooContenders(
         model, state, optimizer, data, steps=steps, steps_per_call=k, scale=scale
     )
     # Diagnostic: zoo's fit on Equinox's channels-first layers ("xla" path).
-    with zoo.conv_path("xla"):
-        cf_model, cf_state = zoo.create_model(name, key=jax.random.key(0))
-        cf_side = h.ZooContenders(
-            cf_model,
-            cf_state,
-            optimizer,
-            data,
-            steps=steps,
-            steps_per_call=h.fit_steps_per_call(cf_model, cf_state, train),
-            scale=scale,
-        )
-
-    def zoo_fit_channels_first(r: int) -> float:
-        with zoo.conv_path("xla"):  # only matters if fit traced anew
-            return cf_side.fit(r)
+    cf_model = zoo.models.with_conv_path(model, "xla")
+    cf_side = h.ZooContenders(
+        cf_model,
+        state,
+        optimizer,
+        data,
+        steps=steps,
+        steps_per_call=k,
+        scale=scale,
+    )
 
     # Reference: PyTorch eager on the same architecture, tensors in memory.
     references: dict[str, Any] = {}
@@ -107,7 +103,7 @@ def bench_preset(
         )
 
     # Reference: per-record Grain + an eqx.filter_jit step on the same model.
-    pr_model, pr_state = zoo.create_model(name, key=jax.random.key(0))
+    pr_model, pr_state = zoo.create_model(name, key=jax.random.key(0), **overrides)
     pr = ref.PerRecordLoop(
         pr_model, pr_state, optimizer, flatten=False, batch_size=h.BATCH_SIZE
     )
@@ -136,8 +132,8 @@ def bench_preset(
     keys = jax.random.split(jax.random.key(1), steps)
     carry, static = ref.floor_init(model, state, optimizer)
     per_step = [(xs[i], ys[i], keys[i]) for i in range(steps)]
-    n_chunks = steps // FLOOR_CHUNK
-    chunk_shape = (n_chunks, FLOOR_CHUNK)
+    n_chunks = steps // floor_chunk
+    chunk_shape = (n_chunks, floor_chunk)
     cx = xs.reshape(*chunk_shape, *xs.shape[1:])
     cy = ys.reshape(*chunk_shape, *ys.shape[1:])
     ck = keys.reshape(*chunk_shape)
@@ -147,7 +143,7 @@ def bench_preset(
     floors: dict[str, tuple[Any, list[tuple[jax.Array, ...]]]] = {}
     for floor_name, make, args in [
         ("floor_step", ref.make_floor_step, per_step),
-        (f"floor_chunk{FLOOR_CHUNK}", ref.make_floor_chunk, per_chunk),
+        (f"floor_chunk{floor_chunk}", ref.make_floor_chunk, per_chunk),
     ]:
         start = time.perf_counter()
         fn = cast(Any, make(static, optimizer))
@@ -169,7 +165,7 @@ def bench_preset(
     times = h.run_rounds(
         {
             **zoo_side.contenders(),
-            "zoo_fit_channels_first": zoo_fit_channels_first,
+            "zoo_fit_channels_first": cf_side.fit,
             **references,
             **{n: floor(n) for n in floors},
         },
@@ -203,7 +199,8 @@ def bench_preset(
         "steps_timed_per_round": steps,
         "scaled_to_epoch": steps != h.STEPS_PER_MNIST_EPOCH,
         "zoo_steps_per_call": k,
-        "conv_path": zoo.resolved_conv_path(),
+        "conv_path": getattr(model, "conv_path", None),
+        "overrides": overrides,
         "pytorch_threads": pt.jax_threads() if pt.available() else None,
         "pytorch_device": pt.device_for(jax.default_backend()),
         "parameters": h.param_count(model),
@@ -217,13 +214,15 @@ def bench_preset(
 
 
 def main() -> None:
-    args = h.parser(
-        "CNN training speed: zoo's fit vs references.", epochs=3, limit_steps=64
-    ).parse_args()
+    args = h.parse_args(
+        h.parser(
+            "CNN training speed: zoo's fit vs references.", epochs=3, limit_steps=64
+        )
+    )
     train = load_mnist("train", data_dir=args.data_dir)
     results = {
-        name: bench_preset(name, train, args.epochs, args.limit_steps)
-        for name in PRESETS
+        name: bench_preset(name, train, args.epochs, args.limit_steps, smoke=args.smoke)
+        for name in (("cnn",) if args.smoke else PRESETS)
     }
     h.emit(
         {

@@ -1,29 +1,26 @@
 """Compile time of the first training step, for every preset in ``zoo.list_models()``.
 
-For each preset, with Adam and batch 128:
+For each preset (Adam, batch 128), with JAX's compilation cache off so that
+every program compiles as on a first run:
 
-* ``create_model``: the first ``zoo.create_model(name)`` in a fresh Python
-  process (JAX imported and its backend started), which compiles the model's
-  initialisers.
-* ``train_step``: ``zoo.train.make_train_step(optimizer)`` lowered and compiled
-  for one chunk of one batch (inputs ``(1, 128, ...)``), split into ``lower``
-  (tracing, shape checks included, and lowering to StableHLO) and ``compile``
-  (XLA). A fresh step is built for every repeat.
-* ``fit``: ``compile_seconds`` as ``zoo.train.fit`` reports it for its default
-  fused step, which runs ``steps_per_call`` optimiser steps per call. It is
-  measured on the first ``steps_per_call`` batches of the preset's data set, so
-  fit picks the same ``steps_per_call`` (and compiles the same program) as on
-  the whole set.
+* ``create_model``: the first ``zoo.create_model(name)`` in a fresh process
+  (which compiles the initialisers);
+* ``train_step``: ``zoo.train.make_train_step`` lowered and compiled for one
+  chunk of one batch, split into ``lower`` (tracing, shape checks, StableHLO)
+  and ``compile`` (XLA), a fresh step per repeat;
+* ``fit``: ``compile_seconds`` of ``zoo.train.fit``'s default fused step, on
+  the first ``steps_per_call`` batches (the program fit compiles on the whole
+  set).
 
-MNIST presets train on MNIST; 2-D presets on the toy set; any other input shape
-on random data of that shape. The median of ``--epochs`` repeats is reported.
-Prints one JSON line.
+MNIST presets train on MNIST, 2-D presets on the toy set, others on random
+data. The median of ``--epochs`` repeats is reported. Prints one JSON line.
 
 Run:
     ZOO_DATA_DIR=/path/to/data python benchmarks/compile.py [--epochs 3]
 """
 
 import math
+import os
 import subprocess
 import sys
 import time
@@ -38,8 +35,11 @@ import zoo
 from zoo.data import ArrayDataset, Chunk, load_mnist, load_toy
 
 LEARNING_RATE = 1e-3
+SMOKE_PRESETS = ("toy_mlp",)
 COLD_CREATE = """
 import sys, time, jax, zoo
+if sys.argv[2] == "tune":
+    zoo.runtime.tune_cpu()
 key = jax.random.key(0)  # starts the backend
 start = time.perf_counter()
 jax.block_until_ready(zoo.create_model(sys.argv[1], key=key))
@@ -47,10 +47,11 @@ print(time.perf_counter() - start)
 """
 
 
-def cold_create_seconds(name: str) -> float:
+def cold_create_seconds(name: str, tune: bool) -> float:
     """Seconds of the first ``zoo.create_model(name)`` in a fresh process."""
-    command = [sys.executable, "-c", COLD_CREATE, name]
-    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    command = [sys.executable, "-c", COLD_CREATE, name, "tune" if tune else "no"]
+    env = {**os.environ, "JAX_ENABLE_COMPILATION_CACHE": "false"}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, check=True)
     return float(done.stdout.split()[-1])
 
 
@@ -71,7 +72,9 @@ def dataset_for(model: Any, data_dir: str | None) -> ArrayDataset:
     )
 
 
-def bench_preset(name: str, repeats: int, data_dir: str | None) -> dict[str, Any]:
+def bench_preset(
+    name: str, repeats: int, data_dir: str | None, tune: bool
+) -> dict[str, Any]:
     """Compile times of ``name``'s training step and of fit's fused step."""
     optimizer = optax.adam(LEARNING_RATE)
     model, state = zoo.create_model(name, key=jax.random.key(0))
@@ -96,7 +99,7 @@ def bench_preset(name: str, repeats: int, data_dir: str | None) -> dict[str, Any
         lower.append(middle - start)
         compile_.append(time.perf_counter() - middle)
 
-    create = [cold_create_seconds(name) for _ in range(repeats)]
+    create = [cold_create_seconds(name, tune) for _ in range(repeats)]
     spe = len(data) // batch
     k = h.fit_steps_per_call(model, state, data, spe)
     fit_data = data.take(k * batch) if k * batch < len(data) else data
@@ -106,11 +109,10 @@ def bench_preset(name: str, repeats: int, data_dir: str | None) -> dict[str, Any
             model,
             state,
             fit_data,
-            optimizer=optimizer,
+            optimizer,
             epochs=1,
             batch_size=batch,
-            progress=False,
-            log=None,
+            callbacks=h.quiet_callbacks(),
         )
         fit_seconds.append(result.compile_seconds)
     return {
@@ -132,12 +134,14 @@ def bench_preset(name: str, repeats: int, data_dir: str | None) -> dict[str, Any
 
 
 def main() -> None:
-    args = h.parser(
-        "Compile time of the first training step of every preset.", epochs=3
-    ).parse_args()
+    args = h.parse_args(
+        h.parser("Compile time of the first training step of every preset.", epochs=3),
+        measures_compilation=True,
+    )
+    names = SMOKE_PRESETS if args.smoke else zoo.list_models()
     results = {
-        name: bench_preset(name, args.epochs, args.data_dir)
-        for name in zoo.list_models()
+        name: bench_preset(name, args.epochs, args.data_dir, not args.no_tune)
+        for name in names
     }
     h.emit(
         {

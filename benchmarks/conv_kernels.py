@@ -1,21 +1,17 @@
 """XLA's own convolution kernels against YNNPACK's, per layer and per training step.
 
-XLA:CPU gives convolutions to YNNPACK by default; zoo compiles its programs on
-CPU with them left to XLA's own kernels (``zoo.compiler_options``). Two parts,
-each contender compiled first and then timed in interleaved rounds (the order
-rotating), medians and per-round ratios reported:
+XLA:CPU gives convolutions to YNNPACK by default; zoo compiles its own training
+programs with ``zoo.train.compiler_options()``, which leave them to XLA's
+kernels. Each program here is jitted twice, as it comes (``ynnpack``) and with
+those options (``xla``), compiled, then timed in interleaved rounds:
 
-* ``layers``: every convolution shape of the ``stax_cnn``, ``cnn`` and ResNet
-  presets, batch 128, as a model calls it (one map per example under
-  ``jax.vmap``, ``SAME`` padding, then ReLU). ``forward`` times the layer;
-  ``train`` times ``value_and_grad`` of a loss on it in both the input and the
-  weight. Contenders: ``ynnpack`` (``jax.jit`` as it comes) and ``xla``
-  (``jax.jit`` with ``compiler_options=zoo.compiler_options()``).
-* ``steps``: zoo's training step (``make_train_step``, Adam, batch 128, two
-  steps per call, MNIST chunks already on the device) of every CNN preset,
-  compiled with each kernel library (``ynnpack``: the same step function under
-  plain ``eqx.filter_jit``); for ``cnn`` and ``resnet8`` also on the conv path
-  ``"winograd"`` with XLA's kernels.
+* ``layers``: every convolution shape of the CNN and ResNet presets, batch 128,
+  as a model calls it (``jax.vmap`` per example, ``SAME``, ReLU): ``forward``
+  and ``train`` (``value_and_grad`` in input and weight);
+* ``steps``: two Adam steps (batch 128, MNIST batches on the device) of every
+  CNN preset, unrolled in one ``jax.jit`` (``_references.make_floor_chunk``),
+  on the model's default conv path (``nhwc`` on CPU) and on ``"xla"``
+  (``zoo.models.with_conv_path``).
 
 ``xla_over_ynnpack`` below 1 means XLA's kernels are faster. Prints one JSON
 line.
@@ -25,17 +21,18 @@ Run:
 """
 
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any
 
 import _harness as h
-import equinox as eqx
+import _references as ref
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from jax import lax
 
 import zoo
-from zoo.data import load_mnist
+from zoo.data import ArrayDataset, load_mnist
 
 LAYERS = (  # (size, in, out, kernel, stride)
     (28, 1, 32, 5, 2),  # stax_cnn
@@ -48,8 +45,15 @@ LAYERS = (  # (size, in, out, kernel, stride)
     (7, 64, 64, 3, 1),
 )
 STEP_PRESETS = ("stax_cnn", "cnn", "lenet5", "resnet8")
-WINOGRAD_PRESETS = ("cnn", "resnet8")
+SMOKE_LAYERS = ((7, 8, 8, 3, 1),)
+SMOKE_STEP_PRESETS = ("lenet5",)
 STEPS_PER_CALL = 2
+KERNELS = ("ynnpack", "xla")
+
+
+def kernel_options(kernels: str) -> dict[str, Any]:
+    """JIT options for a kernel library: XLA's defaults, or zoo's options."""
+    return zoo.train.compiler_options() if kernels == "xla" else {}
 
 
 def layer_contenders(
@@ -79,7 +83,8 @@ def layer_contenders(
 
     train = jax.value_and_grad(loss, argnums=(0, 1))
     contenders = {}
-    for kernels, options in (("ynnpack", None), ("xla", zoo.compiler_options())):
+    for kernels in KERNELS:
+        options = kernel_options(kernels) or None
         forward = jax.jit(layer, compiler_options=options)
         contenders[f"{kernels}_forward"] = h.round_timer(forward, x, w)
         contenders[f"{kernels}_train"] = h.round_timer(
@@ -88,28 +93,34 @@ def layer_contenders(
     return contenders
 
 
-def step_contenders(name: str, train: Any) -> dict[str, Callable]:
-    paths = ("nhwc", "winograd") if name in WINOGRAD_PRESETS else ("nhwc",)
+def step_contenders(name: str, train: ArrayDataset) -> dict[str, Callable]:
+    """Milliseconds per step of preset ``name``: each conv path and kernel library."""
+    optimizer = optax.adam(1e-3)
+    model, state = zoo.create_model(name, key=jax.random.key(0))
+    xs, ys = h.device_batches(train, STEPS_PER_CALL, model.input_shape, seed=0)
+    keys = jax.random.split(jax.random.key(1), STEPS_PER_CALL)
     contenders = {}
-    for path in paths:
-        with zoo.conv_path(path):
-            ts, step, chunk = h.preset_step(name, train, STEPS_PER_CALL)
-            kinds: dict[str, Any] = {"xla": step}
-            if path == "nhwc":  # the same step function, without zoo's options
-                kinds["ynnpack"] = eqx.filter_jit(cast(Any, step).__wrapped__)
-            for kernels, fn in kinds.items():
-                per_call = h.round_timer(lambda ts, c, fn=fn: fn(ts, c)[0], ts, chunk)
-                label = kernels if path == "nhwc" else f"{path}_{kernels}"
-                contenders[label] = lambda r, f=per_call: f(r) / STEPS_PER_CALL
+    default_path = getattr(model, "conv_path", "nhwc")
+    for path in dict.fromkeys((default_path, "xla")):
+        carry, static = ref.floor_init(
+            zoo.models.with_conv_path(model, path), state, optimizer
+        )
+        for kernels in KERNELS:
+            chunk = ref.make_floor_chunk(
+                static, optimizer, compiler_options=kernel_options(kernels)
+            )
+            per_call = h.round_timer(chunk, carry, xs, ys, keys)
+            label = kernels if path == default_path else f"{path}_path_{kernels}"
+            contenders[label] = lambda r, f=per_call: f(r) / STEPS_PER_CALL
     return contenders
 
 
 def main() -> None:
-    args = h.parser(
-        "XLA's convolution kernels against YNNPACK's on CPU", epochs=5
-    ).parse_args()
+    args = h.parse_args(
+        h.parser("XLA's convolution kernels against YNNPACK's on CPU", epochs=5)
+    )
     layers: dict[str, Any] = {}
-    for size, cin, cout, kernel, stride in LAYERS:
+    for size, cin, cout, kernel, stride in SMOKE_LAYERS if args.smoke else LAYERS:
         times = h.run_rounds(
             layer_contenders(size, cin, cout, kernel, stride), args.epochs
         )
@@ -122,12 +133,12 @@ def main() -> None:
         }
     train = load_mnist("train", data_dir=args.data_dir)
     steps: dict[str, Any] = {}
-    for name in STEP_PRESETS:
+    for name in SMOKE_STEP_PRESETS if args.smoke else STEP_PRESETS:
         times = h.run_rounds(step_contenders(name, train), args.epochs)
         steps[name] = h.step_summary(times, "xla_over_ynnpack", "xla", "ynnpack")
-        if "winograd_xla" in times:
-            steps[name]["winograd_over_nhwc"] = round(
-                h.ratio(times["winograd_xla"], times["xla"]), 3
+        if "xla_path_xla" in times:
+            steps[name]["xla_path_over_default_path"] = round(
+                h.ratio(times["xla_path_xla"], times["xla"]), 3
             )
     h.emit(
         {
@@ -135,7 +146,7 @@ def main() -> None:
             "batch_size": h.BATCH_SIZE,
             "steps_per_call": STEPS_PER_CALL,
             "rounds": args.epochs,
-            "compiler_options": zoo.compiler_options(),
+            "compiler_options": zoo.train.compiler_options(),
             "layers": layers,
             "steps": steps,
         }

@@ -1,26 +1,21 @@
 """MLP training speed on MNIST: zoo's ``fit`` against three references.
 
-The 784-512-512-10 MLP, batch 128, SGD with learning rate 0.01, seconds per
-epoch (468 steps, compilation excluded) for:
+The 784-512-512-10 MLP, batch 128, SGD 0.01, seconds per epoch (468 steps,
+compilation excluded) of:
 
-* ``zoo_fit``: ``zoo.train.fit`` (``progress=False``, ``log=None``), read from
-  ``history[0]["train_seconds"]``; one ``fit(epochs=1)`` call per round, each
-  continuing from the last round's model, with fit's default ``steps_per_call``
-  and one ``make_train_step`` passed to every call (so only the first compiles).
-* ``zoo_step_on_device`` (diagnostic): that compiled step over chunks already on
-  the device, without Grain or the ``fit`` loop.
-* ``seed003``: the JAX MNIST tutorial's loop (raw JAX, one jitted ``update``
-  dispatch per batch, batches gathered from NumPy).
-* ``per_record``: Grain used per record feeding an ``eqx.filter_jit`` step.
+* ``zoo_fit``: ``zoo.train.fit``, one ``fit(epochs=1)`` per round continuing
+  from the last, fit's default ``steps_per_call``, one ``make_train_step``
+  passed to every call; ``zoo_step_on_device`` (diagnostic): that compiled step
+  over chunks already on the device;
+* ``seed003``: the JAX MNIST tutorial's loop, one jitted ``update`` per batch;
+* ``per_record``: Grain per record feeding an ``eqx.filter_jit`` step;
 * ``floor_scan_rolled`` / ``floor_scan_unroll8``: one jitted ``lax.scan`` over
-  the epoch's batches already on the device; the faster is ``floor``.
+  the batches already on the device; the faster is ``floor``.
 
-The references live in ``benchmarks/_references.py``. Contenders are interleaved
-round by round; each ratio is the median over rounds of that round's ratio.
-Prints one JSON line.
+The references are in ``_references.py``. Prints one JSON line.
 
 Run:
-    ZOO_DATA_DIR=/path/to/data python benchmarks/mlp.py [--epochs 9]
+    ZOO_DATA_DIR=/path/to/data python benchmarks/mlp.py [--epochs 9] [--no-tune]
 """
 
 import time
@@ -45,9 +40,9 @@ TARGETS = {
 
 
 def main() -> None:
-    args = h.parser(
-        "MLP training speed: zoo's fit vs references.", epochs=9
-    ).parse_args()
+    args = h.parse_args(
+        h.parser("MLP training speed: zoo's fit vs references.", epochs=9)
+    )
     train = load_mnist("train", data_dir=args.data_dir)
     optimizer = optax.sgd(LEARNING_RATE)
     model, state = zoo.create_model("mlp", key=jax.random.key(0))

@@ -1,23 +1,20 @@
 """Input pipeline throughput: zoo's batch-level Grain pipeline vs per-record Grain.
 
-Times one MNIST training epoch at batch 128 through ``zoo.data.train_pipeline``
-(``uint8`` batches, the default) and, in the same run, through the textbook
-per-record pipeline ``MapDataset.source(ds).shuffle().map(to_float).batch(128)``.
-Both are iterated fully in Python. zoo's epoch is timed ``--repeats`` times
-(a new shuffle each time) and the median reported, with variants: no prefetch,
-and ``scale=True``. Prints one JSON line.
+Iterates one MNIST epoch at batch 128 through ``zoo.data.train_pipeline``
+(``uint8`` batches; also without prefetch, and with ``scale=True``), median of
+``--epochs`` epochs, and once through the per-record pipeline
+``MapDataset.source(ds).shuffle().map(to_float).batch(128)``. Prints one JSON
+line.
 
 Run:
-    ZOO_DATA_DIR=/path/to/data python benchmarks/pipeline.py
-    python benchmarks/pipeline.py --data-dir /path/to/data
+    ZOO_DATA_DIR=/path/to/data python benchmarks/pipeline.py [--epochs 5]
 """
 
-import argparse
-import json
 import statistics
 import time
 from collections.abc import Iterable
 
+import _harness as h
 import grain
 import numpy as np
 
@@ -84,21 +81,13 @@ def per_record_rate(dataset: ArrayDataset) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Input pipeline throughput.")
-    parser.add_argument("--data-dir", default=None, help="defaults to $ZOO_DATA_DIR")
-    parser.add_argument("--repeats", "--epochs", dest="repeats", type=int, default=5)
-    parser.add_argument(
-        "--limit-steps",
-        type=int,
-        default=None,
-        help="accepted for the benchmarks' common flags; ignored (whole epochs)",
-    )
-    args = parser.parse_args()
-
+    args = h.parse_args(h.parser("Input pipeline throughput.", epochs=5))
     dataset = load_mnist("train", data_dir=args.data_dir)
-    zoo = zoo_rate(dataset, args.repeats)
-    no_prefetch = zoo_rate(dataset, args.repeats, prefetch=0)
-    scaled = zoo_rate(dataset, args.repeats, scale=True)
+    if args.limit_steps:  # epochs of this many batches
+        dataset = dataset.take(args.limit_steps * BATCH_SIZE)
+    zoo = zoo_rate(dataset, args.epochs)
+    no_prefetch = zoo_rate(dataset, args.epochs, prefetch=0)
+    scaled = zoo_rate(dataset, args.epochs, scale=True)
     per_record = per_record_rate(dataset)
     median = statistics.median(zoo)
     result = {
@@ -111,9 +100,9 @@ def main() -> None:
         "zoo_first_epoch_examples_per_s": round(zoo[0]),
         "zoo_no_prefetch_examples_per_s": round(statistics.median(no_prefetch)),
         "zoo_scaled_examples_per_s": round(statistics.median(scaled)),
-        "repeats": args.repeats,
+        "repeats": args.epochs,
     }
-    print(json.dumps(result))
+    h.emit(result)
 
 
 if __name__ == "__main__":

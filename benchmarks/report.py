@@ -454,9 +454,12 @@ def render(page: str) -> str:
         elif name in TABLES:
             if len(names) > 1:
                 raise SystemExit(f"report.py: table {name!r} takes one run")
-            if not names and record is None:
+            if names:
+                run = load_run(names[0])
+            elif record is not None:
+                run = load_run(record[1])
+            else:
                 raise SystemExit("report.py: the page names no run-of-record")
-            run = load_run(names[0] if names else record[1])
             body = TABLES[name]([run])
         else:
             raise SystemExit(
@@ -469,7 +472,7 @@ def render(page: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n", 1)[0])
     parser.add_argument(
         "--check", action="store_true",
         help="rewrite nothing; exit 1 if a page's tables are out of date",

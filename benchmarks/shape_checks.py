@@ -1,17 +1,13 @@
 """The steady-state cost of zoo's runtime shape checks: it should be none.
 
-zoo checks every public model call with jaxtyping + beartype. Under ``jit`` the
-checks run while tracing, so a compiled step should run exactly as fast with
-them as without. This builds two training steps with
-``zoo.train.make_train_step``: one traced with checks on, one traced after
-``zoo.set_shape_checks(False)``; checks that both lower to the same program;
-then times single calls of them in strict alternation (one batch of 128 per
-call, the outputs fed back in, each call waited for) for the ``mlp`` and
-``stax_cnn`` presets. The ratio is ``median(on) / median(off)`` over all calls;
-the ratio of 10th percentiles (least disturbed by other jobs) and the median of
-paired ratios are reported beside it. Tracing and
-lowering, where the checks do run, is timed too (fresh steps, alternating).
-Prints one JSON line.
+zoo checks public model calls with jaxtyping + beartype while tracing, so a
+compiled step should run as fast with them as without. For the ``mlp`` and
+``stax_cnn`` presets this builds two ``zoo.train.make_train_step`` steps, one
+traced with checks on and one after ``zoo.runtime.set_shape_checks(False)``,
+checks that both lower to the same program, and times single calls of them in
+strict alternation (batch 128, outputs fed back in). Reports the ratio of
+medians (target <= 1.02), of 10th percentiles and the median of paired ratios,
+and the seconds of tracing and lowering (fresh steps). Prints one JSON line.
 
 Run:
     ZOO_DATA_DIR=/path/to/data python benchmarks/shape_checks.py [--epochs 100]
@@ -30,12 +26,13 @@ from zoo.data import ArrayDataset, Chunk, load_mnist
 
 PRESETS = {"mlp": 10, "stax_cnn": 6}
 """Preset -> calls per variant per round (``--epochs`` rounds)."""
+SMOKE_PRESETS = {"mlp": 2}
 TARGET = ("<=", 1.02)
 LOWER_REPEATS = 4
 
 
 def bench_preset(
-    name: str, train: ArrayDataset, calls: int, rounds: int
+    name: str, train: ArrayDataset, calls: int, rounds: int, lower_repeats: int
 ) -> dict[str, Any]:
     """Checks on vs off for one preset's training step."""
     optimizer = optax.adam(1e-3)
@@ -51,14 +48,14 @@ def bench_preset(
         )
     )
 
-    previous = zoo.shape_checks_enabled()
+    previous = zoo.runtime.shape_checks_enabled()
     modes = [("checks_on", True), ("checks_off", False)]
     # Tracing + lowering, where the checks run: fresh steps, alternating.
     lower: dict[str, list[float]] = {v: [] for v, _ in modes}
     programs: dict[str, str] = {}
-    for i in range(LOWER_REPEATS):
+    for i in range(lower_repeats):
         for variant, enabled in modes[i % 2 :] + modes[: i % 2]:
-            zoo.set_shape_checks(enabled)
+            zoo.runtime.set_shape_checks(enabled)
             fn = zoo.train.make_train_step(optimizer)
             start = time.perf_counter()
             lowered = fn.lower(ts, chunk)
@@ -68,11 +65,11 @@ def bench_preset(
     variants: dict[str, Any] = {}
     carries: dict[str, zoo.train.TrainState] = {}
     for variant, enabled in modes:
-        zoo.set_shape_checks(enabled)
+        zoo.runtime.set_shape_checks(enabled)
         fn = zoo.train.make_train_step(optimizer)
         carries[variant] = h.block(fn(ts, chunk))[0]  # trace + compile
         variants[variant] = fn
-    zoo.set_shape_checks(previous)
+    zoo.runtime.set_shape_checks(previous)
 
     def one_call(variant: str) -> float:
         start = time.perf_counter()
@@ -106,13 +103,15 @@ def bench_preset(
 
 
 def main() -> None:
-    args = h.parser(
-        "Steady-state cost of runtime shape checks (on vs off).", epochs=100
-    ).parse_args()
+    args = h.parse_args(
+        h.parser("Steady-state cost of runtime shape checks (on vs off).", epochs=100)
+    )
     train = load_mnist("train", data_dir=args.data_dir)
+    presets = SMOKE_PRESETS if args.smoke else PRESETS
+    lower_repeats = 2 if args.smoke else LOWER_REPEATS
     results = {
-        name: bench_preset(name, train, calls, args.epochs)
-        for name, calls in PRESETS.items()
+        name: bench_preset(name, train, calls, args.epochs, lower_repeats)
+        for name, calls in presets.items()
     }
     h.emit(
         {

@@ -1,21 +1,18 @@
 """Seconds from a script's start to its first trained and evaluated step, cold and warm.
 
 Each run is a fresh Python process that does what a training script does
-first: imports zoo, loads MNIST, ``zoo.create_model(name)``, and ``zoo.fit``
-for one epoch of ``steps_per_call`` batches (one fused call: the step compiles
-and runs once) with the test set evaluated after it (the evaluation compiles
-and runs once). The clock runs from just before the process is spawned until
-``fit`` returns.
+first: ``zoo.runtime.tune_cpu()`` (unless ``--no-tune``), JAX's compilation
+cache through ``zoo.runtime.enable_compilation_cache(folder)``, MNIST,
+``zoo.create_model(name)`` and ``zoo.fit`` for one fused call of
+``steps_per_call`` batches with the test set evaluated after it. The clock
+runs from just before the process is spawned until ``fit`` returns.
 
-* ``off``: ``ZOO_COMPILATION_CACHE=0``, no programs kept on disk;
-* ``cold``: zoo's folder of compiled programs (``ZOO_COMPILATION_CACHE``) is
-  new and empty, as on a script's first run (it compiles, and writes);
-* ``warm``: the folder that an untimed run of the same preset filled, as on
-  every later run.
+* ``off``: no compilation cache;
+* ``cold``: a new, empty cache folder, as on a script's first run;
+* ``warm``: the folder an untimed run of the same preset filled.
 
-Each round runs the three, in a rotating order; each figure is the median over
-``--epochs`` rounds. Presets with MNIST-sized inputs (784 values) only. Prints
-one JSON line.
+Each round runs the three in a rotating order; figures are medians over
+``--epochs`` rounds. Presets with MNIST-sized inputs only. Prints one JSON line.
 
 Run:
     ZOO_DATA_DIR=/path/to/data python benchmarks/startup.py [--epochs 3]
@@ -34,42 +31,59 @@ import jax
 
 import zoo
 
+SMOKE_PRESETS = ("mlp",)
 SCRIPT = r"""
 import json, sys, time
-import jax, optax, zoo
+import zoo
+
+name, data_dir, folder, tune = sys.argv[1:5]
+if tune == "tune":
+    zoo.runtime.tune_cpu()
+if folder:
+    zoo.runtime.enable_compilation_cache(folder)
+
+import jax, optax
 from zoo.data import load_mnist
 
-name, data_dir = sys.argv[1], sys.argv[2] or None
-train = load_mnist("train", data_dir=data_dir)
-test = load_mnist("test", data_dir=data_dir)
+train = load_mnist("train", data_dir=data_dir or None)
+test = load_mnist("test", data_dir=data_dir or None)
 model, state = zoo.create_model(name, key=jax.random.key(0))
-optimizer = optax.adam(1e-3)
-k = zoo.train._tuning.steps_per_call(  # what fit picks for the whole set
+k = zoo.train.steps_per_call(  # what fit picks for the whole set
     model, state, train.inputs[0], batch_size=128, steps_per_epoch=len(train) // 128
 )
 result = zoo.fit(
-    model, state, train.take(k * 128), optimizer=optimizer, epochs=1,
-    batch_size=128, steps_per_call=k, test_data=test, progress=False, log=None,
+    model, state, train.take(k * 128), optax.adam(1e-3), epochs=1, batch_size=128,
+    steps_per_call=k, test_data=test, callbacks=[],
 )
+cache = zoo.runtime.compilation_cache_dir()
 print(json.dumps({"end": time.time(), "fit_compile_seconds": result.compile_seconds,
-                  "steps_per_call": k, "cache": str(zoo.compilation_cache_dir())}))
+                  "steps_per_call": result.steps_per_call, "cache": str(cache)}))
 """
+# JAX's own cache settings, left out of the workers' environment: each worker
+# uses only the folder it is given.
+JAX_CACHE_VARIABLES = (
+    "JAX_COMPILATION_CACHE_DIR",
+    "JAX_ENABLE_COMPILATION_CACHE",
+    "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS",
+    "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES",
+)
 
 
-def run(name: str, data_dir: str | None, folder: str) -> dict[str, float]:
+def run(name: str, data_dir: str | None, folder: str, tune: bool) -> dict[str, float]:
     """Seconds from spawn until ``fit`` returned, and fit's compile seconds.
 
-    ``folder``: zoo's cache of compiled programs, or ``"0"`` for none.
+    ``folder``: the compilation cache's folder, or ``""`` for none.
     """
-    env = {**os.environ, "ZOO_COMPILATION_CACHE": folder}
-    command = [sys.executable, "-c", SCRIPT, name, data_dir or ""]
+    env = {k: v for k, v in os.environ.items() if k not in JAX_CACHE_VARIABLES}
+    command = [sys.executable, "-c", SCRIPT, name, data_dir or "", folder]
+    command.append("tune" if tune else "no")
     start = time.time()
     done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"{name} failed:\n{done.stderr[-3000:]}")
     out = json.loads(done.stdout.strip().splitlines()[-1])
-    if not out["cache"].startswith(folder if folder != "0" else "None"):
-        raise RuntimeError(f"{name} did not use the cache folder {folder}: {out}")
+    if out["cache"] != (folder or "None"):
+        raise RuntimeError(f"{name} did not use the cache folder {folder!r}: {out}")
     return {
         "seconds": out["end"] - start,
         "fit_compile_seconds": out["fit_compile_seconds"],
@@ -77,20 +91,21 @@ def run(name: str, data_dir: str | None, folder: str) -> dict[str, float]:
     }
 
 
-def bench_preset(name: str, rounds: int, data_dir: str | None) -> dict[str, object]:
+def bench_preset(
+    name: str, rounds: int, data_dir: str | None, tune: bool
+) -> dict[str, object]:
     modes = ("off", "cold", "warm")
     with tempfile.TemporaryDirectory(prefix="zoo-xla-") as warm:
-        run(name, data_dir, warm)  # fills the warm folder, untimed
+        run(name, data_dir, warm, tune)  # fills the warm folder, untimed
         runs: dict[str, list[dict[str, float]]] = {m: [] for m in modes}
         for r in range(rounds):
             for mode in modes[r % 3 :] + modes[: r % 3]:
                 if mode == "cold":
                     with tempfile.TemporaryDirectory(prefix="zoo-xla-") as empty:
-                        runs[mode].append(run(name, data_dir, empty))
+                        runs[mode].append(run(name, data_dir, empty, tune))
                 else:
-                    runs[mode].append(
-                        run(name, data_dir, warm if mode == "warm" else "0")
-                    )
+                    folder = warm if mode == "warm" else ""
+                    runs[mode].append(run(name, data_dir, folder, tune))
     seconds = {m: h.median([x["seconds"] for x in rs]) for m, rs in runs.items()}
     return {
         "off_seconds": round(seconds["off"], 2),
@@ -113,18 +128,28 @@ def main() -> None:
     args = h.parser(
         "Seconds to the first trained and evaluated step, cold and warm.", epochs=3
     ).parse_args()
-    names = [
-        n
-        for n in zoo.list_models()
-        if math.prod(zoo.create_model(n, key=jax.random.key(0))[0].input_shape)
-        == 28 * 28
-    ]
+    # The parent only starts workers; each opts in as its flags say.
+    h.opt_in(tune=False, cache=False)
+    tune = not args.no_tune
+    names = (
+        SMOKE_PRESETS
+        if args.smoke
+        else [
+            n
+            for n in zoo.list_models()
+            if math.prod(zoo.create_model(n, key=jax.random.key(0))[0].input_shape)
+            == 28 * 28
+        ]
+    )
     h.emit(
         {
             "benchmark": "startup",
             "batch_size": 128,
             "rounds": args.epochs,
-            "presets": {n: bench_preset(n, args.epochs, args.data_dir) for n in names},
+            "workers_tune_cpu": tune,
+            "presets": {
+                n: bench_preset(n, args.epochs, args.data_dir, tune) for n in names
+            },
         }
     )
 

@@ -1,49 +1,27 @@
 """Wall-clock seconds from process start until 99.0 % on the MNIST test set.
 
-Each run is a fresh Python process, so imports, data loading and compilation
-count; the clock starts just before the process is spawned and stops when the
-worker reports that an evaluation on all 10,000 test images reached the target.
-
-Both contenders train a preset's architecture (``--models``: by default the
-``cnn`` preset, 3 conv3x3-BN-ReLU-maxpool blocks, dense 256, dropout 0.3) with
-Adam and no augmentation, for each model and each batch size of
-``--batch-sizes`` (a recipe each), on the same learning rate at every step:
-
-* ``--schedule onecycle`` (the default): ``optax.cosine_onecycle_schedule``
-  over one epoch to a peak of ``--lr`` (default 8e-3), then its final value.
-  The test set is evaluated from 70 % of the cycle on, every 10 % of it, up to
-  the first evaluation past its end (:func:`give_up_after`).
-* ``--schedule constant``: ``--lr`` (default 1e-3) throughout, evaluated first
-  after ``FIRST_EVAL_EXAMPLES`` examples, then every ``EVAL_EVERY_EXAMPLES``
-  (a quarter epoch), for at most ``MAX_EPOCHS``.
-
-Evaluations fall at the first step boundary (zoo: chunk boundary) on or after
-each point.
+Each run is a fresh Python process (imports, data loading and compilation
+count): the clock starts just before it is spawned and stops when it reports
+an evaluation on all 10,000 test images at the target. Both contenders train
+a preset's architecture (``--models``, default ``cnn``) with Adam, no
+augmentation, at each of ``--batch-sizes`` (a recipe each), on the same
+learning rate: ``--schedule onecycle`` (one epoch to a peak of ``--lr``,
+evaluated every 10 % of it from 70 % on) or ``constant`` (evaluated every
+quarter epoch after 38,400 examples, at most ``MAX_EPOCHS``).
 
 * ``zoo``: zoo's public parts (``TrainState``, ``make_train_step``,
-  ``DeviceFeed``, ``evaluate``) with the steps fused per call that ``fit``
-  would choose.
-* ``pytorch``: the same architecture in PyTorch eager (``torch.set_num_threads``
-  equal to JAX's threads; on the GPU when JAX runs on one), tensors in memory,
-  ``model.eval()`` under ``torch.no_grad()``.
+  ``DeviceFeed``, ``evaluate``), the steps per call ``fit`` would choose,
+  after ``zoo.runtime.tune_cpu()`` (unless ``--no-tune``) and with JAX's
+  compilation cache in a folder of its own
+  (``zoo.runtime.enable_compilation_cache``): empty for every worker
+  (``--compilation-cache cold``, a first run) or filled by an untimed run of
+  the recipe (``warm``, a later run);
+* ``pytorch``: the same network in PyTorch eager (``_pytorch.py``); left out
+  when torch is not installed.
 
-Both evaluate in batches of ``EVAL_BATCH_SIZE`` (zoo's default; PyTorch's
-evaluation took as long at 256 to 1,000).
-
-zoo keeps its compiled programs on disk (``ZOO_COMPILATION_CACHE``), so a
-script's second run skips most of its compilation. ``--compilation-cache
-cold`` (the default) times first runs: every zoo worker starts from an empty
-cache folder of its own. ``warm`` times later runs: one untimed zoo run per
-recipe fills a folder that its rounds then share.
-
-Round ``r`` of each recipe seeds both contenders with ``r`` (initial values,
-data order, dropout), so rounds differ in where 99 % is first crossed as well
-as in time; a recipe's seconds are the median over rounds. Each contender's
-result is its fastest recipe, and the target compares those: zoo's seconds <=
-0.8x PyTorch's. The same-recipe ratios are printed too, and each contender's
-``pace`` (see :func:`pace`), which moves little with the seed. Contenders alternate
-within a recipe, rounds rotating their order. Prints one JSON line. PyTorch
-comes from the ``bench`` dependency group; without it only zoo is timed.
+Round ``r`` seeds both with ``r``; a recipe's seconds are the median over
+rounds, and each contender's result its fastest recipe (target: zoo <= 0.8x
+PyTorch). Prints one JSON line.
 
 Run:
     ZOO_DATA_DIR=/path/to/data python benchmarks/time_to_accuracy.py \
@@ -64,6 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from typing import Any
 
 TARGET_ACCURACY = 0.99
@@ -82,23 +61,40 @@ FIRST_EVAL_EXAMPLES = 38_400  # constant: 300 steps at batch 128
 EVAL_EVERY_EXAMPLES = 14_976  # constant: 117 steps at batch 128, a quarter epoch
 MAX_EPOCHS = 6
 EVAL_BATCH_SIZE = 500
+SMOKE_RECIPE = {"models": "stax_cnn", "batch_sizes": "128"}
+"""--smoke: one small recipe, and only ``--limit-steps`` steps (default 2)."""
+JAX_CACHE_VARIABLES = (
+    "JAX_COMPILATION_CACHE_DIR",
+    "JAX_ENABLE_COMPILATION_CACHE",
+    "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS",
+    "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES",
+)
 
 
-def cadence(batch_size: int, schedule: str) -> tuple[int, int]:
-    """``(first, every)``: the evaluation points in steps at ``batch_size``."""
+def cadence(
+    batch_size: int, schedule: str, limit_steps: int | None = None
+) -> tuple[int, int]:
+    """``(first, every)``: the evaluation points in steps at ``batch_size``;
+    with ``limit_steps``, one evaluation at that step."""
+    if limit_steps:
+        return limit_steps, limit_steps
     if schedule == "onecycle":
         cycle = TRAIN_EXAMPLES // batch_size
         return math.ceil(0.7 * cycle), math.ceil(0.1 * cycle)
     return FIRST_EVAL_EXAMPLES // batch_size, EVAL_EVERY_EXAMPLES // batch_size
 
 
-def give_up_after(batch_size: int, schedule: str) -> int:
+def give_up_after(
+    batch_size: int, schedule: str, limit_steps: int | None = None
+) -> int:
     """The step after which a run that has not reached the target stops.
 
     A one-cycle run stops at the first evaluation past the cycle's end, where
     the learning rate has fallen to nothing; a constant one after
-    ``MAX_EPOCHS``.
+    ``MAX_EPOCHS``; any run after ``limit_steps`` where given.
     """
+    if limit_steps:
+        return limit_steps
     steps_per_epoch = TRAIN_EXAMPLES // batch_size  # a one-cycle run's cycle
     return steps_per_epoch if schedule == "onecycle" else MAX_EPOCHS * steps_per_epoch
 
@@ -114,15 +110,22 @@ def learning_rate(schedule: str, peak: float, batch_size: int) -> Any:
 
 def zoo_worker(
     data_dir: str | None, model_name: str, schedule: str, lr: float,
-    batch_size: int, seed: int,
+    batch_size: int, seed: int, *, tune: bool, cache_dir: str,
+    limit_steps: int | None,
 ) -> None:  # fmt: skip
     """Train until the target; print one JSON line per evaluation."""
+    import zoo
+
+    if tune:  # first thing, as a training script does
+        zoo.runtime.tune_cpu()
+    if cache_dir:
+        zoo.runtime.enable_compilation_cache(cache_dir)
+
     import jax
     import optax
 
-    import zoo
     from zoo.data import load_mnist, train_pipeline
-    from zoo.train import DeviceFeed, TrainState, _tuning, evaluate, make_train_step
+    from zoo.train import DeviceFeed, TrainState, evaluate, make_train_step
 
     train = load_mnist("train", data_dir=data_dir)
     test = load_mnist("test", data_dir=data_dir)
@@ -133,28 +136,31 @@ def zoo_worker(
     batches = iter(
         train_pipeline(train, batch_size=batch_size, seed=seed, num_epochs=MAX_EPOCHS)
     )
-    k = _tuning.steps_per_call(  # what fit would fuse
+    k = zoo.train.steps_per_call(  # what fit would fuse
         model, state, train.inputs[0], batch_size=batch_size,
         steps_per_epoch=len(train) // batch_size,
     )  # fmt: skip
     feed = DeviceFeed(batches, steps_per_call=k)
-    first, every = cadence(batch_size, schedule)
-    last_eval, last = first - every, give_up_after(batch_size, schedule)
+    first, every = cadence(batch_size, schedule, limit_steps)
+    last_eval = first - every
+    last = give_up_after(batch_size, schedule, limit_steps)
+    done = 0
     for chunk in feed:
         ts, _ = step(ts, chunk)
-        if feed.step - last_eval >= every:
-            last_eval = feed.step
+        done += chunk.steps
+        if done - last_eval >= every:
+            last_eval = done
             accuracy = evaluate(
                 ts.model, ts.model_state, test, batch_size=EVAL_BATCH_SIZE
             )["accuracy"]
-            _report(feed.step, accuracy)
-            if accuracy >= TARGET_ACCURACY or feed.step >= last:
+            _report(done, accuracy)
+            if accuracy >= TARGET_ACCURACY or done >= last:
                 return
 
 
 def pytorch_worker(
     data_dir: str | None, model_name: str, schedule: str, lr: float,
-    batch_size: int, seed: int, device: str,
+    batch_size: int, seed: int, device: str, limit_steps: int | None,
 ) -> None:  # fmt: skip
     """The PyTorch reference: same network, optimiser, batch and cadence."""
     import _pytorch
@@ -167,7 +173,7 @@ def pytorch_worker(
 
     train = load_mnist("train", data_dir=data_dir)
     test = load_mnist("test", data_dir=data_dir)
-    config = dict(zoo.model_spec(model_name).config)
+    config = dict(zoo.models.model_spec(model_name).config)
     loop = _pytorch.TorchLoop(
         config, train.inputs, train.labels, learning_rate=lr,
         batch_size=batch_size, threads=_pytorch.jax_threads(), device=device,
@@ -182,9 +188,9 @@ def pytorch_worker(
     rate = learning_rate(schedule, lr, batch_size)
     if callable(rate):  # optax's values, step by step, computed once
         rate = np.asarray(jax.vmap(rate)(np.arange(MAX_EPOCHS * steps_per_epoch)))
-    first, every = cadence(batch_size, schedule)
+    first, every = cadence(batch_size, schedule, limit_steps)
     done, last_eval = 0, first - every
-    last = give_up_after(batch_size, schedule)
+    last = give_up_after(batch_size, schedule, limit_steps)
     for epoch in range(MAX_EPOCHS):
         order = loop.order(1000 * seed + epoch)
         for i in range(steps_per_epoch):
@@ -228,20 +234,25 @@ def run_contender(
     seed: int,
     torch_device: str,
     compilation_cache: str | None = None,
+    flags: Sequence[str] = (),
 ) -> dict[str, object]:
     """Spawn one worker; seconds from spawn until it first reports the target.
 
-    ``compilation_cache``: the folder of zoo's compiled programs for a zoo
-    worker (``None``: a new empty one, removed afterwards).
+    ``compilation_cache``: the folder of JAX's compilation cache for a zoo
+    worker (``None``: a new empty one, removed afterwards; ``""``: none).
+    ``flags``: more flags for the worker (``--no-tune``, ``--limit-steps N``).
     """
     command = [sys.executable, __file__, "--worker", name, "--models", model]
     command += ["--schedule", schedule, "--lr", str(lr)]
     command += ["--batch-sizes", str(batch_size), "--seed", str(seed)]
-    command += ["--torch-device", torch_device]
+    command += ["--torch-device", torch_device, *flags]
     if data_dir:
         command += ["--data-dir", data_dir]
+    # The worker's cache is the folder it is given, whatever JAX_* says here.
+    env = {k: v for k, v in os.environ.items() if k not in JAX_CACHE_VARIABLES}
     with tempfile.TemporaryDirectory(prefix="zoo-xla-") as empty:
-        env = {**os.environ, "ZOO_COMPILATION_CACHE": compilation_cache or empty}
+        folder = empty if compilation_cache is None else compilation_cache
+        command += ["--cache-dir", folder]
         start = time.time()
         done = subprocess.run(
             command, capture_output=True, text=True, env=env, check=False
@@ -261,14 +272,14 @@ def run_contender(
     }
 
 
-def pace(runs: list[dict[str, Any]]) -> dict[str, float]:
+def pace(runs: list[dict[str, Any]]) -> dict[str, float | None]:
     """Seed-free speed: seconds to the first evaluation, and per interval after.
 
     Where 99 % is first crossed moves with the seed, but every run passes the
     same evaluation points (:func:`cadence`): ``first_evaluation_seconds``
     (start-up, compilation, the steps to the first point and one evaluation)
-    and ``interval_seconds`` (the steps to the next point and one evaluation),
-    medians over the rounds' evaluations.
+    and ``interval_seconds`` (the steps to the next point and one evaluation;
+    ``None`` after a single evaluation), medians over the rounds' evaluations.
     """
     firsts = [r["evaluations"][0][2] for r in runs if r["evaluations"]]
     intervals = [
@@ -280,7 +291,7 @@ def pace(runs: list[dict[str, Any]]) -> dict[str, float]:
         "first_evaluation_seconds": round(statistics.median(firsts), 2),
         "interval_seconds": round(statistics.median(intervals), 2)
         if intervals
-        else float("nan"),
+        else None,
     }
 
 
@@ -319,28 +330,58 @@ def main() -> None:
     )
     p.add_argument(
         "--compilation-cache",
-        choices=("cold", "warm"),
+        choices=("cold", "warm", "off"),
         default="cold",
-        help="zoo's compiled programs: none on disk (a first run), or kept from "
-        "an untimed run of the same recipe (default %(default)s)",
+        help="zoo workers' compilation cache: a new empty folder (a first run), "
+        "one an untimed run of the same recipe filled, or none (default "
+        "%(default)s)",
     )
+    p.add_argument("--no-cache", action="store_true", help="--compilation-cache off")
+    p.add_argument(
+        "--no-tune",
+        action="store_true",
+        help="zoo workers skip zoo.runtime.tune_cpu()",
+    )
+    p.add_argument(
+        "--limit-steps",
+        type=int,
+        default=None,
+        help="stop every run after this many steps, evaluated once there (a "
+        "test that the script works, not a measurement)",
+    )
+    p.add_argument(
+        "--smoke",
+        action="store_true",
+        help=f"one small recipe ({SMOKE_RECIPE}), --limit-steps 2 unless given",
+    )
+    p.add_argument("--cache-dir", default="", help=argparse.SUPPRESS)
     p.add_argument(
         "--contenders",
         default="zoo,pytorch",
         help="comma-separated, from zoo and pytorch (default %(default)s)",
     )
     args = p.parse_args()
+    if args.smoke:
+        args.models, args.batch_sizes = (
+            SMOKE_RECIPE["models"],
+            SMOKE_RECIPE["batch_sizes"],
+        )
+        args.limit_steps = args.limit_steps or 2
+    if args.no_cache:
+        args.compilation_cache = "off"
     lr = LEARNING_RATES[args.schedule] if args.lr is None else args.lr
     models = args.models.split(",")
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
     if args.worker == "zoo":
         return zoo_worker(
-            args.data_dir, models[0], args.schedule, lr, batch_sizes[0], args.seed
-        )
+            args.data_dir, models[0], args.schedule, lr, batch_sizes[0], args.seed,
+            tune=not args.no_tune, cache_dir=args.cache_dir,
+            limit_steps=args.limit_steps,
+        )  # fmt: skip
     if args.worker == "pytorch":
         return pytorch_worker(
             args.data_dir, models[0], args.schedule, lr, batch_sizes[0], args.seed,
-            args.torch_device,
+            args.torch_device, args.limit_steps,
         )  # fmt: skip
 
     sys.path.insert(0, str(pathlib.Path(__file__).parent))
@@ -348,7 +389,12 @@ def main() -> None:
     import _pytorch
     import jax
 
+    # The parent only starts workers: it opts in to nothing.
+    h.opt_in(tune=False, cache=False)
     torch_device = _pytorch.device_for(jax.default_backend())
+    flags = ["--no-tune"] if args.no_tune else []
+    if args.limit_steps:
+        flags += ["--limit-steps", str(args.limit_steps)]
 
     names = args.contenders.split(",")
     unknown = sorted(set(names) - {"zoo", "pytorch"})
@@ -362,13 +408,13 @@ def main() -> None:
     best: dict[str, tuple[float, str]] = {}  # contender: (seconds, recipe)
     for model, batch_size in itertools.product(models, batch_sizes):
         runs: dict[str, list[dict[str, object]]] = {n: [] for n in names}
-        warm = None
+        warm = "" if args.compilation_cache == "off" else None
         if args.compilation_cache == "warm" and "zoo" in names:
             warm = tempfile.mkdtemp(prefix="zoo-xla-")  # this recipe's programs
             atexit.register(shutil.rmtree, warm, ignore_errors=True)
             run_contender(
                 "zoo", args.data_dir, model, args.schedule, lr, batch_size, 0,
-                torch_device, warm,
+                torch_device, warm, flags,
             )  # fmt: skip
         for r in range(args.epochs):
             for name in names[r % len(names) :] + names[: r % len(names)]:
@@ -383,6 +429,7 @@ def main() -> None:
                         r,
                         torch_device,
                         warm,
+                        flags,
                     )
                 )
         # A round that never reached the target counts as infinitely slow.
@@ -398,7 +445,7 @@ def main() -> None:
         for n, sec in seconds.items():
             if n not in best or sec < best[n][0]:
                 best[n] = (sec, name_of_recipe)
-        first, every = cadence(batch_size, args.schedule)
+        first, every = cadence(batch_size, args.schedule, args.limit_steps)
         recipe: dict[str, object] = {
             "model": model,
             "batch_size": batch_size,
