@@ -22,6 +22,7 @@ nox.options.sessions = [
     "typecheck",
     "wheel",
     "docs",
+    "reproduce",
 ]
 nox.options.reuse_existing_virtualenvs = True
 
@@ -213,6 +214,24 @@ def accuracy(session: nox.Session) -> None:
                 "that the README promises"
             )
         session.log(f"{name}: test accuracy {accuracy:.2%} (promised {promised:.1%})")
+
+
+@nox.session
+def reproduce(session: nox.Session) -> None:
+    """Re-make shipped weights from their cards' commands; fail where one differs.
+
+    ``examples/reproduce.py`` re-runs each card's own command into a temporary
+    folder, publishes it and compares: on a CPU of the card's kind (its
+    provenance's CPU model and instruction-set flags) the SHA-256 must be the
+    card's; on another CPU the test count must be within the card's tolerance,
+    and the line says so. One line per card: equal, within tolerance or FAILED
+    with both figures. By default the quick cards (``mlp``, ``stax_cnn`` and
+    ``lenet5`` on MNIST, about 3 minutes in all on 2 cores), which CI runs;
+    name cards after ``--`` (``nox -s reproduce -- cnn-mnist``), or ``-- --all``
+    for every card (hours: the ResNets).
+    """
+    _install(session, "dev")
+    session.run("python", "examples/reproduce.py", *session.posargs, env=ENV)
 
 
 # `nox -s wheel` requires every file git tracks under zoo/ (modules, py.typed and

@@ -16,12 +16,15 @@ Run:
 
 import argparse
 import hashlib
+import importlib.metadata
 import json
 import os
 import pathlib
 import platform
+import re
 import shlex
 import statistics
+import subprocess
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -36,6 +39,8 @@ from zoo.data import ArrayDataset, load_dataset
 from zoo.train import evaluate
 
 WEIGHTS = pathlib.Path(zoo.__file__).resolve().parent / "weights"
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+"""The checkout the examples belong to (its git commit goes on the card)."""
 EVAL_BATCH_SIZE = 1000
 """The batch the shipped cards' test figures were evaluated in (any batch gives
 the same count of correct answers)."""
@@ -73,17 +78,84 @@ def command_of(config: dict[str, Any], run_dir: pathlib.Path) -> str:
     return shlex.join([*words, "--out", str(run_dir)])
 
 
+# The /proc/cpuinfo flags that name instruction sets, which decide the code XLA
+# generates (and so how float32 sums round); the rest (hypervisor, tsc_*, bugs'
+# mitigations...) differ between hosts of one kind and are left out.
+ISA_FLAG = re.compile(
+    r"(mmx|sse|ssse|avx|fma|f16c|bmi|adx|amx|abm|lzcnt|popcnt|movbe|aes|vaes"
+    r"|pclmul|vpclmul|sha|gfni|xsave|cx8|cx16|rdrand|rdseed|3dnow|xop|tbm|fp16"
+    r"|bf16|vnni|asimd|sve|neon|fp|crc32|atomics|dotprod|i8mm)"
+)
+
+
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's entries in /proc/cpuinfo (empty where there is none)."""
+    try:
+        text = pathlib.Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return {}
+    entries: dict[str, str] = {}
+    for line in text.splitlines():
+        key, colon, value = line.partition(":")
+        if colon and key.strip() not in entries:
+            entries[key.strip()] = value.strip()
+    return entries
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``platform``'s guess where /proc/cpuinfo has none)."""
+    return _cpuinfo().get("model name") or platform.processor() or platform.machine()
+
+
+def cpu_flags_hash() -> str:
+    """A short SHA-256 of the CPU's instruction-set flags: equal on CPUs of one kind.
+
+    The flags are /proc/cpuinfo's ``flags`` (x86) or ``Features`` (Arm) that
+    match ``ISA_FLAG``, sorted; without /proc/cpuinfo, the machine's name.
+    """
+    info = _cpuinfo()
+    words = (info.get("flags") or info.get("Features") or "").split()
+    isa = sorted({w for w in words if ISA_FLAG.match(w)}) or [platform.machine()]
+    return hashlib.sha256(" ".join(isa).encode()).hexdigest()[:12]
+
+
+def zoo_commit() -> str:
+    """The checkout's git commit, ``+dirty`` if zoo/ or examples/ has changes."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "HEAD")
+        changed = git("status", "--porcelain", "--", "zoo", "examples")
+    except (OSError, subprocess.CalledProcessError):  # no git, or not a checkout
+        return "unknown"
+    return commit + ("+dirty" if changed else "")
+
+
+def provenance() -> dict[str, str]:
+    """What made a run here, beyond its command: the card's ``provenance``.
+
+    Two runs of one command agree bit for bit where these agree (and
+    ``XLA_FLAGS``, recorded when set, is the same).
+    """
+    found = {
+        "zoo_commit": zoo_commit(),
+        "jax": importlib.metadata.version("jax"),
+        "jaxlib": importlib.metadata.version("jaxlib"),
+        "cpu": cpu_model(),
+        "cpu_flags": cpu_flags_hash(),
+    }
+    if xla_flags := os.environ.get("XLA_FLAGS"):
+        found["xla_flags"] = xla_flags
+    return found
+
+
 def machine() -> str:
     """The CPU model and core count of this machine."""
-    name = platform.processor() or platform.machine()
-    try:
-        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.partition(":")[2].strip()
-                break
-    except OSError:
-        pass
-    return f"{name}, {os.cpu_count()} cores"
+    return f"{cpu_model()}, {os.cpu_count()} cores"
 
 
 def sha256_file(path: pathlib.Path) -> str:
@@ -164,6 +236,7 @@ def publish(run_dir: pathlib.Path, weights_dir: pathlib.Path) -> zoo.ModelCard:
             f"their two largest logits within {NEAR_TIE:g} (relative) of each other, "
             "so another CPU may count that many more or fewer correct."
         ),
+        provenance=provenance(),
     )
     text = json.dumps(card.to_json(), indent=2) + "\n"
     atomic_write(weights_dir / f"{stem}.json", text.encode())

@@ -29,6 +29,8 @@ WEIGHTS_SUFFIX = ".safetensors"
 _NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.]*")
 """A preset or dataset name: letters, digits, ``_`` and ``.``, not first ``.``."""
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
+_PROVENANCE_KEY_RE = re.compile(r"[a-z][a-z0-9_]{0,63}")
+_PROVENANCE_VALUE_MAX = 256
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +61,12 @@ class ModelCard:
         machine: the CPU it trained on, with its core count.
         zoo_version: the zoo version that trained it.
         notes: anything else worth knowing.
+        provenance: what else made the file, so that a run can be repeated bit
+            for bit: ``zoo_commit`` (git commit, ``+dirty`` when the tree had
+            changes), ``jax`` and ``jaxlib`` (versions), ``cpu`` (the model
+            name) and ``cpu_flags`` (a short SHA-256 of its instruction-set
+            flags); any other plain key may be added. Empty in cards older
+            than zoo 0.3.0.
     """
 
     preset: str
@@ -81,6 +89,7 @@ class ModelCard:
     machine: str
     zoo_version: str
     notes: str = ""
+    provenance: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """The card as a JSON object (tuples as lists)."""
@@ -88,6 +97,7 @@ class ModelCard:
         out["config"] = dict(self.config)
         out["input_shape"] = list(self.input_shape)
         out["classes"] = list(self.classes)
+        out["provenance"] = dict(self.provenance)
         return out
 
     @classmethod
@@ -107,7 +117,10 @@ class ModelCard:
             )
         fields = {f.name for f in dataclasses.fields(cls)}
         required = {
-            f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.default is dataclasses.MISSING
+            and f.default_factory is dataclasses.MISSING
         }
         missing, unknown = sorted(required - set(data)), sorted(set(data) - fields)
         if missing or unknown:
@@ -144,6 +157,8 @@ class ModelCard:
         values["config"] = dict(values["config"])
         values["input_shape"] = tuple(values["input_shape"])
         values["classes"] = tuple(values["classes"])
+        if "provenance" in values:
+            values["provenance"] = dict(values["provenance"])
         return cls(**values)
 
 
@@ -161,6 +176,15 @@ def _is_number(value: Any) -> bool:
 
 def _is_str(value: Any) -> bool:
     return isinstance(value, str)
+
+
+def _is_provenance(value: Any) -> bool:
+    """An object of short strings under plain lowercase keys."""
+    return isinstance(value, dict) and all(
+        _is_str(k) and _PROVENANCE_KEY_RE.fullmatch(k) and _is_str(v)
+        and len(v) <= _PROVENANCE_VALUE_MAX
+        for k, v in value.items()
+    )  # fmt: skip
 
 
 _CHECKS_AND_TYPES: dict[str, tuple[Any, str]] = {
@@ -193,6 +217,10 @@ _CHECKS_AND_TYPES: dict[str, tuple[Any, str]] = {
     "machine": (_is_str, "a string"),
     "zoo_version": (_is_str, "a string"),
     "notes": (_is_str, "a string"),
+    "provenance": (
+        _is_provenance,
+        "an object of strings (at most 256 characters) under lowercase keys",
+    ),
 }
 _FIELD_CHECKS = {name: check for name, (check, _) in _CHECKS_AND_TYPES.items()}
 _FIELD_TYPES = {name: kind for name, (_, kind) in _CHECKS_AND_TYPES.items()}
