@@ -266,7 +266,7 @@ def test_batchnorm_counters_round_trip_as_int32(tmp_path: pathlib.Path):
     _assert_bitwise_equal(loaded, state)
 
 
-def test_keep_prunes_old_versions(tmp_path: pathlib.Path):
+def test_keep_bounds_versions_and_a_lower_step_is_refused(tmp_path: pathlib.Path):
     for step in range(1, 6):
         _save_toy(tmp_path, step, step, keep=2)
     assert _versions(tmp_path) == ["step_00000004", "step_00000005"]
@@ -279,10 +279,12 @@ def test_keep_prunes_old_versions(tmp_path: pathlib.Path):
         _save_toy(tmp_path, step, step, keep=5)
     assert _versions(tmp_path) == ["step_00000006", "step_00000007", "step_00000008"]
 
-    # a lower step starts a new history: versions after it are an abandoned run
-    _save_toy(tmp_path, 7, 70, keep=5)
-    assert _versions(tmp_path) == ["step_00000006", "step_00000007"]
-    assert _value(load_checkpoint(tmp_path, optimizer=ADAM)) == 70
+    # A lower step than one in the folder is another run's: refused, and
+    # nothing of what is there is deleted or changed.
+    with pytest.raises(CheckpointError, match="holds step 8, later than this one"):
+        _save_toy(tmp_path, 7, 70, keep=5)
+    assert _versions(tmp_path) == ["step_00000006", "step_00000007", "step_00000008"]
+    assert _value(load_checkpoint(tmp_path, optimizer=ADAM)) == 8
     assert _hidden(tmp_path) == []
 
 

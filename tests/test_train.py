@@ -183,8 +183,8 @@ def test_prepare_inputs_scales_uint8_flattens_and_refuses_integers(getkey):
     assert out.dtype == jnp.float32
     assert float(out.max()) == pytest.approx(1.0, abs=1e-7)  # x / 255, rounded
     with pytest.raises(TypeError, match="int32"):
-        prepare_inputs(model, images.astype(jnp.int32))
-    with pytest.raises(ValueError, match="do not fit"):
+        prepare_inputs(model, images.astype(jnp.int32))  # pyright: ignore[reportArgumentType]
+    with pytest.raises(ValueError, match=r"but MLP takes \(784,\)"):
         prepare_inputs(model, jnp.zeros((2, 1, 27, 27)))
 
 
@@ -487,3 +487,49 @@ def test_metrics_zero_summary_is_nan():
     summary = Metrics.zero().summary()
     assert summary["count"] == 0
     assert math.isnan(summary["loss"]) and math.isnan(summary["accuracy"])
+
+
+def test_a_second_writer_into_a_run_folder_fails_at_once(small_train, tmp_path):
+    """Another process holding the folder's run lock stops fit before any work."""
+    ckpt = tmp_path / "ckpt"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            "from zoo.train._run_lock import run_lock\n"
+            "with run_lock(sys.argv[1]):\n"
+            "    print('held', flush=True)\n"
+            "    time.sleep(120)\n",
+            str(ckpt),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        model, state = build("mlp")
+        with pytest.raises(zoo.CheckpointError, match=f"process {holder.pid}"):
+            fit(
+                model, state, small_train, optax.sgd(0.1), epochs=1,
+                checkpoint_dir=ckpt, callbacks=[],
+            )  # fmt: skip
+        assert latest_checkpoint(ckpt) is None
+    finally:
+        holder.kill()
+        holder.wait()
+        if holder.stdout is not None:
+            holder.stdout.close()
+    # The lock dies with its process: the folder is free again.
+    model, state = build("mlp")
+    fit(model, state, small_train, optax.sgd(0.1), epochs=1, checkpoint_dir=ckpt,
+        callbacks=[])  # fmt: skip
+    assert latest_checkpoint(ckpt) is not None
+
+
+def test_an_unwritable_history_file_is_named_as_a_file(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("in the way")
+    with pytest.raises(ValueError, match=r"Cannot write .*history\.json") as error:
+        zoo.train.HistoryWriter(blocker / "history.json")
+    assert "checkpoint" not in str(error.value)

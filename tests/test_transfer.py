@@ -54,7 +54,8 @@ def test_head_only_selects_the_classifier():
 
 def _chunk(model: zoo.AbstractModel, steps: int = 2, batch: int = 16) -> Chunk:
     rng = np.random.default_rng(0)
-    inputs = rng.integers(0, 256, (steps, batch, 28, 28), dtype=np.uint8)
+    shape = (steps, batch, *model.input_shape)
+    inputs = rng.integers(0, 256, shape, dtype=np.uint8)
     labels = rng.integers(0, model.out_size, (steps, batch)).astype(np.int32)
     return Chunk(inputs, labels, np.ones((steps, batch), np.bool_))
 

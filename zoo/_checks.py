@@ -10,10 +10,12 @@ import contextlib
 import functools
 import os
 from collections.abc import Callable, Iterator
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar, cast
 
 from beartype import beartype
 from jaxtyping import jaxtyped
+
+from ._inputs import model_inputs
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -78,32 +80,14 @@ def checked(fn: Callable[_P, _R]) -> Callable[_P, _R]:
 
 
 def checked_model_call(fn: Callable[_P, _R]) -> Callable[_P, _R]:
-    """Decorate a model's ``__call__(self, x, ...)``: exact shape, then types.
-
-    The shape of ``x`` is compared with ``self.input_shape`` first, always (it
-    costs a tuple comparison, at trace time under ``jit``), so a wrong shape fails
-    with the argument, the actual and the expected shape in numbers. The
-    jaxtyping/beartype check of every annotation follows when enabled.
-    """
-    inner = checked(fn)
+    """Decorate a model's ``__call__(self, x, ...)``: inputs by zoo's one rule
+    (``zoo._inputs``: dtype, then shape, with the fix in the message), then the
+    jaxtyping/beartype check of every annotation when enabled."""
+    inner: Callable[..., Any] = checked(fn)
 
     @functools.wraps(fn)
-    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
-        model, x = args[0], args[1]
-        expected = tuple(model.input_shape)  # pyright: ignore[reportAttributeAccessIssue]
-        shape = tuple(getattr(x, "shape", ()))
-        if shape != expected:
-            hint = (
-                "Models take ONE example: batch with jax.vmap(model)(xs) or "
-                "zoo.apply(model, xs, state)."
-                if shape[1:] == expected
-                else "Reshape the input, or build the model for this shape."
-            )
-            raise ValueError(
-                f"{type(model).__name__} argument `x` has shape {shape}, expected "
-                f"{expected} (the model's input_shape). "
-                f"{hint}"
-            )
-        return inner(*args, **kwargs)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        model, x, *rest = args
+        return inner(model, model_inputs(model, x, batched=False), *rest, **kwargs)
 
-    return wrapper
+    return cast(Callable[_P, _R], wrapper)

@@ -65,6 +65,9 @@ class AbstractModel(eqx.Module):
     out_size: eqx.AbstractVar[int]
     stateful: ClassVar[bool]
     """Whether calls take and return an ``eqx.nn.State`` (BatchNorm)."""
+    flattens_input: ClassVar[bool] = False
+    """Whether an example of another shape with as many values is flattened into
+    ``input_shape`` (only models that say so; never guessed)."""
 
     @property
     @abc.abstractmethod

@@ -5,16 +5,18 @@ from typing import Any, cast
 
 import equinox as eqx
 import jax
-from jaxtyping import Array, Float, PRNGKeyArray
+import numpy as np
+from jaxtyping import Array, Float, PRNGKeyArray, Shaped
 
 from .._checks import checked
+from .._inputs import model_inputs
 from ._abstract import BATCH_AXIS, AbstractModel
 
 
 @checked
 def apply(
     model: AbstractModel,
-    inputs: Float[Array, "batch ..."],
+    inputs: Shaped[Array, "batch ..."] | Shaped[np.ndarray, "batch ..."],
     state: eqx.nn.State | None = None,
     *,
     key: PRNGKeyArray | None = None,
@@ -28,7 +30,9 @@ def apply(
 
     Args:
         model: any zoo model.
-        inputs: a batch of examples, shape ``(batch, *model.input_shape)``.
+        inputs: a batch of examples, shape ``(batch, *model.input_shape)``,
+            NumPy or JAX, floating point or ``uint8`` (scaled to ``[0, 1]``),
+            as every zoo call takes them.
         state: the model's state (required for stateful models).
         key: PRNG key for dropout; split into one key per example.
 
@@ -36,8 +40,11 @@ def apply(
         ``(logits, state)``, logits of shape ``(batch, classes)``.
 
     Raises:
-        ValueError: a stateful model without ``state``.
+        ValueError: a stateful model without ``state``, or examples of a shape
+            the model does not take (the message says the fix).
+        TypeError: inputs of a dtype other than ``uint8`` or floating point.
     """
+    inputs = model_inputs(model, inputs, batched=True)
     keys = None if key is None else jax.random.split(key, inputs.shape[0])
     call = cast(Callable[..., Any], model)
     if not model.stateful:

@@ -45,6 +45,9 @@ class MLP(AbstractModel):
     dtype: str | None = eqx.field(static=True)
 
     stateful: ClassVar[bool] = False
+    flattens_input: ClassVar[bool] = True
+    """An example of any shape with ``in_size`` values (a 28x28 image) is
+    flattened: the MLP declares it, so zoo's input rule allows it."""
 
     def __init__(
         self,

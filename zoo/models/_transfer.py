@@ -5,9 +5,11 @@ from typing import Any, cast
 
 import equinox as eqx
 import jax
-from jaxtyping import Array, Float
+import numpy as np
+from jaxtyping import Array, Float, Shaped
 
 from .._checks import checked
+from .._inputs import model_inputs
 from ._abstract import BATCH_AXIS, AbstractModel
 from ._cnn import CNN
 from ._mlp import MLP
@@ -61,7 +63,7 @@ def head_only(model: AbstractModel) -> AbstractModel:
 @checked
 def features(
     model: AbstractModel,
-    inputs: Float[Array, "batch ..."],
+    inputs: Shaped[Array, "batch ..."] | Shaped[np.ndarray, "batch ..."],
     state: eqx.nn.State | None = None,
 ) -> Float[Array, "batch features"]:
     """The features of a batch: what the classifier sees, in inference mode.
@@ -78,7 +80,8 @@ def features(
 
     Args:
         model: any zoo model.
-        inputs: a batch, shape ``(batch, *model.input_shape)``, floating point.
+        inputs: a batch, shape ``(batch, *model.input_shape)``, taken as
+            [`zoo.apply`][zoo.apply] takes it.
         state: the model's state (required for stateful models).
 
     Returns:
@@ -87,6 +90,7 @@ def features(
     Raises:
         ValueError: a stateful model without ``state``.
     """
+    inputs = model_inputs(model, inputs, batched=True)
     model = eqx.nn.inference_mode(model)
     call = cast(Callable[..., Any], cast(Any, model).features)
     if not model.stateful:

@@ -15,6 +15,7 @@ import math
 import os
 import pathlib
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from typing import ClassVar
 
@@ -22,7 +23,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .._files import atomic_write
-from ._checkpoint import ensure_writable, save_checkpoint
+from ._checkpoint import save_checkpoint
+from ._checkpoint_dir import os_reason
 from ._events import ChunkEnd, EpochEnd, EpochRecord, FitResult, RunInfo
 from ._metrics import Metrics
 from ._parallel import local_copy
@@ -364,8 +366,19 @@ def write_json(path: pathlib.Path, payload: object) -> None:
 
 
 def _writable_file(path: str | os.PathLike[str]) -> pathlib.Path:
+    """``path`` as a file this process can write, checked now (its folder is
+    created), so a bad path fails before training, naming the file."""
     path = pathlib.Path(path)
     if path.is_dir():
         raise ValueError(f"{path} is a directory; give a file name.")
-    ensure_writable(path.parent)
+    probe = path.parent / f".write-test-{uuid.uuid4().hex}.tmp"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise ValueError(
+            f"Cannot write {path}: {os_reason(error)}. Choose a file in a folder "
+            "you can write to."
+        ) from None
     return path

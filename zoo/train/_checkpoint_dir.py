@@ -33,20 +33,6 @@ from typing import Any, BinaryIO
 
 from .._files import atomic_write, create_file, fsync_dir, os_error_in
 
-__all__ = [
-    "CheckpointError",
-    "FileContent",
-    "Version",
-    "corrupt",
-    "ensure_writable",
-    "is_count",
-    "latest_checkpoint",
-    "os_reason",
-    "parse_json",
-    "read_version",
-    "write_version",
-]
-
 FORMAT = "zoo-checkpoint"
 FORMAT_VERSION = 1
 LATEST = "LATEST"
@@ -148,9 +134,10 @@ def write_version(
 
     After the commit, leftovers of interrupted saves are removed, and so are old
     versions: the one just written and the ``keep - 1`` versions with the highest
-    steps below it stay, and versions with a higher step (an abandoned later run)
-    go. Writing the same step again replaces that version, also atomically.
-    Entries of ``directory`` that are not checkpoint versions are left alone.
+    steps below it stay. A directory holding a later step than ``step`` (another
+    run's) is refused before anything is written: nothing is deleted that was
+    not asked for. Writing the same step again replaces that version, also
+    atomically. Entries that are not checkpoint versions are left alone.
 
     Args:
         directory: the run's checkpoint directory (created if needed).
@@ -165,10 +152,22 @@ def write_version(
 
     Raises:
         CheckpointError: the directory cannot be created or written (the message
-            names the path and the operating system's error).
+            names the path and the operating system's error), or it holds a
+            later step.
     """
     root = ensure_writable(directory)
     _recover_replaced(root)
+    later = sorted(
+        found
+        for entry in _entries(root)
+        if (found := _version_step(entry.name)) is not None and found > step
+    )
+    if later:
+        raise CheckpointError(
+            f"Not saving step {step} in {root}: it holds step {later[-1]}, later "
+            "than this one (another run's checkpoints?). Save into another "
+            "directory, or delete those versions yourself; nothing was changed."
+        )
     name = f"step_{step:08d}"
     final = root / name
     temp = root / f".tmp-{name}-{uuid.uuid4().hex}"

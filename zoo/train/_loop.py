@@ -6,6 +6,7 @@ The parts are the same a user writes a loop with (see the training guide):
 checkpoints; everything else ``fit`` does is a [`Callback`][zoo.train.Callback].
 """
 
+import contextlib
 import functools
 import os
 import time
@@ -19,6 +20,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh
 
+from .._inputs import model_inputs
 from ..data import ArrayDataset, Batch, Chunk, steps_per_epoch, train_pipeline
 from ..models import AbstractModel
 from ._callbacks import (
@@ -46,6 +48,7 @@ from ._parallel import (
     replicate,
     shard_batch,
 )
+from ._run_lock import run_lock
 from ._state import TrainState
 from ._step import TrainStep, make_train_step
 from ._tuning import steps_per_call as default_steps_per_call
@@ -137,88 +140,95 @@ def fit(
         check_batch_size(mesh, batch_size)
     checkpointer = _checkpointer(checkpoint_dir, callbacks, resume)
     main = jax.process_index() == 0  # the one process that logs and writes
-    spe = steps_per_epoch(len(train_data), batch_size, drop_remainder=True)
-    k = steps_per_call or default_steps_per_call(
-        model, state, train_data.inputs[0], batch_size=batch_size,
-        steps_per_epoch=spe, loss=step_fn.loss,
-    )  # fmt: skip
-    cbs = list(default_callbacks() if callbacks is None else callbacks)
-    cbs += [checkpointer] if checkpointer is not None else []
-    cbs = [cb for cb in cbs if main or not cb.main_process_only]
+    with contextlib.ExitStack() as held:
+        if checkpointer is not None and main:  # one writer per folder, whole run
+            held.enter_context(run_lock(checkpointer.directory))
+        spe = steps_per_epoch(len(train_data), batch_size, drop_remainder=True)
+        k = steps_per_call or default_steps_per_call(
+            model, state, train_data.inputs[0], batch_size=batch_size,
+            steps_per_epoch=spe, loss=step_fn.loss,
+        )  # fmt: skip
+        cbs = list(default_callbacks() if callbacks is None else callbacks)
+        cbs += [checkpointer] if checkpointer is not None else []
+        cbs = [cb for cb in cbs if main or not cb.main_process_only]
 
-    ts = step_fn.init(model, state, key=jax.random.key(seed))
-    local_batch = batch_size // jax.process_count()  # this process's rows
-    batches = iter(
-        train_pipeline(
-            train_data, batch_size=local_batch, seed=seed, num_epochs=epochs,
-            shard=None if mesh is None else process_shard(), augment=augment,
-            prefetch=FIT_PREFETCH,
-        )
-    )  # fmt: skip
-    history: list[EpochRecord] = []
-    partial = Metrics.zero()
-    if resume and checkpointer is not None:
-        log = next((cb.log for cb in cbs if isinstance(cb, EpochLogger)), None)
-        ts, history, partial = _resume(checkpointer.directory, ts, batches, spe, log)
-    put = jax.device_put
-    if mesh is not None:
-        ts, partial = replicate((ts, partial), mesh)
-        put = functools.partial(shard_batch, mesh=mesh, batch_axis=1)
-    # The one host-side count of steps: the feed's (ts.step lives on the device).
-    feed = DeviceFeed(
-        batches, steps_per_call=k, steps_per_epoch=spe,
-        start_step=int(local_copy(ts.step)), put=put,
-    )  # fmt: skip
-    if feed.step >= epochs * spe:
-        return FitResult(ts, history, 0.0, k)
-    example = Batch(
-        np.zeros((local_batch, *train_data.inputs.shape[1:]), train_data.inputs.dtype),
-        np.zeros(local_batch, np.int32),
-        np.zeros(local_batch, np.bool_),
-    )
-    programs, compile_seconds = _compile(step_fn, ts, example, spe, k, put)
-    run = RunInfo(epochs, spe, batch_size, k, feed.step, compile_seconds, main)
-    for cb in cbs:
-        cb.on_train_start(run, ts)
-    stop_reason = None
-    try:
-        while feed.step < run.total_steps:
-            epoch, epoch_start, metrics = feed.step // spe, feed.step, partial
-            partial, t0 = Metrics.zero(), time.perf_counter()
-            while feed.step < (epoch + 1) * spe:
-                settled, settled_step = metrics, feed.step
-                chunk = next(feed)
-                ts, chunk_metrics = programs[chunk.steps](ts, chunk)
-                metrics = metrics + chunk_metrics
-                event = ChunkEnd(
-                    run, epoch, epoch_start, feed.step, ts, metrics, settled,
-                    settled_step, time.perf_counter() - t0, feed.data_state,
-                )  # fmt: skip
-                for cb in cbs:
-                    cb.on_chunk_end(event)
-            train = metrics.summary()  # waits for the epoch's last step
-            seconds = time.perf_counter() - t0
-            test = {} if test_data is None else evaluate(
-                ts.model, ts.model_state, test_data, batch_size=eval_batch_size,
-                mesh=mesh, loss=step_fn.loss,
-            )  # fmt: skip
-            record = EpochRecord(
-                epoch, seconds, train["loss"], train["accuracy"],
-                (feed.step - epoch_start) * batch_size / seconds,
-                test.get("loss"), test.get("accuracy"),
-            )  # fmt: skip
-            history.append(record)
-            event = EpochEnd(
-                run, record, tuple(history), feed.step, ts, feed.data_state
+        ts = step_fn.init(model, state, key=jax.random.key(seed))
+        local_batch = batch_size // jax.process_count()  # this process's rows
+        batches = iter(
+            train_pipeline(
+                train_data, batch_size=local_batch, seed=seed, num_epochs=epochs,
+                shard=None if mesh is None else process_shard(), augment=augment,
+                prefetch=FIT_PREFETCH,
             )
-            for cb in cbs:
-                cb.on_epoch_end(event)
-    except StopTraining as stop:
-        stop_reason = str(stop) or "stopped by a callback"
-    result = FitResult(ts, history, compile_seconds, k, stop_reason)
-    for cb in cbs:
-        cb.on_train_end(result)
-    return result
+        )  # fmt: skip
+        history: list[EpochRecord] = []
+        partial = Metrics.zero()
+        if resume and checkpointer is not None:
+            log = next((cb.log for cb in cbs if isinstance(cb, EpochLogger)), None)
+            ts, history, partial = _resume(
+                checkpointer.directory, ts, batches, spe, log
+            )
+        put = jax.device_put
+        if mesh is not None:
+            ts, partial = replicate((ts, partial), mesh)
+            put = functools.partial(shard_batch, mesh=mesh, batch_axis=1)
+        # The one host-side count of steps: the feed's (ts.step lives on the device).
+        feed = DeviceFeed(
+            batches, steps_per_call=k, steps_per_epoch=spe,
+            start_step=int(local_copy(ts.step)), put=put,
+        )  # fmt: skip
+        if feed.step >= epochs * spe:
+            return FitResult(ts, history, 0.0, k)
+        example = Batch(
+            np.zeros(
+                (local_batch, *train_data.inputs.shape[1:]), train_data.inputs.dtype
+            ),
+            np.zeros(local_batch, np.int32),
+            np.zeros(local_batch, np.bool_),
+        )
+        programs, compile_seconds = _compile(step_fn, ts, example, spe, k, put)
+        run = RunInfo(epochs, spe, batch_size, k, feed.step, compile_seconds, main)
+        for cb in cbs:
+            cb.on_train_start(run, ts)
+        stop_reason = None
+        try:
+            while feed.step < run.total_steps:
+                epoch, epoch_start, metrics = feed.step // spe, feed.step, partial
+                partial, t0 = Metrics.zero(), time.perf_counter()
+                while feed.step < (epoch + 1) * spe:
+                    settled, settled_step = metrics, feed.step
+                    chunk = next(feed)
+                    ts, chunk_metrics = programs[chunk.steps](ts, chunk)
+                    metrics = metrics + chunk_metrics
+                    event = ChunkEnd(
+                        run, epoch, epoch_start, feed.step, ts, metrics, settled,
+                        settled_step, time.perf_counter() - t0, feed.data_state,
+                    )  # fmt: skip
+                    for cb in cbs:
+                        cb.on_chunk_end(event)
+                train = metrics.summary()  # waits for the epoch's last step
+                seconds = time.perf_counter() - t0
+                test = {} if test_data is None else evaluate(
+                    ts.model, ts.model_state, test_data, batch_size=eval_batch_size,
+                    mesh=mesh, loss=step_fn.loss,
+                )  # fmt: skip
+                record = EpochRecord(
+                    epoch, seconds, train["loss"], train["accuracy"],
+                    (feed.step - epoch_start) * batch_size / seconds,
+                    test.get("loss"), test.get("accuracy"),
+                )  # fmt: skip
+                history.append(record)
+                event = EpochEnd(
+                    run, record, tuple(history), feed.step, ts, feed.data_state
+                )
+                for cb in cbs:
+                    cb.on_epoch_end(event)
+        except StopTraining as stop:
+            stop_reason = str(stop) or "stopped by a callback"
+        result = FitResult(ts, history, compile_seconds, k, stop_reason)
+        for cb in cbs:
+            cb.on_train_end(result)
+        return result
 
 
 def _checkpointer(
@@ -331,6 +341,7 @@ def _check_arguments(
         raise ValueError(
             f"batch_size {batch_size} exceeds the {len(train_data)} training examples."
         )
-    check_labels(model, train_data, "train_data")
-    if test_data is not None:
-        check_labels(model, test_data, "test_data")
+    for name, data in [("train_data", train_data), ("test_data", test_data)]:
+        if data is not None:
+            check_labels(model, data, name)
+            model_inputs(model, data.inputs[:1], batched=True)  # zoo's one rule

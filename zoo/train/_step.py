@@ -13,7 +13,6 @@ call for: listing the operations of a traced step (its convolutions decide
 whether fused steps unroll) and replaying a traced jaxpr.
 """
 
-import math
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
@@ -26,6 +25,7 @@ from jax.extend.core import ClosedJaxpr, Jaxpr, Primitive, jaxpr_as_fun, subjaxp
 from jaxtyping import Array, Float, Int, PRNGKeyArray, Shaped
 
 from .._compiler_options import compiler_options, jit_with_options
+from .._inputs import model_inputs
 from ..data import Batch, Chunk
 from ..models import AbstractModel, apply
 from ._metrics import LossFn, Metrics, masked_loss, softmax_cross_entropy
@@ -35,33 +35,14 @@ from ._state import FilterSpec, TrainState, partition_trainable
 def prepare_inputs(
     model: AbstractModel, inputs: Shaped[Array, "batch ..."]
 ) -> jax.Array:
-    """Turn a batch of raw inputs into what ``model`` takes.
-
-    ``uint8`` images are scaled to ``[0, 1]`` as ``float32`` (on the device, so
-    the host moves 4x fewer bytes); floating inputs pass through; any other dtype
-    is refused. Each example is reshaped to ``model.input_shape`` when its size
-    matches (images into an MLP are flattened).
+    """A batch of raw inputs as ``model`` takes it, by the rule every zoo call
+    follows (``zoo._inputs``: ``uint8`` scaled to ``[0, 1]``, shapes checked).
 
     Raises:
-        TypeError: inputs of an integer dtype other than ``uint8``.
-        ValueError: examples whose size does not match the model's input.
+        TypeError: inputs of a dtype other than ``uint8`` or floating point.
+        ValueError: examples whose shape the model does not take.
     """
-    if inputs.dtype == jnp.uint8:
-        inputs = inputs.astype(jnp.float32) / 255.0
-    elif not jnp.issubdtype(inputs.dtype, jnp.floating):
-        raise TypeError(
-            f"Inputs of dtype {inputs.dtype} are not supported: pass uint8 images "
-            "(scaled to [0, 1] here) or floating-point arrays."
-        )
-    batch, example = inputs.shape[0], tuple(inputs.shape[1:])
-    if example != model.input_shape:
-        if math.prod(example) != math.prod(model.input_shape):
-            raise ValueError(
-                f"Examples of shape {example} do not fit {type(model).__name__} "
-                f"with input_shape {model.input_shape}."
-            )
-        inputs = inputs.reshape(batch, *model.input_shape)
-    return inputs
+    return model_inputs(model, inputs, batched=True)
 
 
 def loss_and_metrics(
