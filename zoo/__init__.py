@@ -22,6 +22,7 @@ from .models import (
     model_card as model_card,
     register_model as register_model,
     save_safetensors as save_safetensors,
+    summary as summary,
 )
 from .train import (
     Checkpoint as Checkpoint,

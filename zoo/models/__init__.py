@@ -29,4 +29,9 @@ from ._safetensors import (
     load_safetensors as load_safetensors,
     save_safetensors as save_safetensors,
 )
+from ._summary import (
+    LayerSummary as LayerSummary,
+    ModelSummary as ModelSummary,
+    summary as summary,
+)
 from ._transfer import features as features, head_only as head_only
