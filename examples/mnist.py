@@ -30,6 +30,7 @@ import dataclasses
 import json
 import math
 import pathlib
+import shlex
 import sys
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal
@@ -402,6 +403,17 @@ def write_figures(
     save_png(zoo.plot.plot_confusion(counts, class_names=names), out / "confusion.png")
 
 
+def resume_hint(argv: Sequence[str]) -> str:
+    """How to go on after an interrupted run of ``argv``: its command again with
+    ``--resume`` where it wrote checkpoints (``--out``), else that none were kept."""
+    if not any(a == "--out" or a.startswith("--out=") for a in argv):
+        return "no checkpoints were kept (no --out): run it again to start over"
+    command = shlex.join(["python", "examples/mnist.py", *argv])
+    if "--resume" not in argv:
+        command += " --resume"
+    return f"to go on from the last checkpoint, add --resume: {command}"
+
+
 def main(argv: Sequence[str] | None = None) -> float:
     """Train, evaluate on the whole test set, and return the test accuracy."""
     config = parse_args(argv)
@@ -428,6 +440,7 @@ def main(argv: Sequence[str] | None = None) -> float:
 
     say(f"{config.model} on {config.dataset}: {len(train)} train / {len(test)} test")
     say(f"augmentation: {augment or 'none'}")
+    say(zoo.summary(model, state))
     if mesh is not None:
         say(f"data parallel over {mesh.devices.size} devices in "
             f"{jax.process_count()} process(es)")  # fmt: skip
@@ -488,3 +501,6 @@ if __name__ == "__main__":
         main()
     except (zoo.CheckpointError, zoo.data.DataError, ValueError) as error:
         sys.exit(f"error: {error}")
+    except KeyboardInterrupt:  # Ctrl-C: one line, no traceback, the shell's 130
+        print(f"\ninterrupted; {resume_hint(sys.argv[1:])}", file=sys.stderr)
+        sys.exit(130)

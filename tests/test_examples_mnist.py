@@ -3,9 +3,13 @@
 import dataclasses
 import inspect
 import json
+import os
 import pathlib
 import re
 import shlex
+import signal
+import subprocess
+import sys
 import typing
 
 import jax
@@ -307,3 +311,37 @@ def test_output_dir_blocked_by_a_file_fails_before_training(example, tmp_path):
     blocker.write_text("in the way")
     with pytest.raises(zoo.CheckpointError, match="file"):
         example.main([*TINY, "--epochs", "1", "--out", str(blocker)])
+
+
+def test_ctrl_c_stops_with_one_line_saying_how_to_resume(data_dir, tmp_path):
+    """A real SIGINT once training has started: exit code 130, no traceback."""
+    out = tmp_path / "run"
+    argv = [*TINY, "--epochs", "500", "--out", str(out), "--no-progress"]
+    process = subprocess.Popen(
+        [sys.executable, "-u", str(REPO / "examples" / "mnist.py"), *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "ZOO_DATA_DIR": str(data_dir)},
+    )
+    try:
+        assert process.stdout is not None
+        printed = []
+        for line in process.stdout:
+            printed.append(line)
+            if line.startswith("epoch 1/500"):
+                break
+        assert printed and printed[-1].startswith("epoch 1/500"), "".join(printed)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 130, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert "--resume" in lines[0] and str(out) in lines[0]
+    # The hint without --out: nothing to resume from.
+    hint = load_example().resume_hint(TINY)
+    assert "--resume" not in hint and "no --out" in hint
