@@ -136,5 +136,5 @@ def test_toy_geometry() -> None:
 def test_array_dataset_validates() -> None:
     with pytest.raises(ValueError, match="labels have shape"):
         ArrayDataset(np.zeros((3, 2)), np.zeros(4, np.int32), ("a",), "bad")
-    with pytest.raises(ValueError, match="int32"):
-        ArrayDataset(np.zeros((3, 2)), np.zeros(3, np.int64), ("a",), "bad")
+    with pytest.raises(TypeError, match="labels must be integer class indices"):
+        ArrayDataset(np.zeros((3, 2)), np.zeros(3, np.float32), ("a",), "bad")

@@ -6,13 +6,20 @@ here so that neither loader module imports the other's.
 """
 
 import dataclasses
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
+_INT32 = np.iinfo(np.int32)
 
-@dataclasses.dataclass(frozen=True, eq=False)
+
+@dataclasses.dataclass(frozen=True, eq=False, init=False)
 class ArrayDataset:
     """A labelled dataset held in memory as NumPy arrays.
+
+    Your own data is one line: ``zoo.data.ArrayDataset(x, y)``, with ``x`` the
+    examples and ``y`` their integer labels (NumPy or JAX arrays).
 
     It is also a random-access record source: ``len(ds)`` and ``ds[i]`` make it
     usable as ``grain.MapDataset.source(ds)``.
@@ -22,6 +29,12 @@ class ArrayDataset:
         labels: integer class labels, ``int32``, shape ``(N,)``.
         class_names: one human-readable name per class, indexed by label.
         name: the dataset's name and split, e.g. ``"mnist/train"``.
+
+    Example:
+        >>> import numpy as np
+        >>> ds = ArrayDataset(np.zeros((4, 2), np.float32), np.array([0, 2, 1, 2]))
+        >>> ds.labels.dtype, ds.class_names, ds.name
+        (dtype('int32'), ('0', '1', '2'), 'arrays')
     """
 
     inputs: np.ndarray
@@ -29,18 +42,49 @@ class ArrayDataset:
     class_names: tuple[str, ...]
     name: str
 
-    def __post_init__(self) -> None:
-        if self.inputs.ndim < 1 or self.labels.shape != self.inputs.shape[:1]:
-            raise ValueError(
-                f"ArrayDataset {self.name!r}: labels have shape {self.labels.shape}, "
-                f"expected ({self.inputs.shape[0] if self.inputs.ndim else 0},) "
-                f"to match inputs of shape {self.inputs.shape}."
+    def __init__(
+        self,
+        inputs: Any,
+        labels: Any,
+        class_names: Sequence[str] | None = None,
+        name: str = "arrays",
+    ) -> None:
+        """Check and hold ``inputs`` and ``labels``.
+
+        Args:
+            inputs: the examples, a NumPy or JAX array of shape ``(N, ...)``
+                (JAX arrays are copied to the host).
+            labels: their class labels, shape ``(N,)``, of any integer dtype
+                whose values fit in ``int32`` (sklearn's ``int64`` included);
+                held as ``int32``.
+            class_names: one name per class, indexed by label; by default
+                ``"0"``, ``"1"``, ... up to the largest label.
+            name: the dataset's name in messages and records (``"arrays"``).
+
+        Raises:
+            TypeError: ``inputs`` or ``labels`` is not an array, ``labels``
+                are not integers, or ``class_names``/``name`` are not strings.
+            ValueError: ``labels`` do not have shape ``(N,)`` or do not fit in
+                ``int32``.
+        """
+        if not isinstance(name, str):
+            raise TypeError(f"ArrayDataset: name must be a str, got {name!r}.")
+        inputs = _as_array(inputs, "inputs", name)
+        labels = _as_labels(_as_array(labels, "labels", name), inputs, name)
+        if class_names is None:
+            count = int(labels.max()) + 1 if labels.size else 0
+            class_names = tuple(str(i) for i in range(max(count, 0)))
+        elif isinstance(class_names, str) or not all(
+            isinstance(c, str) for c in class_names
+        ):
+            raise TypeError(
+                f"ArrayDataset {name!r}: class_names must be a sequence of str "
+                f"(one per class), got {class_names!r}."
             )
-        if self.labels.dtype != np.int32:
-            raise ValueError(
-                f"ArrayDataset {self.name!r}: labels must be int32, got "
-                f"{self.labels.dtype}."
-            )
+        object.__setattr__(self, "inputs", inputs)
+        object.__setattr__(self, "labels", labels)
+        object.__setattr__(self, "class_names", tuple(class_names))
+        object.__setattr__(self, "name", name)
 
     def __len__(self) -> int:
         """The number of examples."""
@@ -79,3 +123,47 @@ class ArrayDataset:
             f"{list(self.inputs.shape)}, labels={self.labels.dtype}"
             f"{list(self.labels.shape)}, classes={len(self.class_names)})"
         )
+
+
+def _as_array(value: Any, what: str, name: str) -> np.ndarray:
+    """``value`` as a NumPy array, if it is an array (NumPy, JAX, ...) at all."""
+    if isinstance(value, np.ndarray):
+        return value
+    if hasattr(value, "__array__") and hasattr(value, "shape"):
+        return np.asarray(value)  # a JAX (or other) array: a host copy
+    raise TypeError(
+        f"ArrayDataset {name!r}: {what} must be a NumPy or JAX array, got "
+        f"{type(value).__name__}: convert it with np.asarray(...)."
+    )
+
+
+def _as_labels(labels: np.ndarray, inputs: np.ndarray, name: str) -> np.ndarray:
+    """``labels`` checked against ``inputs`` and held as ``int32``."""
+    if inputs.ndim < 1 or labels.shape != inputs.shape[:1]:
+        expected = f"({inputs.shape[0]},)" if inputs.ndim else "(N,) (inputs are 0-d)"
+        hint = (
+            " One-hot labels? Pass y.argmax(axis=1)."
+            if labels.ndim == 2 and inputs.ndim and labels.shape[0] == inputs.shape[0]
+            else ""
+        )
+        raise ValueError(
+            f"ArrayDataset {name!r}: labels have shape {labels.shape}, expected "
+            f"{expected} to match inputs of shape {inputs.shape}: one integer "
+            f"class label per example.{hint}"
+        )
+    if labels.dtype == np.int32:
+        return labels
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise TypeError(
+            f"ArrayDataset {name!r}: labels must be integer class indices, got "
+            f"dtype {labels.dtype}: convert whole-number labels with "
+            "y.astype(np.int32), or map class names to 0..K-1 first (for "
+            "instance with np.unique(y, return_inverse=True))."
+        )
+    if labels.size and (labels.min() < _INT32.min or labels.max() > _INT32.max):
+        raise ValueError(
+            f"ArrayDataset {name!r}: labels in [{labels.min()}, {labels.max()}] "
+            f"do not fit in int32: number the classes 0..K-1 first (for "
+            "instance with np.unique(y, return_inverse=True))."
+        )
+    return labels.astype(np.int32)

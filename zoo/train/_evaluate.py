@@ -5,9 +5,11 @@ import math
 import equinox as eqx
 import jax
 from jax.sharding import Mesh
+from jax.typing import ArrayLike
 
 from ..data import ArrayDataset, eval_pipeline
 from ..models import AbstractModel
+from ._data_arg import as_dataset
 from ._labels import check_labels
 from ._metrics import LossFn, Metrics, softmax_cross_entropy
 from ._parallel import process_shard, shard_batch
@@ -22,7 +24,7 @@ glibc gives XLA's threads."""
 def evaluate(
     model: AbstractModel,
     state: eqx.nn.State,
-    dataset: ArrayDataset,
+    dataset: ArrayDataset | tuple[ArrayLike, ArrayLike],
     *,
     batch_size: int = EVAL_BATCH_SIZE,
     mesh: Mesh | None = None,
@@ -35,7 +37,8 @@ def evaluate(
     Args:
         model: the model.
         state: its state.
-        dataset: the examples.
+        dataset: the examples, an [`ArrayDataset`][zoo.data.ArrayDataset] or
+            a tuple ``(x, y)`` of NumPy or JAX arrays (examples, integer labels).
         batch_size: examples per evaluation step, 500 by default
             (``EVAL_BATCH_SIZE``; rounded up to a multiple of the mesh's devices).
         mesh: evaluate data-parallel on this mesh (see
@@ -48,9 +51,11 @@ def evaluate(
         ``{"loss": ..., "accuracy": ..., "count": len(dataset)}``.
 
     Raises:
+        TypeError: ``dataset`` is neither a dataset nor ``(x, y)`` arrays.
         ValueError: a label of ``dataset`` is outside ``[0, model.out_size)``
             (refused as [`fit`][zoo.train.fit] refuses it).
     """
+    dataset = as_dataset(dataset, "dataset")
     check_labels(model, dataset, "dataset")
     total = Metrics.zero()
     if mesh is None:

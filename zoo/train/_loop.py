@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from jax.sharding import Mesh
+from jax.typing import ArrayLike
 
 from .._inputs import model_inputs
 from ..data import ArrayDataset, Batch, Chunk, steps_per_epoch, train_pipeline
@@ -36,6 +37,7 @@ from ._checkpoint import (
     latest_checkpoint,
     load_checkpoint,
 )
+from ._data_arg import as_dataset
 from ._evaluate import EVAL_BATCH_SIZE, evaluate
 from ._events import ChunkEnd, EpochEnd, EpochRecord, FitResult, RunInfo
 from ._feed import BatchIterator, DeviceFeed, chunk_lengths
@@ -64,13 +66,13 @@ thread would add only hand-offs (see the Performance page)."""
 def fit(
     model: AbstractModel,
     state: eqx.nn.State,
-    train_data: ArrayDataset,
+    train_data: ArrayDataset | tuple[ArrayLike, ArrayLike],
     optimizer: optax.GradientTransformation | TrainStep,
     *,
     epochs: int,
     batch_size: int = 128,
     seed: int = 0,
-    test_data: ArrayDataset | None = None,
+    test_data: ArrayDataset | tuple[ArrayLike, ArrayLike] | None = None,
     callbacks: Sequence[Callback] | None = None,
     checkpoint_dir: str | os.PathLike[str] | Checkpointer | None = None,
     resume: bool = False,
@@ -89,7 +91,10 @@ def fit(
     Args:
         model: the model to train (from ``zoo.create_model`` or a constructor).
         state: its state (empty for stateless models).
-        train_data: the training set; images may stay ``uint8``.
+        train_data: the training set, an
+            [`ArrayDataset`][zoo.data.ArrayDataset] or a tuple ``(x, y)`` of
+            NumPy or JAX arrays (examples, integer labels); images may stay
+            ``uint8``.
         optimizer: an optax transformation, or a step from
             [`make_train_step`][zoo.train.make_train_step], which brings its
             own optimiser, loss and trainable arrays.
@@ -97,7 +102,8 @@ def fit(
             dropped so every step sees a full batch.
         batch_size: examples per optimiser step (the global batch on a mesh).
         seed: seeds the data order, the augmentation and the dropout keys.
-        test_data: evaluated exactly (every example once) after each epoch.
+        test_data: evaluated exactly (every example once) after each epoch;
+            a dataset or ``(x, y)``, as ``train_data``.
         callbacks: run in order at each event; ``None`` for
             [`default_callbacks()`][zoo.train.default_callbacks] (NaN guard,
             progress bar, a line per epoch). ``[]`` runs none.
@@ -125,6 +131,7 @@ def fit(
         [`StopTraining`][zoo.train.StopTraining]).
 
     Raises:
+        TypeError: data that is neither a dataset nor ``(x, y)`` arrays.
         ValueError: bad arguments (before any work is done).
         zoo.train.CheckpointError: an unwritable ``checkpoint_dir``, one with
             checkpoints but no ``resume``, or a checkpoint that does not match
@@ -132,6 +139,8 @@ def fit(
         NonFiniteLossError: a NaN or infinite loss; the message names the epoch
             and steps, and the last checkpoint is left as it was.
     """
+    train_data = as_dataset(train_data, "train_data")
+    test_data = None if test_data is None else as_dataset(test_data, "test_data")
     step_fn = (
         optimizer if isinstance(optimizer, TrainStep) else make_train_step(optimizer)
     )
