@@ -44,7 +44,7 @@ def test_tiny_run_writes_every_output_and_resumes(example, tmp_path, capsys):
     for name in ("curves.png", "samples.png", "confusion.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     metrics = json.loads((out / "metrics.json").read_text())
-    assert [e["epoch"] for e in metrics["epochs"]] == [0]
+    assert [e["epoch"] for e in metrics["epochs"]] == [1]  # as "epoch 1/1"
     assert metrics["compile_seconds"] > 0
     config = metrics["config"]
     fields = {f.name for f in dataclasses.fields(example.Config)}
@@ -61,7 +61,8 @@ def test_tiny_run_writes_every_output_and_resumes(example, tmp_path, capsys):
     assert "resumed from step 8" in printed
     assert "epoch 1/2" not in printed and "epoch 2/2" in printed
     metrics = json.loads((out / "metrics.json").read_text())
-    assert [e["epoch"] for e in metrics["epochs"]] == [0, 1]
+    # The history read back from the checkpoint keeps its numbers.
+    assert [e["epoch"] for e in metrics["epochs"]] == [1, 2]
     assert int(zoo.load_checkpoint(out / "checkpoint").train_state.step) == 16
 
 

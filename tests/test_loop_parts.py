@@ -282,7 +282,7 @@ def test_csv_logger_and_tensorboard_writer_record_every_epoch(
     )  # fmt: skip
     with open(tmp_path / "log.csv", newline="") as file:
         rows = list(csv.DictReader(file))
-    assert [int(r["epoch"]) for r in rows] == [0, 1]
+    assert [int(r["epoch"]) for r in rows] == [1, 2]  # from 1, as the logs count
     for row, record in zip(rows, result.history, strict=True):
         assert float(row["test_accuracy"]) == pytest.approx(record.test_accuracy)
         assert float(row["train_loss"]) == pytest.approx(record.train_loss)

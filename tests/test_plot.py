@@ -27,7 +27,7 @@ RED = matplotlib.colors.to_rgba("tab:red")
 
 HISTORY = [
     {
-        "epoch": e,
+        "epoch": e + 1,
         "train_seconds": 1.5,
         "train_loss": 1.0 / (e + 1),
         "train_accuracy": 0.8 + 0.05 * e,
@@ -133,7 +133,7 @@ def test_curves_draw_train_and_test_against_one_based_epochs():
 
 
 def test_curves_skip_missing_keys():
-    partial = [dict(HISTORY[0]), {"epoch": 1, "train_loss": 0.3}]
+    partial = [dict(HISTORY[0]), {"epoch": 2, "train_loss": 0.3}]
     train, test = plot_curves(partial).axes[0].get_lines()
     np.testing.assert_array_equal(train.get_xdata(), [1, 2])
     np.testing.assert_array_equal(test.get_xdata(), [1])
@@ -146,9 +146,17 @@ def test_curves_take_dataclass_records():
         train_loss: float
         test_loss: float | None = None
 
-    fig = plot_curves([Record(0, 0.5), Record(1, 0.4, 0.45)])
+    fig = plot_curves([Record(1, 0.5), Record(2, 0.4, 0.45)])
     _, test = fig.axes[0].get_lines()
     np.testing.assert_array_equal(test.get_xdata(), [2])
+
+
+def test_curves_number_epoch_records_from_one_as_the_files_do():
+    from zoo.train import EpochRecord
+
+    records = [EpochRecord(e, 1.0, 0.5, 0.8, 100.0) for e in range(2)]
+    (train,) = plot_curves(records).axes[0].get_lines()
+    np.testing.assert_array_equal(train.get_xdata(), [1, 2])
 
 
 @pytest.mark.parametrize(

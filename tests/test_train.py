@@ -291,7 +291,9 @@ def test_fit_reports_compile_time_apart_and_writes_history(small_train, tmp_path
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["compile_seconds"] == pytest.approx(result.compile_seconds)
     assert saved["config"] == {"model": "mlp"}
-    assert [e["epoch"] for e in saved["epochs"]] == [0, 1]
+    # The file counts epochs from 1, as the log lines do; Python from 0.
+    assert [e["epoch"] for e in saved["epochs"]] == [1, 2]
+    assert [r.epoch for r in result.history] == [0, 1]
     keys = {
         "epoch",
         "train_seconds",
@@ -533,3 +535,10 @@ def test_an_unwritable_history_file_is_named_as_a_file(tmp_path):
     with pytest.raises(ValueError, match=r"Cannot write .*history\.json") as error:
         zoo.train.HistoryWriter(blocker / "history.json")
     assert "checkpoint" not in str(error.value)
+
+
+def test_epoch_record_history_json_counts_from_one_and_reads_back():
+    record = zoo.train.EpochRecord(0, 1.5, 0.3, 0.9, 100.0, test_accuracy=0.8)
+    data = record.to_json()
+    assert data["epoch"] == 1 and "test_loss" not in data
+    assert zoo.train.EpochRecord.from_json(json.loads(json.dumps(data))) == record

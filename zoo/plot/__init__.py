@@ -15,9 +15,9 @@ Example:
     >>> import pathlib, tempfile
     >>> from matplotlib.figure import Figure
     >>> history = [
-    ...     {"epoch": 0, "train_loss": 0.9, "test_loss": 0.7,
+    ...     {"epoch": 1, "train_loss": 0.9, "test_loss": 0.7,
     ...      "train_accuracy": 0.71, "test_accuracy": 0.80},
-    ...     {"epoch": 1, "train_loss": 0.5, "test_loss": 0.4,
+    ...     {"epoch": 2, "train_loss": 0.5, "test_loss": 0.4,
     ...      "train_accuracy": 0.86, "test_accuracy": 0.88},
     ... ]
     >>> fig = Figure(figsize=(10, 4), layout="constrained")

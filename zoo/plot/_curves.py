@@ -25,12 +25,13 @@ def plot_curves(
     Takes the history that [`zoo.fit`][] returns (``EpochRecord``s) or its JSON
     form (one dict per epoch). Every key ending in ``metric`` (``train_loss``,
     ``test_loss``, ...) is drawn as a line labelled by its prefix; epochs where a
-    key is missing or ``None`` are left out of that line. Epochs are 0-based in
-    the history and 1-based on the axis; an entry without ``"epoch"`` counts by
+    key is missing or ``None`` are left out of that line. Epochs count from 1,
+    as in ``metrics.json`` and the logs (an ``EpochRecord``, 0-based in Python,
+    is read through its ``to_json``); an entry without ``"epoch"`` counts by
     its position. An ``accuracy`` within ``[0, 1]`` is shown in percent.
 
     Args:
-        history: one record per epoch: a dict, e.g. ``{"epoch": 0,
+        history: one record per epoch: a dict, e.g. ``{"epoch": 1,
             "train_loss": 0.31, "test_loss": 0.12, ...}``, or a dataclass such
             as ``zoo.train.EpochRecord``.
         metric: the suffix of the keys to draw, e.g. ``"loss"`` or ``"accuracy"``.
@@ -47,9 +48,9 @@ def plot_curves(
     records = _records(history)
     epochs = []
     for i, record in enumerate(records):
-        epoch = record.get("epoch", i)
+        epoch = record.get("epoch", i + 1)
         try:
-            epochs.append(float(epoch) + 1.0)
+            epochs.append(float(epoch))
         except (TypeError, ValueError):
             raise ValueError(
                 f"history[{i}]['epoch'] must be a number, got {epoch!r}."
@@ -90,7 +91,9 @@ def _records(history: Sequence[Any]) -> list[Mapping[str, Any]]:
         raise ValueError("history is empty or not a list; need one record per epoch.")
     records = []
     for i, entry in enumerate(history):
-        if dataclasses.is_dataclass(entry) and not isinstance(entry, type):
+        if callable(to_json := getattr(entry, "to_json", None)):
+            entry = to_json()  # an EpochRecord: its JSON form counts from 1
+        elif dataclasses.is_dataclass(entry) and not isinstance(entry, type):
             entry = dataclasses.asdict(entry)
         if not isinstance(entry, Mapping):
             raise ValueError(

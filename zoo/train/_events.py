@@ -16,6 +16,10 @@ from ._state import TrainState
 class EpochRecord:
     """What one epoch did; written to JSON as a flat object.
 
+    In Python ``epoch`` counts from 0 (an index); in JSON and CSV (``to_json``:
+    ``metrics.json``, ``CSVLogger``, the checkpoint's history) it counts from 1,
+    as the logs do ("epoch 1/10").
+
     Attributes:
         epoch: the epoch, counting from 0.
         train_seconds: wall-clock seconds of its training steps.
@@ -35,14 +39,18 @@ class EpochRecord:
     test_accuracy: float | None = None
 
     def to_json(self) -> dict[str, int | float]:
-        """The record as a JSON object, without the fields that are ``None``."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+        """The record as a JSON object, without the fields that are ``None``;
+        its ``"epoch"`` counts from 1, as the logs do."""
+        data = {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+        return {**data, "epoch": self.epoch + 1}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "EpochRecord":
-        """The record that :meth:`to_json` wrote (unknown keys are ignored)."""
+        """The record that :meth:`to_json` wrote (unknown keys are ignored);
+        ``"epoch"`` counts from 1 there, from 0 in the record."""
         names = {field.name for field in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+        values = {k: v for k, v in data.items() if k in names}
+        return cls(**{**values, "epoch": int(data["epoch"]) - 1})
 
 
 @dataclasses.dataclass(frozen=True)
