@@ -44,6 +44,11 @@ Dataset = Literal["mnist", "fashion_mnist"]
 MODES = ("head", "all", "scratch")
 
 
+def _arg(metavar: str, default: str) -> Any:
+    """A flag's metavar, and ``--help``'s note on a default its value does not say."""
+    return tyro.conf.arg(metavar=metavar, help_behavior_hint=f"(default: {default})")
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
     """Fine-tune a pretrained preset on another data set, three ways."""
@@ -62,11 +67,13 @@ class Config:
     """Adam's learning rate (cosine decay over the run), the same for every run."""
     seed: int = 0
     """Seeds the new heads, the fresh model, the data order and dropout."""
-    train_examples: Annotated[int | None, tyro.conf.arg(metavar="N")] = None
-    """Train on the first N target examples only (default: all)."""
-    test_examples: Annotated[int | None, tyro.conf.arg(metavar="N")] = None
-    """Evaluate on the first N target test examples only (default: all)."""
-    out: pathlib.Path | None = None
+    train_examples: Annotated[int | None, _arg("N", "all")] = None
+    """Train on the first N target examples only."""
+    test_examples: Annotated[int | None, _arg("N", "all")] = None
+    """Evaluate on the first N target test examples only."""
+    data_dir: Annotated[pathlib.Path | None, _arg("PATH", "$ZOO_DATA_DIR")] = None
+    """Holds mnist/ and fashion-mnist/ (else ~/.cache/zoo); missing files download."""
+    out: Annotated[pathlib.Path | None, _arg("PATH", "none")] = None
     """Write finetune.json and finetune.png here."""
 
 
@@ -148,8 +155,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """Run the three starts and print their table; return their results."""
     config = tyro.cli(Config, prog="finetune.py", args=argv)
     card = zoo.model_card(config.model, config.source)
-    train = load_dataset(config.target, "train")
-    test = load_dataset(config.target, "test")
+    train = load_dataset(config.target, "train", data_dir=config.data_dir)
+    test = load_dataset(config.target, "test", data_dir=config.data_dir)
     if config.train_examples is not None:
         train = train.take(min(config.train_examples, len(train)))
     if config.test_examples is not None:

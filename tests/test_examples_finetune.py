@@ -3,6 +3,8 @@
 import json
 import pathlib
 
+import pytest
+
 from tests import helpers
 
 
@@ -10,11 +12,13 @@ def load_example():
     return helpers.load_example("finetune.py")
 
 
-def test_tiny_finetune_runs_three_ways(tmp_path: pathlib.Path, capsys):
+def test_tiny_finetune_runs_three_ways(
+    data_dir: pathlib.Path, tmp_path: pathlib.Path, capsys
+):
     example = load_example()
     argv = ["--model", "mlp", "--epochs", "1", "--train-examples", "512",
             "--test-examples", "500", "--batch-size", "64",
-            "--out", str(tmp_path)]  # fmt: skip
+            "--data-dir", str(data_dir), "--out", str(tmp_path)]  # fmt: skip
     results = example.main(argv)
     assert [r["mode"] for r in results] == ["head", "all", "scratch"]
     head, everything, scratch = results
@@ -30,3 +34,14 @@ def test_tiny_finetune_runs_three_ways(tmp_path: pathlib.Path, capsys):
     saved = json.loads((tmp_path / "finetune.json").read_text())
     assert saved["results"] == results
     assert (tmp_path / "finetune.png").stat().st_size > 0
+
+
+def test_help_reads_cleanly_and_offers_data_dir(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        load_example().main(["--help"])
+    assert exit_.value.code == 0
+    text = " ".join(capsys.readouterr().out.replace("│", " ").split())
+    assert "(default: None)" not in text and "{None}" not in text
+    assert "--out PATH" in text and "--data-dir PATH" in text
+    assert "only. (default: all)" in text
+    assert "(default: all). (default" not in text
