@@ -631,6 +631,21 @@ def test_no_checkpoint_is_an_error_naming_the_path(tmp_path: pathlib.Path):
     with pytest.raises(CheckpointError, match="No complete checkpoint") as error:
         load_model(empty)
     assert str(empty) in str(error.value)
+    assert "Did you mean" not in str(error.value)
+
+
+def test_a_run_folder_points_at_its_checkpoint_subfolder(tmp_path: pathlib.Path):
+    """``load_model("runs/cnn")``, the example's --out folder: say where they are."""
+    model, state = zoo.create_model("toy_mlp", key=jax.random.key(0))
+    ts = TrainState.init(model, state, optax.sgd(0.1), key=jax.random.key(1))
+    run = tmp_path / "runs" / "cnn"
+    zoo.save_checkpoint(run / "checkpoint", ts)
+    (run / "metrics.json").write_text("{}")
+    with pytest.raises(CheckpointError, match="No complete checkpoint") as error:
+        load_model(run)
+    assert f"Did you mean {run / 'checkpoint'}?" in str(error.value)
+    loaded, _ = load_model(run / "checkpoint")
+    assert isinstance(loaded, zoo.MLP)
 
 
 def test_ensure_writable_creates_the_directory(tmp_path: pathlib.Path):

@@ -371,6 +371,8 @@ def read_version(directory: str | os.PathLike[str]) -> Version:
     path, version, failure = _resolve(root)
     if path is None:
         detail = f" The newest version failed: {failure}" if failure else ""
+        nested = [d for d in _entries(root) if d.is_dir() and latest_checkpoint(d)]
+        detail += f" Did you mean {sorted(nested)[0]}?" if nested else ""
         raise CheckpointError(
             f"No complete checkpoint in {root}: no valid {LATEST} file and no "
             f"step_* version whose files match its manifest.{detail}"
