@@ -112,6 +112,21 @@ def test_server_down_names_urls_and_env(tmp_path: pathlib.Path, down_url: str):
     assert _listing(tmp_path / "mnist") == []
 
 
+def test_a_mistyped_data_dir_is_left_as_it_was(tmp_path: pathlib.Path, down_url: str):
+    """No download wrote, so no ``mistyped/mnist/`` or ``mistyped/`` is left."""
+    for name in ("mnist", "cifar10"):
+        with pytest.raises(DataError, match="did not exist") as info:
+            fetch(name, data_dir=tmp_path / "mistyped", mirrors=[down_url])
+        assert str(tmp_path / "mistyped") in str(info.value)
+        assert list(tmp_path.iterdir()) == []
+    # A data folder that exists keeps existing; its empty dataset folder goes.
+    (tmp_path / "data").mkdir()
+    with pytest.raises(DataError) as info:
+        fetch("mnist", split="test", data_dir=tmp_path / "data", mirrors=[down_url])
+    assert "did not exist" not in str(info.value)
+    assert list((tmp_path / "data").iterdir()) == []
+
+
 def test_fallback_to_second_mirror(
     server: FileServer, tmp_path: pathlib.Path, down_url: str
 ):

@@ -364,6 +364,9 @@ def fetch(
     if not missing:
         return folder
 
+    # The folders made here are removed again if no download writes into them:
+    # a mistyped data_dir must not leave empty dataset folders behind.
+    created = [p for p in (folder, *folder.parents) if not p.exists()]
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -382,6 +385,9 @@ def fetch(
         if failures := _fetch_file(path, remote.sha256[path.name], urls, timeout):
             failed[path] = failures
     if failed:
+        for path in created:  # deepest first; only the empty ones go
+            with contextlib.suppress(OSError):
+                path.rmdir()
         lines = [f"Could not download {len(failed)} file(s) of {name!r}:"]
         for path, failures in failed.items():
             lines.append(f"  {path} (missing), tried:")
@@ -391,5 +397,7 @@ def fetch(
             "another machine, with the names above), or set ZOO_DATA_DIR to a "
             "folder that holds them."
         )
+        if root in created:
+            lines.append(f"({root} did not exist: is the data folder spelt right?)")
         raise DataError("\n".join(lines))
     return folder
