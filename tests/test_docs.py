@@ -165,3 +165,53 @@ def test_benchmark_tables_match_the_results():
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+FIRST_HOUR = re.compile(r"<!-- test: first-hour -->\n```python\n(.*?)```", re.S)
+
+
+def first_hour_blocks(page: pathlib.Path) -> list[str]:
+    """The Python blocks marked ``<!-- test: first-hour -->`` on ``page``."""
+    return FIRST_HOUR.findall(page.read_text(encoding="utf-8"))
+
+
+def test_readme_and_index_open_with_the_same_first_hour():
+    # Pretrained predictions, fine-tuning, your own arrays: before anything
+    # else, the same three blocks on both pages (so one run tests both).
+    readme = first_hour_blocks(REPO / "README.md")
+    assert len(readme) == 3, "README.md: expected 3 blocks marked first-hour"
+    assert first_hour_blocks(DOCS / "index.md") == readme
+    for page in [REPO / "README.md", DOCS / "index.md"]:
+        text = page.read_text(encoding="utf-8")
+        first = text.index("<!-- test: first-hour -->")
+        assert "```" not in text[:first], f"{page.name}: a block before them"
+        assert first < text.index("## Quick start") < text.index("## Install")
+        for word in ["pretrained", "safetensors", "fine-tun"]:
+            assert word in text.lower(), f"{page.name} never says {word}"
+
+
+@pytest.mark.parametrize("number", [0, 1, 2])
+def test_first_hour_blocks_run(number: int, capsys):
+    # Each block stands alone (its own imports) and prints what it promises.
+    code = first_hour_blocks(REPO / "README.md")[number]
+    exec(compile(code, f"README.md first-hour block {number + 1}", "exec"), {})
+    out = capsys.readouterr().out
+    if number == 0:  # the pretrained cnn gets MNIST's first 8 digits right
+        predicted, labels = re.findall(r"\[([\d ]+)\]", out)[:2]
+        assert predicted.split() == labels.split(), out
+    else:  # fine-tuned, and trained on arrays: a dict with the accuracy
+        accuracy = float(re.findall(r"'accuracy': ([\d.]+)", out)[-1])
+        assert accuracy > 0.9, out
+
+
+def test_the_index_lists_every_preset_and_example():
+    import zoo
+
+    index = (DOCS / "index.md").read_text(encoding="utf-8")
+    table = index[index.index("## Models") :]
+    missing = [m for m in zoo.list_models() if f"| `{m}` |" not in table]
+    assert not missing, f"docs/index.md's model table lacks {missing}"
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    examples = readme[readme.index("## Examples and documentation") :]
+    for script in ["mnist.py", "finetune.py", "toy.py"]:
+        assert f"python examples/{script}" in examples, script

@@ -1,5 +1,7 @@
 """Your own data in one line: arrays as they come, or a refusal that shows how."""
 
+import pathlib
+import re
 from typing import Any
 
 import jax
@@ -12,6 +14,7 @@ import zoo
 from zoo.data import ArrayDataset
 from zoo.train._data_arg import as_dataset
 
+REPO = pathlib.Path(__file__).resolve().parent.parent
 THE_LINE = r"Build one with: \w+ = zoo\.data\.ArrayDataset\(x, y\)"
 
 
@@ -139,3 +142,39 @@ def test_fit_and_evaluate_refuse_other_data_before_any_work():
         )  # fmt: skip
     with pytest.raises(TypeError, match=r"dataset must be .*" + THE_LINE):
         zoo.evaluate(model, state, alone)
+
+
+def own_data_block(marker: str) -> str:
+    """The Python block after ``<!-- test: marker -->`` in docs/own-data.md."""
+    text = (REPO / "docs" / "own-data.md").read_text(encoding="utf-8")
+    match = re.search(rf"<!-- test: {marker} -->\n```python\n(.*?)```", text, re.S)
+    assert match is not None, f"docs/own-data.md has no block marked {marker}"
+    return match.group(1)
+
+
+def test_the_documented_arrays_train(capsys):
+    exec(compile(own_data_block("own-arrays"), "docs/own-data.md", "exec"), {})
+    out = capsys.readouterr().out
+    assert float(re.findall(r"'accuracy': ([\d.]+)", out)[-1]) > 0.9, out
+
+
+def test_the_documented_folder_reader_reads_a_folder(tmp_path):
+    image = pytest.importorskip("PIL.Image")
+    colours = {"blue": (0, 0, 255), "red": (255, 0, 0)}
+    for name, colour in colours.items():
+        (tmp_path / name).mkdir()
+        for i in range(4):
+            image.new("RGB", (40, 30), colour).save(tmp_path / name / f"{i}.png")
+    namespace: dict[str, Any] = {}
+    exec(compile(own_data_block("read-folder"), "docs/own-data.md", "exec"), namespace)
+    data = namespace["load_folder"](tmp_path)
+    assert data.inputs.shape == (8, 3, 32, 32) and data.inputs.dtype == np.uint8
+    assert data.labels.tolist() == [0] * 4 + [1] * 4
+    assert data.class_names == ("blue", "red")
+    assert data.inputs[0, :, 0, 0].tolist() == [0, 0, 255]
+    model, state = zoo.create_model(
+        "cnn", in_channels=3, image_size=32, out_size=2, key=jax.random.key(0)
+    )
+    result = zoo.fit(model, state, data, optax.adam(1e-3), epochs=1, batch_size=8,
+                     callbacks=[])  # fmt: skip
+    assert result.step == 1
