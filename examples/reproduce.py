@@ -10,8 +10,10 @@ the new card with the shipped one:
 - on a CPU of the card's kind (its ``provenance`` names this CPU model and
   instruction-set flags), the weight file's SHA-256 must be equal;
 - on another CPU, or for a card that records none, XLA may round float32 sums
-  otherwise: the new ``test_correct`` must be within the card's
-  ``correct_tolerance`` of the card's, and the line says so.
+  otherwise, and a whole training run drifts from those roundings: the new
+  ``test_correct`` must be within the card's ``correct_tolerance``, or within
+  ``OTHER_CPU_SHARE`` of the test set (a recipe that still learns what it
+  learned), and the line says which.
 
 It prints one line per card (``equal``, ``within tolerance`` or ``FAILED``, with
 both figures, the seconds it took, and what differs from the card's provenance
@@ -45,6 +47,10 @@ import zoo
 EXAMPLES = pathlib.Path(__file__).resolve().parent
 QUICK = ("mlp-mnist", "stax_cnn-mnist", "lenet5-mnist")
 """The cards that retrain in under about 3 minutes on 2 cores (what CI runs)."""
+OTHER_CPU_SHARE = 0.005
+"""On another kind of CPU a retrained card must come within this share of its
+test set (50 of 10,000 images): float32 rounding drifts over a whole run, so
+only a CPU of the card's kind can check it bit for bit."""
 TRAINER = ["python", "examples/mnist.py"]
 """How every card's command starts."""
 # What makes two runs of one command agree bit for bit: the card's provenance.
@@ -129,9 +135,17 @@ def compare(
         else f"the card records no CPU flags ({shipped.machine})"
     )
     where = f"on another CPU: {here.get('cpu')} ({here.get('cpu_flags')}), {other}"
-    if abs(made.test_correct - shipped.test_correct) <= shipped.correct_tolerance:
+    gap = abs(made.test_correct - shipped.test_correct)
+    if gap <= shipped.correct_tolerance:
         return Outcome(
             name, "within tolerance", f"{name}: within tolerance {where}: {figures}"
+        )
+    if gap <= OTHER_CPU_SHARE * shipped.test_count:
+        return Outcome(
+            name,
+            "within tolerance",
+            f"{name}: within {OTHER_CPU_SHARE:.1%} of the test set {where} (not "
+            f"bitwise: retraining drifts across CPU kinds): {figures}",
         )
     return Outcome(
         name, "FAILED", f"{name}: FAILED {where}: {figures}{why}, beyond the tolerance"

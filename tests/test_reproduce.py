@@ -82,8 +82,11 @@ def test_another_cpu_compares_the_count_within_the_tolerance(reproduce):
         _card("mlp-mnist"), provenance=HERE, correct_tolerance=2
     )
     here = {**HERE, "cpu_flags": "ffffffffffff"}
+    # Beyond the card's tolerance, up to half a percent of the test set (50 of
+    # 10,000) is a recipe that still learns on another kind of CPU.
     for delta, verdict in [(0, "within tolerance"), (-2, "within tolerance"),
-                           (3, "FAILED")]:  # fmt: skip
+                           (3, "within tolerance"), (-50, "within tolerance"),
+                           (51, "FAILED")]:  # fmt: skip
         made = dataclasses.replace(
             shipped, sha256="f" * 64, test_correct=shipped.test_correct + delta
         )
