@@ -300,3 +300,17 @@ def test_tensorboard_writer_names_the_extra_when_missing(monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorboardX", None)
     with pytest.raises(ModuleNotFoundError, match=r"typed-zoo\[tensorboard\]"):
         TensorBoardWriter("unused")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"every": 0}, "every must be >= 1 or None, got 0"),
+        ({"every": -3}, "every must be >= 1 or None, got -3"),
+        ({"keep": 0}, "keep must be >= 1, got 0"),
+    ],
+)
+def test_a_checkpointer_refuses_bad_counts_before_any_work(tmp_path, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        Checkpointer(tmp_path / "ckpt", **kwargs)
+    assert not (tmp_path / "ckpt").exists()
