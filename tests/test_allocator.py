@@ -35,7 +35,7 @@ ts = TrainState.init(model, state, optimizer, key=jax.random.key(1))
 step = make_train_step(optimizer)
 rng = np.random.default_rng(0)
 chunk = jax.device_put(Chunk(
-    rng.integers(0, 256, (2, 64, 28, 28), dtype=np.uint8),
+    rng.integers(0, 256, (2, 64, 1, 28, 28), dtype=np.uint8),
     rng.integers(0, 10, (2, 64)).astype(np.int32),
     np.ones((2, 64), bool),
 ))

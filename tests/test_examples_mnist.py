@@ -326,6 +326,8 @@ def test_ctrl_c_stops_with_one_line_saying_how_to_resume(data_dir, tmp_path):
         text=True,
         cwd=tmp_path,
         env={**os.environ, "ZOO_DATA_DIR": str(data_dir)},
+        # As from a terminal: a shell's background job inherits SIGINT ignored.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         assert process.stdout is not None
