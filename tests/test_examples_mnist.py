@@ -319,15 +319,27 @@ def test_ctrl_c_stops_with_one_line_saying_how_to_resume(data_dir, tmp_path):
     """A real SIGINT once training has started: exit code 130, no traceback."""
     out = tmp_path / "run"
     argv = [*TINY, "--epochs", "500", "--out", str(out), "--no-progress"]
+    # As from a terminal: a shell's background job inherits SIGINT ignored, so
+    # the child resets it to the default before it execs the script (no
+    # preexec_fn: forking this multithreaded process would warn).
+    launcher = (
+        "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+        "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])"
+    )
     process = subprocess.Popen(
-        [sys.executable, "-u", str(REPO / "examples" / "mnist.py"), *argv],
+        [
+            sys.executable,
+            "-c",
+            launcher,
+            "-u",
+            str(REPO / "examples" / "mnist.py"),
+            *argv,
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         cwd=tmp_path,
         env={**os.environ, "ZOO_DATA_DIR": str(data_dir)},
-        # As from a terminal: a shell's background job inherits SIGINT ignored.
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         assert process.stdout is not None
