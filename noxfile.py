@@ -23,6 +23,7 @@ nox.options.sessions = [
     "wheel",
     "docs",
     "reproduce",
+    "interop",
 ]
 nox.options.reuse_existing_virtualenvs = True
 
@@ -114,7 +115,7 @@ def _install(session: nox.Session, *groups: str) -> None:
 def tests(session: nox.Session) -> None:
     """The test suite (pass extra pytest arguments after ``--``)."""
     _install(session, "dev")
-    session.run("pytest", "-n", "2", *session.posargs, env=ENV)
+    session.run("pytest", "-n", "2", "-m", "not interop", *session.posargs, env=ENV)
 
 
 @nox.session
@@ -126,7 +127,26 @@ def tests_two_devices(session: nox.Session) -> None:
     """
     _install(session, "dev")
     flags = "--xla_force_host_platform_device_count=2"
-    session.run("pytest", "-n", "2", *session.posargs, env={**ENV, "XLA_FLAGS": flags})
+    session.run(
+        "pytest", "-n", "2", "-m", "not interop", *session.posargs,
+        env={**ENV, "XLA_FLAGS": flags},
+    )  # fmt: skip
+
+
+@nox.session
+def interop(session: nox.Session) -> None:
+    """The tests against other libraries: timm parity, the Hub, ONNX.
+
+    Installs the ``hub`` and ``onnx`` extras and the ``interop`` group (timm
+    with a CUDA build of torch, which runs on the CPU: about 5.5 GB). Here a
+    missing library fails its test instead of skipping it.
+    """
+    session.install("--upgrade", "pip")
+    groups = ("dev", "interop")
+    deps = [d for g in groups for d in nox.project.dependency_groups(PYPROJECT, g)]
+    session.install("-e", ".[hub,onnx]", *deps)
+    env = {**ENV, "ZOO_REQUIRE_INTEROP": "1"}
+    session.run("pytest", "-n", "2", "-m", "interop", *session.posargs, env=env)
 
 
 @nox.session

@@ -134,3 +134,17 @@ def run_probe(
     )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def require(module: str) -> types.ModuleType:
+    """Import an optional library for an ``interop`` test.
+
+    Skips the test where the library is missing, except under
+    ``ZOO_REQUIRE_INTEROP=1`` (``nox -s interop``), where a missing library is
+    a failure: the session that installs it must never skip.
+    """
+    import pytest
+
+    if os.environ.get("ZOO_REQUIRE_INTEROP") == "1":
+        return importlib.import_module(module)
+    return pytest.importorskip(module)
