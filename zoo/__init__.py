@@ -9,7 +9,6 @@ from ._version import __version__ as __version__
 from .models import (
     CNN as CNN,
     MLP as MLP,
-    AbstractImageClassifier as AbstractImageClassifier,
     AbstractModel as AbstractModel,
     ModelCard as ModelCard,
     ResNet as ResNet,

@@ -331,7 +331,7 @@ class CNN(AbstractImageClassifier):
     ) -> tuple[Float[Array, " out_size"], eqx.nn.State]:
         """Logits ``(out_size,)`` for one image and the new BatchNorm state.
 
-        See [`AbstractImageClassifier`][zoo.AbstractImageClassifier] for the
+        See [`AbstractImageClassifier`][zoo.models.AbstractImageClassifier] for the
         calling convention and errors.
         """
         stochastic = dropout_active("CNN", self.dropout, key)
