@@ -273,14 +273,6 @@ def _on_path(path, model, state, xs, labels, key):
     return _GRAD(zoo.models.with_conv_path(model, path), state, xs, labels, key)
 
 
-# Known bug, found once the path moved into the model (before, one jitted
-# function served both paths from the jit cache, so this compared a path with
-# itself): the "nhwc" BatchNorm takes its batch variance in one pass,
-# E[x^2] - E[x]^2, which cancels catastrophically where a channel's mean is
-# large against its spread; some draws' gradients then differ from Equinox's
-# two-pass BatchNorm by up to 1 % (stax_cnn, seed 9238). The fix changes the
-# CPU path's numerics, so it lands with the BatchNorm cards re-made.
-@pytest.mark.xfail(strict=False, reason="one-pass BatchNorm variance on the nhwc path")
 @pytest.mark.parametrize("name", CNN_MODELS)
 @given(seed=seeds)
 def test_every_cnn_is_the_same_function_on_every_path(name, seed):
@@ -340,12 +332,10 @@ def test_a_model_trained_on_one_path_loads_and_runs_on_another(
     assert_close(actual, expected)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="one-pass BatchNorm variance on the nhwc path (known bug)"
-)
 def test_channels_last_batch_norm_gradient_where_the_mean_dwarfs_the_spread():
-    # E[x^2] - E[x]^2 loses the variance to float32 rounding when the mean is
-    # 300 times the spread; Equinox's BatchNorm subtracts the mean first.
+    # A one-pass E[x^2] - E[x]^2 would lose the variance to float32 rounding
+    # when the mean is 300 times the spread (gradients up to 1 % off, as the
+    # nhwc path once had); both paths subtract the mean first.
     norm = eqx.nn.BatchNorm(4, axis_name="batch", mode="batch")
     state = eqx.nn.State(norm)
     y = jax.random.normal(jax.random.key(3), (3, 4, 5, 5)) * 0.01 + 3.0

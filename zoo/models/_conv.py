@@ -151,11 +151,12 @@ def batch_norm_channels_last(
 ) -> tuple[Float[Array, "height width channels"], eqx.nn.State]:
     """``norm`` (``mode="batch"``) on ONE channels-last map, and the new state.
 
-    The same function and state update as ``norm`` on the channels-first map,
-    computed as one pass over the map: the batch mean ``m`` and mean square
-    ``q`` per channel (over the named vmap axis), variance ``q - m**2``, then
-    ``x * a + c`` with per-channel ``a = weight / sqrt(var + eps)`` and
-    ``c = bias - m * a``. Other modes go through ``norm`` itself.
+    The same function and state update as ``norm`` on the channels-first map:
+    the batch mean ``m`` per channel (over the named vmap axis), then the
+    variance as the mean of ``(x - m)**2`` (two passes, as ``norm`` does: the
+    one-pass ``E[x**2] - m**2`` loses the variance where the mean dwarfs the
+    spread), then ``x * a + c`` with per-channel ``a = weight / sqrt(var +
+    eps)`` and ``c = bias - m * a``. Other modes go through ``norm`` itself.
 
     Raises:
         NameError: in training mode outside a vmap with ``norm.axis_name``.
@@ -173,8 +174,9 @@ def batch_norm_channels_last(
             mean, var = hidden_mean / scale, hidden_var / scale
         else:
             mean = lax.pmean(jnp.mean(x, axis=(0, 1)), norm.axis_name)
-            square = lax.pmean(jnp.mean(x * x, axis=(0, 1)), norm.axis_name)
-            var = jnp.maximum(square - mean * mean, 0.0)
+            centred = x - mean.reshape(1, 1, -1)
+            var = lax.pmean(jnp.mean(centred * centred, axis=(0, 1)), norm.axis_name)
+            var = jnp.maximum(var, 0.0)
             state = state.set(norm.batch_counter, counter + 1)
             state = state.set(
                 norm.batch_state_index,
