@@ -34,4 +34,8 @@ from ._summary import (
     ModelSummary as ModelSummary,
     summary as summary,
 )
-from ._transfer import features as features, head_only as head_only
+from ._transfer import (
+    features as features,
+    head_only as head_only,
+    intermediates as intermediates,
+)

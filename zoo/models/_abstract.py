@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 BATCH_AXIS = "batch"
@@ -87,6 +88,29 @@ class AbstractModel(eqx.Module):
         """
 
 
+def stage_indices(indices: Any, count: int, owner: str) -> tuple[int, ...]:
+    """``indices`` of ``count`` stages as non-negative ints (``None``: all).
+
+    Negative indices count from the end, as in a Python sequence.
+
+    Raises:
+        ValueError: an index outside ``[-count, count)``, or not an int.
+    """
+    if indices is None:
+        return tuple(range(count))
+    chosen = []
+    for i in indices:
+        if isinstance(i, bool) or not isinstance(i, int | np.integer):
+            raise ValueError(f"{owner} stage indices must be ints, got {i!r}.")
+        if not -count <= i < count:
+            raise ValueError(
+                f"{owner} has {count} stages (0 to {count - 1}, or -{count} to -1 "
+                f"from the end): index {i} is out of range."
+            )
+        chosen.append(int(i) % count)
+    return tuple(chosen)
+
+
 def dropout_active(model_name: str, dropout: eqx.nn.Dropout, key: Any) -> bool:
     """Whether ``dropout`` will drop units; refuses an active dropout without a key.
 
@@ -118,7 +142,7 @@ class AbstractImageClassifier(AbstractModel):
 
     in_channels: eqx.AbstractVar[int]
     image_size: eqx.AbstractVar[tuple[int, int]]
-    output: eqx.AbstractVar[eqx.nn.Linear]
+    output: eqx.AbstractVar[eqx.nn.Linear | eqx.nn.Identity]
     stateful: ClassVar[bool] = True
 
     @property

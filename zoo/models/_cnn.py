@@ -17,6 +17,7 @@ from ._abstract import (
     dropout_active,
     get_activation,
     parse_dtype,
+    stage_indices,
 )
 from ._conv import (
     ConvPath,
@@ -106,7 +107,8 @@ class CNN(AbstractImageClassifier):
     Each conv block is ``Conv2d -> [BatchNorm] -> activation -> [pooling]``; the
     feature map is then flattened and passed through ``hidden_sizes`` dense layers
     (activation and dropout after each) and a final linear layer to ``out_size``
-    logits. The model is stateful (BatchNorm running statistics live in an
+    logits (``out_size=0``: no final layer, the model returns its features).
+    The model is stateful (BatchNorm running statistics live in an
     ``eqx.nn.State``): build it with ``eqx.nn.make_with_state(CNN)(...)`` or
     ``zoo.create_model``, and in training call it under
     ``jax.vmap(..., axis_name=zoo.models.BATCH_AXIS)`` so statistics span the batch.
@@ -123,7 +125,7 @@ class CNN(AbstractImageClassifier):
 
     blocks: tuple[ConvBlock, ...]
     hidden: tuple[eqx.nn.Linear, ...]
-    output: eqx.nn.Linear
+    output: eqx.nn.Linear | eqx.nn.Identity
     dropout: eqx.nn.Dropout
     in_channels: int = eqx.field(static=True)
     image_size: tuple[int, int] = eqx.field(static=True)
@@ -171,7 +173,9 @@ class CNN(AbstractImageClassifier):
         Args:
             in_channels: channels of the input image (1 for MNIST).
             image_size: input height and width (an int for square images).
-            out_size: number of output logits (classes).
+            out_size: number of output logits (classes); ``0`` for no head:
+                ``output`` is ``eqx.nn.Identity()`` and the model returns
+                its features (what ``features`` returns).
             channels: output channels of each conv block; its length is the
                 number of blocks.
             kernel_sizes: square kernel size, one for all blocks or one per block.
@@ -228,9 +232,11 @@ class CNN(AbstractImageClassifier):
         ]:
             if any(v < 1 for v in values):
                 raise ValueError(f"CNN `{name}` must all be >= 1, got {values}.")
-        if min(in_channels, height, width, out_size) < 1:
+        if min(in_channels, height, width) < 1 or out_size < 0:
             raise ValueError(
-                "CNN `in_channels`, `image_size` and `out_size` must be >= 1."
+                "CNN `in_channels` and `image_size` must be >= 1 and `out_size` "
+                f">= 0 (0: no head), got {in_channels}, {(height, width)}, "
+                f"{out_size}."
             )
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"CNN `dropout` must be in [0, 1), got {dropout}.")
@@ -301,8 +307,12 @@ class CNN(AbstractImageClassifier):
             )
             for j in range(len(hidden_sizes))
         )
-        self.output = eqx.nn.Linear(
-            widths[-1], out_size, use_bias=use_bias, dtype=param_dtype, key=keys[-1]
+        self.output = (
+            eqx.nn.Linear(
+                widths[-1], out_size, use_bias=use_bias, dtype=param_dtype, key=keys[-1]
+            )
+            if out_size
+            else eqx.nn.Identity()
         )
         self.dropout = eqx.nn.Dropout(dropout)
         self.in_channels = in_channels
@@ -331,29 +341,13 @@ class CNN(AbstractImageClassifier):
     ) -> tuple[Float[Array, " out_size"], eqx.nn.State]:
         """Logits ``(out_size,)`` for one image and the new BatchNorm state.
 
+        With ``out_size=0`` it returns the features instead (see ``features``).
         See [`AbstractImageClassifier`][zoo.models.AbstractImageClassifier] for the
         calling convention and errors.
         """
         stochastic = dropout_active("CNN", self.dropout, key)
-        try:
-            if self.conv_path == "xla":
-                for block in self.blocks:
-                    x, state = block(x, state)
-            else:
-                # Channels-last between the blocks: no transposes around each
-                # convolution (XLA:CPU convolves channels-last).
-                x = to_channels_last(x)
-                for block in self.blocks:
-                    x, state = block.channels_last(x, state)
-                x = to_channels_first(x)
-        except NameError as error:
-            raise NameError(
-                "CNN with BatchNorm in training mode computes batch statistics, so "
-                f"call it under jax.vmap(model, axis_name={BATCH_AXIS!r}, "
-                "in_axes=(0, None), out_axes=(0, None)) (zoo.apply does this), or "
-                "use eqx.nn.inference_mode(model) to evaluate."
-            ) from error
-        h = jnp.ravel(x)
+        maps, state = self._run_blocks(x, state)
+        h = jnp.ravel(self._channels_first(maps[-1]))
         keys = (
             jax.random.split(key, len(self.hidden))
             if stochastic and key is not None
@@ -363,6 +357,70 @@ class CNN(AbstractImageClassifier):
         for layer, k in zip(self.hidden, keys, strict=True):
             h = self.dropout(act(layer(h)), key=k)
         return self.output(h), state
+
+    @checked_model_call
+    def intermediates(
+        self,
+        x: Float[Array, "channels height width"],
+        state: eqx.nn.State,
+        *,
+        indices: Sequence[int] | None = None,
+        key: PRNGKeyArray | None = None,
+    ) -> tuple[tuple[Float[Array, "_c _h _w"], ...], eqx.nn.State]:
+        """The feature map after each conv block (stage) for one image.
+
+        Stage ``i`` is the output of ``blocks[i]`` (after its pooling), shape
+        ``(channels[i], height_i, width_i)``, channels-first on either conv
+        path. The last stage, flattened, is what the dense layers see. Batch
+        it with [`zoo.models.intermediates`][].
+
+        Args:
+            x: one image, shape ``(in_channels, height, width)``.
+            state: the BatchNorm state.
+            indices: the stages to return, in this order (negative: from the
+                end); ``None`` for all of them.
+            key: unused (the conv blocks have no dropout); accepted for a
+                call like ``__call__``'s.
+
+        Returns:
+            ``(maps, state)``: a tuple with one map per index, and the state.
+
+        Raises:
+            ValueError: an index outside ``[-len(blocks), len(blocks))``.
+        """
+        del key
+        wanted = stage_indices(indices, len(self.blocks), "CNN")
+        maps, state = self._run_blocks(x, state)
+        return tuple(self._channels_first(maps[i]) for i in wanted), state
+
+    def _run_blocks(
+        self, x: Float[Array, "channels height width"], state: eqx.nn.State
+    ) -> tuple[list[Array], eqx.nn.State]:
+        """Every block's output, in the conv path's layout."""
+        maps = []
+        try:
+            if self.conv_path == "xla":
+                for block in self.blocks:
+                    x, state = block(x, state)
+                    maps.append(x)
+            else:
+                # Channels-last between the blocks: no transposes around each
+                # convolution (XLA:CPU convolves channels-last).
+                x = to_channels_last(x)
+                for block in self.blocks:
+                    x, state = block.channels_last(x, state)
+                    maps.append(x)
+        except NameError as error:
+            raise NameError(
+                "CNN with BatchNorm in training mode computes batch statistics, so "
+                f"call it under jax.vmap(model, axis_name={BATCH_AXIS!r}, "
+                "in_axes=(0, None), out_axes=(0, None)) (zoo.apply does this), or "
+                "use eqx.nn.inference_mode(model) to evaluate."
+            ) from error
+        return maps, state
+
+    def _channels_first(self, x: Array) -> Array:
+        return x if self.conv_path == "xla" else to_channels_first(x)
 
     def config(self) -> dict[str, Any]:
         """The JSON constructor arguments, with ``"family": "CNN"``."""

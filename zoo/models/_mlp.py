@@ -22,7 +22,9 @@ class MLP(AbstractModel):
 
     ``depth`` hidden layers of ``width_size`` units (or one width per layer), each
     followed by ``activation`` and, if ``dropout > 0``, dropout; then a linear
-    layer to ``out_size`` logits and ``final_activation``.
+    layer to ``out_size`` logits and ``final_activation``. With ``out_size=0``
+    there is no final layer: the model returns its last hidden layer (what
+    ``features`` returns).
 
     Example:
         >>> import jax, zoo
@@ -68,7 +70,8 @@ class MLP(AbstractModel):
 
         Args:
             in_size: length of the input vector.
-            out_size: number of output logits (classes).
+            out_size: number of output logits (classes); ``0`` for no head
+                (then ``final_activation`` is not applied either).
             width_size: hidden width, or a sequence with one width per hidden layer.
             depth: number of hidden layers; required with an int ``width_size``,
                 optional (must match) with a sequence.
@@ -82,8 +85,9 @@ class MLP(AbstractModel):
             key: PRNG key for the initial parameters.
 
         Raises:
-            ValueError: for non-positive sizes, a bad depth, an unknown activation
-                or a dropout rate outside ``[0, 1)``.
+            ValueError: for non-positive sizes, a bad depth, an unknown activation,
+                a dropout rate outside ``[0, 1)``, or ``out_size=0`` without a
+                hidden layer.
         """
         if isinstance(width_size, int):
             if depth is None:
@@ -95,9 +99,17 @@ class MLP(AbstractModel):
                 raise ValueError(
                     f"MLP got depth={depth} but {len(widths)} widths {widths}."
                 )
-        for name, size in [("in_size", in_size), ("out_size", out_size)]:
-            if size < 1:
-                raise ValueError(f"MLP `{name}` must be >= 1, got {size}.")
+        if in_size < 1:
+            raise ValueError(f"MLP `in_size` must be >= 1, got {in_size}.")
+        if out_size < 0:
+            raise ValueError(
+                f"MLP `out_size` must be >= 0 (0: no head), got {out_size}."
+            )
+        if out_size == 0 and not widths:
+            raise ValueError(
+                "MLP(out_size=0) returns its last hidden layer, but it has none: "
+                "give at least one hidden width."
+            )
         if any(w < 1 for w in widths):
             raise ValueError(f"MLP widths must be >= 1, got {widths}.")
         if not 0.0 <= dropout < 1.0:
@@ -109,6 +121,7 @@ class MLP(AbstractModel):
 
         sizes = (in_size, *widths, out_size)
         keys = jax.random.split(key, len(sizes) - 1)
+        # out_size=0: no final layer (the same keys draw the same hidden layers).
         self.layers = tuple(
             eqx.nn.Linear(
                 sizes[i],
@@ -118,6 +131,7 @@ class MLP(AbstractModel):
                 key=keys[i],
             )
             for i in range(len(sizes) - 1)
+            if sizes[i + 1]
         )
         self.dropout = eqx.nn.Dropout(dropout)
         self.in_size = in_size
@@ -145,9 +159,12 @@ class MLP(AbstractModel):
                 (``dropout > 0`` and not in inference mode).
 
         Returns:
-            Logits of shape ``(out_size,)``.
+            Logits of shape ``(out_size,)``; with ``out_size=0``, the features
+            of shape ``(width_sizes[-1],)``.
         """
         hidden = self.features(x, key=key)
+        if not self.out_size:
+            return hidden
         return get_activation(self.final_activation)(self.layers[-1](hidden))
 
     def features(
@@ -175,7 +192,8 @@ class MLP(AbstractModel):
             else [None] * len(self.layers)
         )
         act = get_activation(self.activation)
-        for layer, k in zip(self.layers[:-1], keys, strict=False):
+        hidden = self.layers[: len(self.width_sizes)]
+        for layer, k in zip(hidden, keys, strict=False):
             x = self.dropout(act(layer(x)), key=k)
         return x
 

@@ -275,10 +275,11 @@ def load_pretrained(
     # Shapes first: overrides that would not fit the weights are refused
     # before the new model is built.
     shape, shape_state = abstract_model(config, source=f"Overrides {overrides}")
+    # The head of the saved model: out_size=0 builds a model without one.
     heads = {
         jax.tree_util.keystr(p).removeprefix(".")
         for p, leaf in jax.tree_util.tree_flatten_with_path(
-            eqx.filter(shape, head_only(shape))
+            eqx.filter(model, head_only(model))
         )[0]
         if is_array_like(leaf)
     }
