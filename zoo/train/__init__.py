@@ -52,6 +52,7 @@ from ._parallel import (
     replicate as replicate,
     shard_batch as shard_batch,
 )
+from ._precise_bn import recompute_batch_norm as recompute_batch_norm
 from ._state import (
     FilterSpec as FilterSpec,
     TrainState as TrainState,

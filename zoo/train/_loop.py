@@ -50,6 +50,7 @@ from ._parallel import (
     replicate,
     shard_batch,
 )
+from ._precise_bn import recompute_batch_norm
 from ._run_lock import run_lock
 from ._state import TrainState
 from ._step import TrainStep, make_train_step
@@ -217,6 +218,9 @@ def fit(
                         cb.on_chunk_end(event)
                 train = metrics.summary()  # waits for the epoch's last step
                 seconds = time.perf_counter() - t0
+                if test_data is not None and step_fn.batch_norm_examples:
+                    ts = _precise_batch_norm(ts, train_data, step_fn, batch_size, seed)
+                    ts = ts if mesh is None else replicate(ts, mesh)
                 test = {} if test_data is None else evaluate(
                     ts.model, ts.model_state, test_data, batch_size=eval_batch_size,
                     mesh=mesh, loss=step_fn.loss,
@@ -238,6 +242,19 @@ def fit(
         for cb in cbs:
             cb.on_train_end(result)
         return result
+
+
+def _precise_batch_norm(
+    ts: TrainState, data: ArrayDataset, step: TrainStep, batch_size: int, seed: int
+) -> TrainState:
+    """``ts`` with BatchNorm statistics that match its weights (the same
+    examples every epoch, drawn from ``seed``)."""
+    state = recompute_batch_norm(
+        ts.model, ts.model_state, data.inputs, batch_size=batch_size,
+        examples=step.batch_norm_examples, seed=seed,
+    )  # fmt: skip
+    # (is_leaf: the state of a model zoo did not build may be None)
+    return eqx.tree_at(lambda t: t.model_state, ts, state, is_leaf=lambda x: x is None)
 
 
 def _checkpointer(

@@ -29,6 +29,7 @@ from .._inputs import model_inputs
 from ..data import Batch, Chunk
 from ..models import AbstractModel, apply
 from ._metrics import LossFn, Metrics, masked_loss, softmax_cross_entropy
+from ._precise_bn import PRECISE_BN_EXAMPLES
 from ._state import FilterSpec, TrainState, partition_trainable
 
 
@@ -81,7 +82,9 @@ class TrainStep:
     Built by [`make_train_step`][zoo.train.make_train_step]; called as
     ``step(train_state, chunk) -> (train_state, metrics)``. ``fit`` takes it in
     place of an optimiser and reads ``optimizer``, ``loss`` and ``trainable``
-    from it, so the three are given once.
+    from it, so the three are given once, and ``batch_norm_examples``: how many
+    training examples ``fit`` re-estimates BatchNorm statistics over before
+    each evaluation (0: never).
     """
 
     def __init__(
@@ -90,12 +93,14 @@ class TrainStep:
         optimizer: optax.GradientTransformation,
         loss: LossFn,
         trainable: FilterSpec,
+        batch_norm_examples: int = PRECISE_BN_EXAMPLES,
     ) -> None:
         self._jitted = jitted
         self.__wrapped__ = jitted  # as functools.wraps: eqx.debug sees through it
         self.optimizer = optimizer
         self.loss = loss
         self.trainable = trainable
+        self.batch_norm_examples = batch_norm_examples
 
     def __call__(
         self, train_state: TrainState, chunk: Chunk, /
@@ -157,7 +162,14 @@ def _trace_once(fn: Callable[..., Any], *args: Any) -> tuple[ClosedJaxpr, Callab
     replay = jaxpr_as_fun(closed)
 
     def replayed(*args: Any) -> Any:
-        return jax.tree.unflatten(out_tree, replay(*jax.tree.leaves(args)))
+        outs = replay(*jax.tree.leaves(args))
+        # An output the step sets to a constant (eqx.nn.BatchNorm(mode="ema")'s
+        # first-time flag) replays as a Python scalar: make it an array again.
+        outs = [
+            out if isinstance(out, jax.Array) else jnp.asarray(out, var.aval.dtype)
+            for out, var in zip(outs, closed.jaxpr.outvars, strict=True)
+        ]
+        return jax.tree.unflatten(out_tree, outs)
 
     return closed, replayed
 
@@ -169,6 +181,7 @@ def make_train_step(
     max_traces: int | None = None,
     unroll: bool | None = None,
     trainable: FilterSpec = True,
+    batch_norm_examples: int = PRECISE_BN_EXAMPLES,
 ) -> TrainStep:
     """Build the jitted training call: ``step(train_state, chunk)``.
 
@@ -202,7 +215,20 @@ def make_train_step(
             Equinox filter spec: e.g. [`zoo.head_only(model)`][zoo.head_only]
             to train the classifier on a frozen backbone). Gradients are taken
             only for these; the others pass through unchanged, bitwise.
+        batch_norm_examples: before each evaluation, ``fit`` re-estimates the
+            BatchNorm statistics over this many training examples with the
+            current weights ("precise BN", see
+            [`recompute_batch_norm`][zoo.train.recompute_batch_norm]), so that
+            a short run's accuracy is what its weights can do; 0 keeps the
+            running averages. Models without BatchNorm ignore it.
+
+    Raises:
+        ValueError: ``batch_norm_examples`` below 0.
     """
+    if batch_norm_examples < 0:
+        raise ValueError(
+            f"batch_norm_examples must be 0 (off) or more, got {batch_norm_examples}."
+        )
 
     @jit_with_options(compiler_options)
     @eqx.debug.assert_max_traces(max_traces=max_traces)
@@ -250,7 +276,7 @@ def make_train_step(
         )
         return new, total
 
-    return TrainStep(train_chunk, optimizer, loss, trainable)
+    return TrainStep(train_chunk, optimizer, loss, trainable, batch_norm_examples)
 
 
 @jit_with_options(lambda: compiler_options(inference=True))
