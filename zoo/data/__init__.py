@@ -28,6 +28,16 @@ from ._datasets import (
     load_mnist as load_mnist,
     load_toy as load_toy,
 )
+from ._device_augment import (
+    AbstractDeviceAugment as AbstractDeviceAugment,
+    DeviceCompose as DeviceCompose,
+    DeviceCrop as DeviceCrop,
+    DeviceErasing as DeviceErasing,
+    DeviceFlip as DeviceFlip,
+    DeviceShift as DeviceShift,
+    augment_batch as augment_batch,
+    to_device_augment as to_device_augment,
+)
 from ._download import (
     default_data_dir as default_data_dir,
     fetch as fetch,
