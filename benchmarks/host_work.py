@@ -1,0 +1,238 @@
+"""The host's work in ``fit``, where the model costs almost nothing.
+
+A 784-8-10 MLP (``zoo.MLP``, SGD) costs so little per step that, as any model
+on a GPU, it leaves the host's work in plain view: each round times 3 epochs of
+MNIST through ``zoo.fit`` against a floor, one jitted ``lax.scan`` of a plain
+Equinox step over the same number of batches already on the device (``uint8``,
+scaled in the step as ``fit`` does). Contenders, interleaved:
+
+* ``fit_b128`` / ``floor_b128`` and ``fit_b32`` / ``floor_b32``;
+* ``fit_b128_host_shift``: ``fit(..., augment=zoo.data.RandomShift(2))`` in
+  Grain, against the unaugmented ``floor_b128``;
+* ``floor_b128_device_shift``: the floor with ``zoo.data.DeviceShift(2)``
+  applied inside its scan, what moving the shift onto the device gives;
+* ``zoo_step_b128`` / ``zoo_step_b32`` (diagnostic): ``fit``'s own compiled
+  step called on its chunks already on the device, which splits a gap to the
+  floor into the step's program and the host's work around it.
+
+The figure of each contender is the fastest of the rounds, and each ratio is a
+quotient of two fastest rounds. Prints one JSON line.
+
+Run:
+    ZOO_DATA_DIR=/path/to/data python benchmarks/host_work.py [--epochs 5]
+"""
+
+import functools
+import time
+from collections.abc import Callable
+from typing import Any
+
+import _harness as h
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import zoo
+from zoo.data import ArrayDataset, Chunk, load_mnist
+
+EPOCHS_PER_ROUND = 3
+LEARNING_RATE = 0.05
+MAX_SHIFT = 2
+TARGETS = {
+    "fit_over_floor_b128": ("<=", 1.10),
+    "fit_over_floor_b32": ("<=", 1.10),
+    "fit_host_shift_over_floor_b128": ("<=", 1.25),
+}
+
+Carry = tuple[Any, optax.OptState]
+
+
+def make_floor(
+    static: Any,
+    optimizer: optax.GradientTransformation,
+    augment: zoo.data.AbstractDeviceAugment | None,
+) -> Callable[[Carry, jax.Array, jax.Array, jax.Array], Carry]:
+    """``floor(carry, xs (S, B, C, H, W) uint8, ys (S, B), key) -> carry``: one
+    SGD step per batch in a rolled ``lax.scan``; batch ``i`` is augmented on
+    the device with ``fold_in(key, i)`` when ``augment`` is given."""
+
+    def loss(params: Any, x: jax.Array, y: jax.Array) -> jax.Array:
+        logits = jax.vmap(eqx.combine(params, static))(x)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+    def body(carry: Carry, batch: tuple[jax.Array, ...]) -> tuple[Carry, None]:
+        params, opt_state = carry
+        x, y, key = batch
+        if augment is not None:
+            x = zoo.data.augment_batch(augment, key, x)
+        x = x.astype(jnp.float32) / 255.0
+        grads = jax.grad(loss)(params, x, y)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return (optax.apply_updates(params, updates), opt_state), None
+
+    options = zoo.train.compiler_options() or None
+
+    @functools.partial(jax.jit, compiler_options=options)
+    def floor(carry: Carry, xs: jax.Array, ys: jax.Array, key: jax.Array) -> Carry:
+        keys = jax.vmap(functools.partial(jax.random.fold_in, key))(
+            jnp.arange(xs.shape[0])
+        )
+        return jax.lax.scan(body, carry, (xs, ys, keys))[0]
+
+    return floor
+
+
+class Setup:
+    """One batch size: the data, ``fit``, its step on the device, and the floors."""
+
+    def __init__(
+        self, train: ArrayDataset, batch: int, limit_steps: int | None
+    ) -> None:
+        self.batch = batch
+        self.data = train.take(limit_steps * batch) if limit_steps else train
+        self.spe = len(self.data) // batch
+        self.optimizer = optax.sgd(LEARNING_RATE)
+        self.model = zoo.MLP(784, 10, width_size=[8], key=jax.random.key(0))
+        self.state = eqx.nn.State(self.model)
+        self.step = zoo.train.make_train_step(self.optimizer)
+        warm = self._fit(seed=0, augment=None)  # compile; warm Grain up
+        self.k = warm.steps_per_call
+        rng = np.random.default_rng(0)
+        rows = np.concatenate(
+            [rng.permutation(len(self.data))[: self.spe * batch]] * EPOCHS_PER_ROUND
+        ).reshape(-1, batch)
+        inputs = self.data.inputs[rows]
+        labels = self.data.labels[rows].astype(np.int32)
+        self.xs, self.ys = h.block(jax.device_put((inputs, labels)))
+        self.chunks = self._chunks(inputs, labels)
+        self.floors: dict[str, Any] = {}
+
+    def _fit(self, seed: int, augment: Any) -> zoo.FitResult:
+        return zoo.fit(
+            self.model, self.state, self.data, self.step, epochs=EPOCHS_PER_ROUND,
+            batch_size=self.batch, seed=seed, callbacks=h.quiet_callbacks(),
+            augment=augment,
+        )  # fmt: skip
+
+    def _chunks(self, inputs: np.ndarray, labels: np.ndarray) -> list[Chunk]:
+        """The epochs cut as ``fit`` cuts them: ``k`` steps, the rest of an epoch."""
+        chunks = []
+        for epoch in range(EPOCHS_PER_ROUND):
+            for start in range(0, self.spe, self.k):
+                rows = slice(epoch * self.spe + start, epoch * self.spe
+                             + min(start + self.k, self.spe))  # fmt: skip
+                mask = np.ones(labels[rows].shape, np.bool_)
+                chunks.append(jax.device_put(Chunk(inputs[rows], labels[rows], mask)))
+        return h.block(chunks)
+
+    def fit(self, augment: Any = None) -> Callable[[int], float]:
+        """``fit`` for the round's epochs; the seconds of its training steps."""
+        if augment is not None:
+            self._fit(seed=0, augment=augment)  # warm the augmented pipeline up
+
+        def run(r: int) -> float:
+            result = self._fit(seed=r, augment=augment)
+            return sum(record.train_seconds for record in result.history)
+
+        return run
+
+    def zoo_step(self) -> Callable[[int], float]:
+        """``fit``'s compiled step over its chunks, already on the device."""
+        ts0 = self.step.init(self.model, self.state, key=jax.random.key(0))
+
+        def run_chunks() -> Any:
+            ts = ts0
+            for chunk in self.chunks:
+                ts, _ = self.step(ts, chunk)
+            return ts
+
+        h.block(run_chunks())  # compile every chunk length
+
+        def run(r: int) -> float:
+            del r
+            return h.timed(run_chunks)[1]
+
+        return run
+
+    def floor(self, augment: Any = None) -> Callable[[int], float]:
+        """The floor over the same batches; compiled before it is timed."""
+        params, static = eqx.partition(self.model, eqx.is_inexact_array)
+        carry = (params, self.optimizer.init(params))
+        key = jax.random.key(1)
+        fn: Any = make_floor(static, self.optimizer, augment)
+        program = fn.lower(carry, self.xs, self.ys, key).compile()
+
+        def run(r: int) -> float:
+            del r
+            return h.timed(lambda: program(carry, self.xs, self.ys, key))[1]
+
+        return run
+
+
+def fastest(times: dict[str, list[float]]) -> dict[str, float]:
+    """Each contender's fastest round."""
+    return {name: min(t) for name, t in times.items()}
+
+
+def main() -> None:
+    args = h.parse_args(
+        h.parser("fit's host work on a model that costs almost nothing.", epochs=5)
+    )
+    train = load_mnist("train", data_dir=args.data_dir)
+    b128 = Setup(train, 128, args.limit_steps)
+    b32 = Setup(train, 32, args.limit_steps)
+    contenders = {
+        "fit_b128": b128.fit(),
+        "floor_b128": b128.floor(),
+        "zoo_step_b128": b128.zoo_step(),
+        "fit_b32": b32.fit(),
+        "floor_b32": b32.floor(),
+        "zoo_step_b32": b32.zoo_step(),
+        "fit_b128_host_shift": b128.fit(zoo.data.RandomShift(MAX_SHIFT)),
+        "floor_b128_device_shift": b128.floor(zoo.data.DeviceShift(MAX_SHIFT)),
+    }
+    start = time.perf_counter()
+    times = h.run_rounds(contenders, args.epochs)
+    best = fastest(times)
+    ratios = {
+        "fit_over_floor_b128": best["fit_b128"] / best["floor_b128"],
+        "fit_over_floor_b32": best["fit_b32"] / best["floor_b32"],
+        "fit_host_shift_over_floor_b128": best["fit_b128_host_shift"]
+        / best["floor_b128"],
+        "floor_device_shift_over_floor_b128": best["floor_b128_device_shift"]
+        / best["floor_b128"],
+    }
+    diagnostics = {
+        f"{a}_over_{b}": best[a] / best[b]
+        for a, b in [
+            ("fit_b128", "zoo_step_b128"),
+            ("zoo_step_b128", "floor_b128"),
+            ("fit_b32", "zoo_step_b32"),
+            ("zoo_step_b32", "floor_b32"),
+            ("fit_b128_host_shift", "floor_b128_device_shift"),
+        ]
+    }
+    h.emit(
+        {
+            "benchmark": "host_work",
+            "model": "784-8-10 MLP, SGD",
+            "seconds_per_round_fastest": {n: round(v, 4) for n, v in best.items()},
+            "ratios": {n: round(v, 3) for n, v in ratios.items()},
+            "targets": {n: f"{op} {v}" for n, (op, v) in TARGETS.items()},
+            "met": h.targets_met(ratios, TARGETS),
+            "diagnostic_ratios": {n: round(v, 3) for n, v in diagnostics.items()},
+            "rounds": args.epochs,
+            "statistic": "fastest round",
+            "epochs_per_round": EPOCHS_PER_ROUND,
+            "steps_per_epoch": {"b128": b128.spe, "b32": b32.spe},
+            "fit_steps_per_call": {"b128": b128.k, "b32": b32.k},
+            "timed_seconds": round(time.perf_counter() - start, 1),
+            "per_round": {n: h.rounded(t, 4) for n, t in times.items()},
+        }
+    )
+
+
+if __name__ == "__main__":
+    main()
