@@ -252,6 +252,36 @@ def test_step_is_traced_once_across_epochs(kind, small_train):
     assert eqx.debug.get_num_traces(step) == 1  # pyright: ignore[reportArgumentType]
 
 
+@pytest.mark.parametrize("kind", ["mlp", "batchnorm_cnn"])
+def test_the_model_is_traced_once_for_cost_and_every_chunk_length(kind, mnist_train):
+    # 11 steps an epoch: chunks of two lengths (two compiled programs), and
+    # the cost that picks their length. The loss runs once per trace of the
+    # model's gradient, so it counts them.
+    traces: list[int] = []
+
+    def counting_loss(logits, labels):
+        traces.append(1)
+        return zoo.train.softmax_cross_entropy(logits, labels)
+
+    model, state = build(kind)
+    step = make_train_step(optax.sgd(0.05), loss=counting_loss)
+    result = fit(
+        model, state, mnist_train.take(11 * 32), step, epochs=1, batch_size=32,
+        steps_per_call=4, callbacks=[],
+    )  # fmt: skip
+    assert result.steps_per_call == 4  # chunks of 4, 4 and 3 steps
+    assert len(traces) == 1
+    # The default steps per call asks for the cost first: the same one trace,
+    # for new shapes; and none at all for shapes traced before.
+    del traces[:]
+    for _ in range(2):
+        fit(
+            model, state, mnist_train.take(11 * 16), step, epochs=1, batch_size=16,
+            callbacks=[],
+        )  # fmt: skip
+    assert len(traces) == 1
+
+
 def test_evaluate_is_exact_over_every_example(small_test):
     model, state = build("batchnorm_cnn")
     model_inf = eqx.nn.inference_mode(model)

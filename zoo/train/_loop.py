@@ -156,7 +156,7 @@ def fit(
         spe = steps_per_epoch(len(train_data), batch_size, drop_remainder=True)
         k = steps_per_call or default_steps_per_call(
             model, state, train_data.inputs[0], batch_size=batch_size,
-            steps_per_epoch=spe, loss=step_fn.loss,
+            steps_per_epoch=spe, loss=step_fn.loss, trainable=step_fn.trainable,
         )  # fmt: skip
         cbs = list(default_callbacks() if callbacks is None else callbacks)
         cbs += [checkpointer] if checkpointer is not None else []

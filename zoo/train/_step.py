@@ -13,6 +13,7 @@ call for: listing the operations of a traced step (its convolutions decide
 whether fused steps unroll) and replaying a traced jaxpr.
 """
 
+import collections
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
@@ -34,7 +35,7 @@ from ._state import FilterSpec, TrainState, partition_trainable
 
 
 def prepare_inputs(
-    model: AbstractModel, inputs: Shaped[Array, "batch ..."]
+    model: AbstractModel | eqx.Module, inputs: Shaped[Array, "batch ..."]
 ) -> jax.Array:
     """A batch of raw inputs as ``model`` takes it, by the rule every zoo call
     follows (``zoo._inputs``: ``uint8`` scaled to ``[0, 1]``, shapes checked).
@@ -47,8 +48,8 @@ def prepare_inputs(
 
 
 def loss_and_metrics(
-    model: AbstractModel,
-    state: eqx.nn.State,
+    model: AbstractModel | eqx.Module,
+    state: eqx.nn.State | None,
     batch: Batch,
     key: PRNGKeyArray | None,
     loss_fn: LossFn = softmax_cross_entropy,
@@ -114,8 +115,8 @@ class TrainStep:
 
     def init(
         self,
-        model: AbstractModel,
-        state: eqx.nn.State,
+        model: AbstractModel | eqx.Module,
+        state: eqx.nn.State | None,
         *,
         key: PRNGKeyArray,
     ) -> TrainState:
@@ -172,6 +173,85 @@ def _trace_once(fn: Callable[..., Any], *args: Any) -> tuple[ClosedJaxpr, Callab
         return jax.tree.unflatten(out_tree, outs)
 
     return closed, replayed
+
+
+_GRADIENT_TRACES: "collections.OrderedDict[Any, tuple[ClosedJaxpr, Callable]]" = (
+    collections.OrderedDict()
+)
+_KEPT_TRACES = 8  # the latest few models' traces (a fit needs one)
+
+
+def weak_type(x: Any) -> bool:
+    """Whether ``x`` (an array, tracer or ``ShapeDtypeStruct``) is weakly typed."""
+    if isinstance(x, jax.ShapeDtypeStruct):
+        return bool(x.weak_type)
+    return jax.typeof(x).weak_type
+
+
+def _signature(tree: Any) -> tuple[Any, ...]:
+    """The structure and abstract values of ``tree``'s leaves: what a jaxpr
+    traced at ``tree`` is specific to."""
+    leaves, treedef = jax.tree.flatten(tree)
+    return (treedef, *((x.shape, x.dtype, weak_type(x)) for x in leaves))
+
+
+def abstract_values(tree: Any) -> Any:
+    """``tree`` with each array replaced by its ``jax.ShapeDtypeStruct``."""
+    return jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, weak_type=weak_type(x)), tree
+    )
+
+
+def traced_gradient(
+    loss: LossFn,
+    static: Any,
+    params: Any,
+    frozen: Any,
+    state: eqx.nn.State,
+    batch: Batch,
+    key: PRNGKeyArray,
+) -> tuple[ClosedJaxpr, Callable]:
+    """One gradient step's jaxpr, traced once per model and shapes, and a
+    function replaying it on ``(params, frozen, state, batch, key)``.
+
+    The replay returns ``(grads, (new_state, metrics))``. ``static`` is the
+    model's non-array part, ``params`` its trainable arrays and ``frozen`` the
+    others. ``steps_per_call`` (the cost) and every chunk length of the
+    training step share the one trace: the model's Python runs once per fit.
+    """
+    args = (params, frozen, state, batch, key)
+    static_leaves, static_def = jax.tree.flatten(static)
+    cache_key: Any = (loss, static_def, *static_leaves, _signature(args))
+    try:
+        hash(cache_key)
+    except TypeError:  # a model with unhashable static parts: trace each time
+        cache_key = None
+    if cache_key in _GRADIENT_TRACES:
+        _GRADIENT_TRACES.move_to_end(cache_key)
+        return _GRADIENT_TRACES[cache_key]
+
+    def trainable_loss(
+        params: Any, frozen: Any, state: Any, batch: Batch, key: PRNGKeyArray
+    ) -> Any:
+        model = eqx.combine(params, frozen, static)
+        return loss_and_metrics(model, state, batch, key, loss)
+
+    grad = eqx.filter_grad(trainable_loss, has_aux=True)
+    traced = _trace_once(grad, *abstract_values(args))
+    if cache_key is None:
+        return traced
+    _GRADIENT_TRACES[cache_key] = traced
+    while len(_GRADIENT_TRACES) > _KEPT_TRACES:
+        _GRADIENT_TRACES.popitem(last=False)
+    return traced
+
+
+def split_model(model: Any, trainable: FilterSpec) -> tuple[Any, Any, Any]:
+    """``(params, frozen, static)``: the trainable arrays, the other arrays and
+    the rest of ``model``; ``eqx.combine`` of the three is ``model``."""
+    params, rest = partition_trainable(model, trainable)
+    frozen, static = eqx.partition(rest, eqx.is_array)
+    return params, frozen, static
 
 
 def make_train_step(
@@ -233,24 +313,16 @@ def make_train_step(
     @jit_with_options(compiler_options)
     @eqx.debug.assert_max_traces(max_traces=max_traces)
     def train_chunk(ts: TrainState, chunk: Chunk) -> tuple[TrainState, Metrics]:
-        params, static = partition_trainable(ts.model, trainable)
-
-        def trainable_loss(params: Any, *args: Any) -> Any:
-            # Differentiated with respect to the trainable arrays only.
-            return loss_and_metrics(eqx.combine(params, static), *args)
-
-        grad_fn = eqx.filter_grad(trainable_loss, has_aux=True)
+        # Gradients are taken with respect to the trainable arrays only.
+        params, frozen, static = split_model(ts.model, trainable)
 
         def one_step(carry: Any, xs: tuple[Batch, jax.Array]) -> tuple[Any, None]:
             params, state, opt_state, total = carry
             batch, i = xs
-            grads, (state, metrics) = grad_fn(
-                params,
-                state,
-                batch,
-                jax.random.fold_in(ts.key, ts.step + i),
-                loss,
-            )
+            key = jax.random.fold_in(ts.key, ts.step + i)
+            args = (params, frozen, state, batch, key)
+            _, gradient = traced_gradient(loss, static, *args)
+            grads, (state, metrics) = gradient(*args)
             # optax mixes Python floats with int32 counters (adam's bias
             # correction), which strict dtype promotion would refuse.
             with jax.numpy_dtype_promotion("standard"):
@@ -272,7 +344,11 @@ def make_train_step(
             carry, _ = jax.lax.scan(body, carry, xs)
         params, state, opt_state, total = carry
         new = TrainState(
-            eqx.combine(params, static), state, opt_state, ts.key, ts.step + steps
+            eqx.combine(params, frozen, static),
+            state,
+            opt_state,
+            ts.key,
+            ts.step + steps,
         )
         return new, total
 
@@ -281,8 +357,8 @@ def make_train_step(
 
 @jit_with_options(lambda: compiler_options(inference=True))
 def eval_step(
-    model: AbstractModel,
-    state: eqx.nn.State,
+    model: AbstractModel | eqx.Module,
+    state: eqx.nn.State | None,
     batch: Batch,
     loss: LossFn = softmax_cross_entropy,
 ) -> Metrics:
@@ -301,7 +377,9 @@ def eval_step(
 
 @jit_with_options(lambda: compiler_options(inference=True))
 def predict(
-    model: AbstractModel, state: eqx.nn.State, inputs: Shaped[Array, "batch ..."]
+    model: AbstractModel | eqx.Module,
+    state: eqx.nn.State | None,
+    inputs: Shaped[Array, "batch ..."]
 ) -> Int[Array, " batch"]:
     """Predicted classes of a batch, in inference mode."""
     model = eqx.nn.inference_mode(model)

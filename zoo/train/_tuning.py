@@ -16,7 +16,14 @@ import numpy as np
 from ..data import Batch
 from ..models import AbstractModel
 from ._metrics import LossFn, softmax_cross_entropy
-from ._step import count_convolutions, loss_and_metrics, unrolls_steps
+from ._state import FilterSpec
+from ._step import (
+    abstract_values,
+    count_convolutions,
+    split_model,
+    traced_gradient,
+    unrolls_steps,
+)
 
 FLOPS_PER_CALL = 4e9
 """Work per call of unrolled steps (their compile time grows with each step)."""
@@ -48,34 +55,33 @@ class StepCost(NamedTuple):
 
 
 def step_cost(
-    model: AbstractModel,
-    state: eqx.nn.State,
+    model: AbstractModel | eqx.Module,
+    state: eqx.nn.State | None,
     example: Any,
     batch_size: int,
     loss: LossFn = softmax_cross_entropy,
+    trainable: FilterSpec = True,
 ) -> StepCost:
-    """The cost of one gradient step of ``model`` on batches of ``example``."""
+    """The cost of one gradient step of ``model`` on batches of ``example``.
+
+    Its trace is the one the training step replays (``traced_gradient``), so
+    the model's Python runs once for the cost and every compiled chunk.
+    """
     example = np.asarray(example)
-    shapes = (  # a batch's inputs, labels and mask: nothing runs on the device
-        jax.ShapeDtypeStruct((batch_size, *example.shape), example.dtype),
-        jax.ShapeDtypeStruct((batch_size,), jnp.int32),
-        jax.ShapeDtypeStruct((batch_size,), jnp.bool_),
+    batch = Batch(  # a batch's inputs, labels and mask: nothing runs on the device
+        jax.ShapeDtypeStruct((batch_size, *example.shape), example.dtype),  # pyright: ignore[reportArgumentType]
+        jax.ShapeDtypeStruct((batch_size,), jnp.int32),  # pyright: ignore[reportArgumentType]
+        jax.ShapeDtypeStruct((batch_size,), jnp.bool_),  # pyright: ignore[reportArgumentType]
     )
-    dynamic, static = eqx.partition((model, state), eqx.is_array)
-    grad = eqx.filter_grad(loss_and_metrics, has_aux=True)
-
-    def gradient_step(dynamic: Any, batch: Any) -> Any:
-        model, state = eqx.combine(dynamic, static)
-        return grad(model, state, Batch(*batch), jax.random.key(0), loss)
-
-    traced = jax.jit(gradient_step).trace(dynamic, shapes)
-    cost = traced.lower().cost_analysis()
+    params, frozen, static = split_model(model, trainable)
+    args = (params, frozen, state, batch, jax.random.key(0))
+    jaxpr, gradient = traced_gradient(loss, static, *args)
+    lowered = jax.jit(gradient).trace(*abstract_values(args)).lower()
+    cost = lowered.cost_analysis()
     if isinstance(cost, list | tuple):  # older JAX: one dict per device
         cost = cost[0] if cost else {}
     flops = float((cost or {}).get("flops", 0.0))
-    return StepCost(
-        flops, unrolls_steps(traced.jaxpr), count_convolutions(traced.jaxpr)
-    )
+    return StepCost(flops, unrolls_steps(jaxpr), count_convolutions(jaxpr))
 
 
 def default_steps_per_call(
@@ -123,13 +129,14 @@ def fit_to_epoch(steps_per_epoch: int, wanted: int) -> int:
 
 
 def steps_per_call(
-    model: AbstractModel,
-    state: eqx.nn.State,
+    model: AbstractModel | eqx.Module,
+    state: eqx.nn.State | None,
     example: Any,
     *,
     batch_size: int,
     steps_per_epoch: int,
     loss: LossFn = softmax_cross_entropy,
+    trainable: FilterSpec = True,
 ) -> int:
     """The optimiser steps ``fit`` fuses into one device call by default.
 
@@ -137,10 +144,12 @@ def steps_per_call(
     ``model`` on batches of ``batch_size`` examples shaped like ``example``) to
     dwarf its fixed cost; few enough, for steps unrolled around convolutions,
     to compile quickly; a divisor of ``steps_per_epoch`` where one is near.
-    Nothing runs on the device. ``fit`` reports its choice as
+    Nothing runs on the device. ``loss`` and ``trainable`` are the training
+    step's; its trace is the one the step replays, so asking first costs
+    ``fit`` no second trace. ``fit`` reports its choice as
     ``FitResult.steps_per_call``.
     """
-    cost = step_cost(model, state, example, batch_size, loss)
+    cost = step_cost(model, state, example, batch_size, loss, trainable)
     wanted = default_steps_per_call(
         cost.flops,
         unrolled=cost.unrolled,
