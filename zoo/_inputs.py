@@ -7,7 +7,9 @@
 * ``uint8`` images are scaled to ``[0, 1]`` as ``float32``; other floating
   dtypes pass through; any other dtype is refused, saying how to convert it;
 * an example must have the model's ``input_shape``, or, for a model that
-  declares ``flattens_input`` (the MLP), the same number of values;
+  declares ``flattens_input`` (the MLP), the same number of values; a model
+  that declares no ``input_shape`` (any ``eqx.Module`` zoo did not build)
+  takes examples of the data's own shape;
 * anything else is refused, naming the shapes; an image that is the model's
   input channels-last is refused with the exact transpose to apply.
 """
@@ -42,8 +44,13 @@ def model_inputs(model: Any, x: Any, *, batched: bool) -> jax.Array:
             "(and scale to [0, 1] if these are 0-255 pixel values)."
         )
     x = jnp.asarray(x)
-    expected = tuple(model.input_shape)
     lead = 1 if batched else 0
+    declared = getattr(model, "input_shape", None)
+    if declared is None:  # a model zoo did not build: it takes the data's shape
+        if x.ndim < lead:
+            raise ValueError(f"{name} takes a batch of examples, got a scalar.")
+        return x
+    expected = tuple(declared)
     if x.ndim < lead:
         raise ValueError(f"{name} takes a batch (batch, *{expected}), got a scalar.")
     example = tuple(x.shape[lead:])

@@ -18,6 +18,7 @@ from ._registry import (
     build_model as build_model,
     list_models as list_models,
     model_spec as model_spec,
+    register_family as register_family,
     register_model as register_model,
 )
 from ._resnet import (

@@ -41,7 +41,8 @@ _REGISTRY: dict[str, ModelSpec] = {}
 
 
 def register_model(name: str, config: Mapping[str, Any], description: str) -> None:
-    """Add a preset. ``config`` must be JSON with a ``"family"`` key.
+    """Add a preset. ``config`` must be JSON with a ``"family"`` key (zoo's
+    families, or one added with [`register_family`][zoo.models.register_family]).
 
     Raises:
         ValueError: the name is taken, the config is not JSON, or its family
@@ -57,6 +58,46 @@ def register_model(name: str, config: Mapping[str, Any], description: str) -> No
         ) from None
     _family(frozen)
     _REGISTRY[name] = ModelSpec(name, frozen, description)
+
+
+def register_family(family: type[AbstractModel], name: str | None = None) -> str:
+    """Make a model class of your own a family, as ``MLP`` and ``CNN`` are.
+
+    Its presets can then be registered (``register_model`` with
+    ``{"family": name, ...}``), built with ``zoo.create_model``, and a
+    checkpoint of one rebuilt from its config alone by ``zoo.load_model``.
+    The class subclasses [`zoo.AbstractModel`][zoo.AbstractModel]: its
+    constructor takes the config's arguments and ``key=``, its ``config()``
+    returns them (JSON) with ``"family": name``, and it declares
+    ``input_shape``, ``out_size`` and ``stateful``. Registering the same class
+    under the same name again does nothing.
+
+    Args:
+        family: the model class.
+        name: the ``"family"`` name in its configs; default the class's name.
+
+    Returns:
+        The family name.
+
+    Raises:
+        TypeError: ``family`` is not a subclass of ``zoo.AbstractModel``.
+        ValueError: ``name`` is already the name of another class.
+    """
+    if not (isinstance(family, type) and issubclass(family, AbstractModel)):
+        raise TypeError(
+            f"A family must be a subclass of zoo.AbstractModel (with config(), "
+            f"input_shape, out_size and stateful), got {family!r}. Any other "
+            "eqx.Module trains with zoo.fit as it is, without registering."
+        )
+    name = family.__name__ if name is None else name
+    if FAMILIES.get(name, family) is not family:
+        raise ValueError(
+            f"The family name {name!r} is taken by {FAMILIES[name].__module__}."
+            f"{FAMILIES[name].__qualname__}: register_family(cls, name=...) "
+            "with another name."
+        )
+    FAMILIES[name] = family
+    return name
 
 
 def list_models(pattern: str | None = None, *, pretrained: bool = False) -> list[str]:

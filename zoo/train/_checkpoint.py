@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import optax
 
 from .._version import __version__
-from ..models._abstract import AbstractModel
+from ..models._foreign import is_zoo_model, model_config
 from ..models._registry import build_model
 from ._checkpoint_dir import (
     CheckpointError,
@@ -40,6 +40,7 @@ from ._checkpoint_files import (
     check_config,
     check_paths,
     check_x64,
+    describe_config,
     dumps,
     key_to_json,
     leaf_records,
@@ -111,9 +112,11 @@ def save_checkpoint(
     Args:
         directory: the run's checkpoint directory (created if needed).
         train_state: the run's state. Its model's ``config()`` is saved to
-            rebuild it; its ``key`` must be a typed key from ``jax.random.key``
-            (wrap raw ``uint32`` keys with ``jax.random.wrap_key_data``); its
-            ``step`` (>= 0) names the version.
+            rebuild it (for a model zoo did not build, its class, to recognise
+            it: loading it needs ``like``); its ``key`` must be a typed key
+            from ``jax.random.key`` (wrap raw ``uint32`` keys with
+            ``jax.random.wrap_key_data``); its ``step`` (>= 0) names the
+            version.
         data_state: the data iterator's ``get_state()``; must be JSON.
         metadata: anything else to keep with the run (history, run config,
             epoch, ...); must be JSON. Tuples come back as lists.
@@ -125,8 +128,8 @@ def save_checkpoint(
     Raises:
         CheckpointError: the directory cannot be created or written (the message
             names the path and the operating system's error).
-        TypeError: ``train_state`` is not a ``TrainState`` or its model not a zoo
-            model, its ``key`` is not a typed PRNG key, or
+        TypeError: ``train_state`` is not a ``TrainState`` or its model not an
+            ``eqx.Module``, its ``key`` is not a typed PRNG key, or
             ``data_state``/``metadata`` is not JSON.
         ValueError: a negative ``step`` or ``keep < 1``.
     """
@@ -142,12 +145,13 @@ def save_checkpoint(
     step = _check_step(train_state.step)
     if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
         raise ValueError(f"`keep` must be an int >= 1, got {keep!r}.")
-    if not isinstance(model, AbstractModel):
+    if not isinstance(model, eqx.Module):
         raise TypeError(
-            f"The model must be a zoo model (zoo.AbstractModel), got {type(model)}."
+            f"The model must be an Equinox module (a zoo model or any eqx.Module), "
+            f"got {type(model)}."
         )
     files = {
-        CONFIG: dumps("the model's config()", model.config()),
+        CONFIG: dumps("the model's config()", model_config(model)),
         MODEL: lambda f: eqx.tree_serialise_leaves(f, (model, state)),
     }
     if opt_state is not None:
@@ -218,7 +222,9 @@ def load_checkpoint(
             the checkpoint's, and its ``opt_state`` gives the structure of the
             saved optimiser state (``None``: the optimiser state is not loaded).
             A checkpoint saved without optimiser state loads with ``opt_state``
-            ``None``. Without ``like`` the model is rebuilt from ``config.json``.
+            ``None``. Without ``like`` the model is rebuilt from ``config.json``,
+            which only a zoo model's checkpoint allows: a model zoo did not
+            build (any other ``eqx.Module``) needs ``like``.
         optimizer: without ``like``, the run's optimiser: its ``init`` on the
             model's inexact arrays gives the structure the saved optimiser state
             is loaded into. Without it (and without ``like``) the loaded
@@ -231,7 +237,8 @@ def load_checkpoint(
         CheckpointError: no checkpoint in ``directory``; a missing, truncated or
             corrupt file (named, with what to do); a checkpoint written for
             another model config or optimiser (naming the first leaf that
-            differs, with both shapes).
+            differs, with both shapes); a checkpoint of a model zoo did not
+            build, without ``like``.
         TypeError: both ``like`` and ``optimizer`` given, or ``like`` is not a
             ``TrainState`` of a zoo model.
     """
@@ -243,8 +250,10 @@ def load_checkpoint(
             )
         if not isinstance(like, TrainState):
             raise TypeError(f"`like` must be a zoo.train.TrainState, got {type(like)}.")
-        if not isinstance(like.model, AbstractModel):
-            raise TypeError(f"`like` must hold a zoo model, got {type(like.model)}.")
+        if not isinstance(like.model, eqx.Module):
+            raise TypeError(
+                f"`like` must hold an Equinox model, got {type(like.model)}."
+            )
     version = read_version(directory)
     path, files = version.path, version.files
     leaves = parse_leaves(path, version.manifest)
@@ -266,12 +275,18 @@ def load_checkpoint(
         expects = "its config.json builds"
     else:
         structure = (like.model, like.model_state)
+        rebuild = (
+            "Build the model from that config (zoo.models.build_model) to resume it"
+            if "family" in config
+            else "Load it into a model of the class that wrote it"
+        )
         advice = (
-            f"{written_by}. Build the model from that config "
-            "(zoo.models.build_model) to resume it, or resume from a checkpoint "
-            "directory of this model."
+            f"{written_by}. {rebuild}, or resume from a checkpoint directory of "
+            "this model."
         )
         expects = "the model expects"
+    if like is not None and not (is_zoo_model(like.model) and "family" in config):
+        check_config(like.model, config, advice)  # another kind of model: say so
     for section, tree in zip(("model", "state"), structure, strict=True):
         check_paths(section, leaves[section], tree, expects, advice)
     check_x64(path, leaves, ("model", "state"))
@@ -311,8 +326,16 @@ def load_checkpoint(
 
 def load_model(
     directory: str | os.PathLike[str],
-) -> tuple[AbstractModel, eqx.nn.State]:
+    *,
+    like: Any = None,
+) -> tuple[Any, eqx.nn.State | None]:
     """Rebuild a trained model from its checkpoint directory alone.
+
+    A zoo model (a registered family, see
+    [`zoo.models.register_family`][zoo.models.register_family]) is rebuilt
+    from the checkpoint's config. A model zoo did not build (any other
+    ``eqx.Module``) cannot be: give ``like``, a model of the same structure
+    (e.g. freshly built with any key), and its arrays are loaded into it.
 
     Example:
         >>> import jax, tempfile, zoo
@@ -326,20 +349,38 @@ def load_model(
 
     Args:
         directory: a run's checkpoint directory, or one version directory in it.
+        like: the model to load into, or a pair ``(model, state)`` for a model
+            with state (from ``eqx.nn.make_with_state``); ``None``: rebuilt
+            from the checkpoint's config.
 
     Returns:
-        ``(model, state)``, as saved.
+        ``(model, state)``, as saved (``state`` is ``None`` for a model zoo
+        did not build that was trained without one).
 
     Raises:
-        CheckpointError: as for [`zoo.load_checkpoint`][].
+        CheckpointError: as for [`zoo.load_checkpoint`][]; without ``like``,
+            a checkpoint of a model zoo did not build (the message says to
+            pass ``like``).
     """
-    train_state = load_checkpoint(directory).train_state
+    template = None
+    if like is not None:
+        model, state = like if isinstance(like, tuple) else (like, None)
+        template = TrainState(model, state, None, jax.random.key(0), jnp.int32(0))
+    train_state = load_checkpoint(directory, like=template).train_state
     return train_state.model, train_state.model_state
 
 
 def _build_structure(
     path: pathlib.Path, config: dict[str, Any], written_by: str
 ) -> tuple[Any, Any]:
+    if "family" not in config and "class" in config:
+        raise CheckpointError(
+            f"{path} holds {describe_config(config)}, which zoo did not build, "
+            f"so {CONFIG} cannot rebuild it. Load it into a model of the same "
+            "structure: zoo.load_model(directory, like=model) (like=(model, "
+            "state) for a model with state), or zoo.load_checkpoint(directory, "
+            "like=train_state)."
+        )
     try:
         return eqx.filter_eval_shape(build_model, config, key=jax.random.key(0))
     except Exception as error:
@@ -350,7 +391,7 @@ def _build_structure(
 
 
 def _optimizer_structure(
-    optimizer: optax.GradientTransformation, model: AbstractModel, written_by: str
+    optimizer: optax.GradientTransformation, model: eqx.Module, written_by: str
 ) -> Any:
     try:
         # optax is written for JAX's standard dtype promotion

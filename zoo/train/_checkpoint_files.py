@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..models._abstract import AbstractModel
+from ..models._foreign import is_zoo_model, model_config, same_model_class
 from ._checkpoint_dir import MANIFEST, CheckpointError, corrupt, is_count, parse_json
 
 CONFIG = "config.json"
@@ -259,9 +259,21 @@ def _equinox_message(error: Exception, structure: Any) -> str:
     return message[:1].lower() + message[1:]
 
 
-def check_config(model: AbstractModel, config: dict[str, Any], advice: str) -> None:
-    """Check that the checkpoint was written for ``model``'s config."""
-    expected = json.loads(json.dumps(model.config(), default=json_default))
+def check_config(model: eqx.Module, config: dict[str, Any], advice: str) -> None:
+    """Check that the checkpoint was written for ``model``'s config (for a
+    model zoo did not build: for its class)."""
+    if not is_zoo_model(model) or "family" not in config:
+        if (
+            "family" in config
+            or is_zoo_model(model)
+            or not same_model_class(config, model)
+        ):
+            raise CheckpointError(
+                f"The checkpoint was written for {describe_config(config)}, not "
+                f"for {describe_config(model_config(model))}; {advice}"
+            )
+        return
+    expected = json.loads(json.dumps(model_config(model), default=json_default))
     differences = [
         f"{name}: {config.get(name, '<missing>')!r} in the checkpoint, "
         f"{expected.get(name, '<missing>')!r} in the model"
@@ -274,3 +286,13 @@ def check_config(model: AbstractModel, config: dict[str, Any], advice: str) -> N
             + "; ".join(differences)
             + f"); {advice}"
         )
+
+
+def describe_config(config: dict[str, Any]) -> str:
+    """A checkpoint's model in words: its zoo family, or its class."""
+    if "family" in config:
+        return f"a zoo {config['family']} model"
+    return (
+        f"a model of class {config.get('class', '?')} (module "
+        f"{config.get('module', '?')})"
+    )

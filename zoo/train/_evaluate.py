@@ -22,8 +22,8 @@ glibc gives XLA's threads."""
 
 
 def evaluate(
-    model: AbstractModel,
-    state: eqx.nn.State,
+    model: AbstractModel | eqx.Module,
+    state: eqx.nn.State | None,
     dataset: ArrayDataset | tuple[ArrayLike, ArrayLike],
     *,
     batch_size: int = EVAL_BATCH_SIZE,
@@ -35,8 +35,10 @@ def evaluate(
     Every example counts once: the last batch is padded and the padding masked.
 
     Args:
-        model: the model.
-        state: its state.
+        model: the model (a zoo model, or any ``eqx.Module`` as
+            [`fit`][zoo.train.fit] takes it).
+        state: its state (``None`` for a model zoo did not build that takes
+            none).
         dataset: the examples, an [`ArrayDataset`][zoo.data.ArrayDataset] or
             a tuple ``(x, y)`` of NumPy or JAX arrays (examples, integer labels).
         batch_size: examples per evaluation step, 500 by default
@@ -56,7 +58,7 @@ def evaluate(
             (refused as [`fit`][zoo.train.fit] refuses it).
     """
     dataset = as_dataset(dataset, "dataset")
-    check_labels(model, dataset, "dataset")
+    check_labels(model, dataset, "dataset", state)
     total = Metrics.zero()
     if mesh is None:
         for batch in eval_pipeline(dataset, batch_size=batch_size):

@@ -6,7 +6,6 @@ from typing import Any
 
 import equinox as eqx
 
-from ..models import AbstractModel
 from ._metrics import Metrics
 from ._parallel import local_copy
 from ._state import TrainState
@@ -156,12 +155,12 @@ class FitResult:
     stop_reason: str | None = None
 
     @property
-    def model(self) -> AbstractModel:
-        """The trained model (``train_state.model``)."""
+    def model(self) -> Any:
+        """The trained model (``train_state.model``), of the class ``fit`` got."""
         return self.train_state.model
 
     @property
-    def state(self) -> eqx.nn.State:
+    def state(self) -> eqx.nn.State | None:
         """The model's state (``train_state.model_state``)."""
         return self.train_state.model_state
 

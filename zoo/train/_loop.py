@@ -65,8 +65,8 @@ thread would add only hand-offs (see the Performance page)."""
 
 
 def fit(
-    model: AbstractModel,
-    state: eqx.nn.State,
+    model: AbstractModel | eqx.Module,
+    state: eqx.nn.State | None,
     train_data: ArrayDataset | tuple[ArrayLike, ArrayLike],
     optimizer: optax.GradientTransformation | TrainStep,
     *,
@@ -90,8 +90,14 @@ def fit(
     exactly on ``test_data`` and the callbacks run.
 
     Args:
-        model: the model to train (from ``zoo.create_model`` or a constructor).
-        state: its state (empty for stateless models).
+        model: the model to train: a zoo model (from ``zoo.create_model`` or a
+            constructor), or any ``eqx.Module`` called on ONE example of the
+            data's shape as ``model(x, *, key=None) -> logits`` or
+            ``model(x, state, *, key=None) -> (logits, state)`` (see
+            [`zoo.apply`][]).
+        state: its state (empty for zoo's stateless models). For any other
+            model it chooses the call form: ``None``, or the ``eqx.nn.State``
+            of ``eqx.nn.make_with_state``.
         train_data: the training set, an
             [`ArrayDataset`][zoo.data.ArrayDataset] or a tuple ``(x, y)`` of
             NumPy or JAX arrays (examples, integer labels); images may stay
@@ -145,7 +151,9 @@ def fit(
     step_fn = (
         optimizer if isinstance(optimizer, TrainStep) else make_train_step(optimizer)
     )
-    _check_arguments(model, train_data, test_data, epochs, batch_size, steps_per_call)
+    _check_arguments(
+        model, state, train_data, test_data, epochs, batch_size, steps_per_call
+    )
     if mesh is not None:
         check_batch_size(mesh, batch_size)
     checkpointer = _checkpointer(checkpoint_dir, callbacks, resume)
@@ -349,7 +357,8 @@ def _resume(
 
 
 def _check_arguments(
-    model: AbstractModel,
+    model: AbstractModel | eqx.Module,
+    state: eqx.nn.State | None,
     train_data: ArrayDataset,
     test_data: ArrayDataset | None,
     epochs: int,
@@ -369,5 +378,5 @@ def _check_arguments(
         )
     for name, data in [("train_data", train_data), ("test_data", test_data)]:
         if data is not None:
-            check_labels(model, data, name)
+            check_labels(model, data, name, state)
             model_inputs(model, data.inputs[:1], batched=True)  # zoo's one rule

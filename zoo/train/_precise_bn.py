@@ -80,13 +80,13 @@ def _batch_statistics(model: Any, fresh: eqx.nn.State, inputs: Array) -> Any:
 
 def recompute_batch_norm(
     model: Any,
-    state: eqx.nn.State,
+    state: eqx.nn.State | None,
     inputs: Shaped[Array, "examples ..."] | Shaped[np.ndarray, "examples ..."],
     *,
     batch_size: int,
     examples: int = PRECISE_BN_EXAMPLES,
     seed: int = 0,
-) -> eqx.nn.State:
+) -> eqx.nn.State | None:
     """``state`` with every BatchNorm layer's statistics re-estimated.
 
     Each layer's running mean and variance become the mean, over the batches,
@@ -118,7 +118,7 @@ def recompute_batch_norm(
             than one batch.
     """
     norms = _norms(model)
-    if not norms:
+    if not norms or state is None:  # (None: a model zoo did not build, no state)
         return state
     if batch_size < 1 or examples < 1:
         raise ValueError(

@@ -1,7 +1,7 @@
 """``TrainState``: everything a training run carries from one step to the next."""
 
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any, Generic, TypeVar, cast
 
 import equinox as eqx
 import jax
@@ -10,15 +10,15 @@ import optax
 from jaxtyping import Array, Int, PRNGKeyArray
 
 from .._compiler_options import initialiser_options, jit_with_options
-from ..models import AbstractModel
 
 FilterSpec = bool | Callable[[Any], bool] | Any
 """An Equinox filter spec: a bool, a callable on leaves, or a pytree prefix of them."""
 
+M = TypeVar("M", bound=eqx.Module)
+"""The model's class: a zoo model, or any ``eqx.Module`` zoo trains."""
 
-def partition_trainable(
-    model: AbstractModel, trainable: FilterSpec = True
-) -> tuple[AbstractModel, AbstractModel]:
+
+def partition_trainable(model: M, trainable: FilterSpec = True) -> tuple[M, M]:
     """Split ``model`` into the arrays to train and everything else.
 
     The trainable part holds the inexact arrays that ``trainable`` selects
@@ -53,7 +53,7 @@ def partition_trainable(
     return params, eqx.combine(frozen, other)
 
 
-class TrainState(eqx.Module):
+class TrainState(eqx.Module, Generic[M]):
     """The model, its state, the optimiser state, the PRNG key and the step count.
 
     It is the one value that the training step, the loop, checkpoints and
@@ -69,8 +69,10 @@ class TrainState(eqx.Module):
         0
 
     Attributes:
-        model: the model being trained.
-        model_state: its ``eqx.nn.State`` (BatchNorm statistics; empty if none).
+        model: the model being trained (a zoo model, or any ``eqx.Module``
+            that [`fit`][zoo.train.fit] takes).
+        model_state: its ``eqx.nn.State`` (BatchNorm statistics; empty if
+            none), or ``None`` for a model zoo did not build that takes none.
         opt_state: the optax state of the trainable parameters, or ``None``
             for a model without an optimiser (saved for inference, or
             loaded from a checkpoint without its optimiser state).
@@ -78,8 +80,8 @@ class TrainState(eqx.Module):
         step: optimiser steps taken so far (an ``int32`` scalar).
     """
 
-    model: AbstractModel
-    model_state: eqx.nn.State
+    model: M
+    model_state: eqx.nn.State | None
     opt_state: optax.OptState | None
     key: PRNGKeyArray
     step: Int[Array, ""]
@@ -87,19 +89,20 @@ class TrainState(eqx.Module):
     @classmethod
     def init(
         cls,
-        model: AbstractModel,
-        model_state: eqx.nn.State,
+        model: M,
+        model_state: eqx.nn.State | None,
         optimizer: optax.GradientTransformation | None,
         *,
         key: PRNGKeyArray,
         trainable: FilterSpec = True,
-    ) -> "TrainState":
+    ) -> "TrainState[M]":
         """A fresh state at step 0, the optimiser initialised on ``model``.
 
         Args:
             model: the model to train.
             model_state: its state (from ``zoo.create_model`` or
-                ``eqx.nn.make_with_state``).
+                ``eqx.nn.make_with_state``; ``None`` for a model zoo did not
+                build that takes none).
             optimizer: any optax transformation; it sees the model's inexact
                 arrays (``eqx.filter(model, eqx.is_inexact_array)``). ``None``
                 gives a state without an optimiser (``opt_state`` is ``None``).

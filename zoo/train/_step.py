@@ -53,7 +53,7 @@ def loss_and_metrics(
     batch: Batch,
     key: PRNGKeyArray | None,
     loss_fn: LossFn = softmax_cross_entropy,
-) -> tuple[Float[Array, ""], tuple[eqx.nn.State, Metrics]]:
+) -> tuple[Float[Array, ""], tuple[eqx.nn.State | None, Metrics]]:
     """The masked mean loss of one batch, and ``(new_state, metrics)``.
 
     This is the function the training step differentiates.
@@ -207,7 +207,7 @@ def traced_gradient(
     static: Any,
     params: Any,
     frozen: Any,
-    state: eqx.nn.State,
+    state: eqx.nn.State | None,
     batch: Batch,
     key: PRNGKeyArray,
 ) -> tuple[ClosedJaxpr, Callable]:
@@ -379,7 +379,7 @@ def eval_step(
 def predict(
     model: AbstractModel | eqx.Module,
     state: eqx.nn.State | None,
-    inputs: Shaped[Array, "batch ..."]
+    inputs: Shaped[Array, "batch ..."],
 ) -> Int[Array, " batch"]:
     """Predicted classes of a batch, in inference mode."""
     model = eqx.nn.inference_mode(model)
