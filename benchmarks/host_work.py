@@ -10,7 +10,10 @@ scaled in the step as ``fit`` does). Contenders, interleaved:
 * ``fit_b128_host_shift``: ``fit(..., augment=zoo.data.RandomShift(2))`` in
   Grain, against the unaugmented ``floor_b128``;
 * ``floor_b128_device_shift``: the floor with ``zoo.data.DeviceShift(2)``
-  applied inside its scan, what moving the shift onto the device gives;
+  applied inside its scan, every batch's draws made before the scan
+  (``zoo.data.draw_batch``): what moving the shift onto the device gives;
+  ``floor_b128_device_shift_drawn_in_step`` (diagnostic) draws inside each
+  step instead, as ``augment_batch`` in the step would;
 * ``zoo_step_b128`` / ``zoo_step_b32`` (diagnostic): ``fit``'s own compiled
   step called on its chunks already on the device, which splits a gap to the
   floor into the step's program and the host's work around it.
@@ -53,20 +56,26 @@ def make_floor(
     static: Any,
     optimizer: optax.GradientTransformation,
     augment: zoo.data.AbstractDeviceAugment | None,
+    *,
+    draw_first: bool = True,
 ) -> Callable[[Carry, jax.Array, jax.Array, jax.Array], Carry]:
     """``floor(carry, xs (S, B, C, H, W) uint8, ys (S, B), key) -> carry``: one
-    SGD step per batch in a rolled ``lax.scan``; batch ``i`` is augmented on
-    the device with ``fold_in(key, i)`` when ``augment`` is given."""
+    SGD step per batch in a rolled ``lax.scan``. With ``augment``, batch ``i``
+    is augmented on the device as ``augment_batch(augment, fold_in(key, i), x)``
+    would: its draws made for every batch before the scan (``draw_first``), or
+    inside the step."""
 
     def loss(params: Any, x: jax.Array, y: jax.Array) -> jax.Array:
         logits = jax.vmap(eqx.combine(params, static))(x)
         return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
-    def body(carry: Carry, batch: tuple[jax.Array, ...]) -> tuple[Carry, None]:
+    def body(carry: Carry, batch: tuple[Any, ...]) -> tuple[Carry, None]:
         params, opt_state = carry
-        x, y, key = batch
+        x, y, key, draws = batch
         if augment is not None:
-            x = zoo.data.augment_batch(augment, key, x)
+            if not draw_first:
+                draws = zoo.data.draw_batch(augment, key, x.shape)
+            x = jax.vmap(augment.apply)(draws, x)
         x = x.astype(jnp.float32) / 255.0
         grads = jax.grad(loss)(params, x, y)
         updates, opt_state = optimizer.update(grads, opt_state, params)
@@ -76,10 +85,13 @@ def make_floor(
 
     @functools.partial(jax.jit, compiler_options=options)
     def floor(carry: Carry, xs: jax.Array, ys: jax.Array, key: jax.Array) -> Carry:
-        keys = jax.vmap(functools.partial(jax.random.fold_in, key))(
-            jnp.arange(xs.shape[0])
-        )
-        return jax.lax.scan(body, carry, (xs, ys, keys))[0]
+        steps = jnp.arange(xs.shape[0])
+        keys = jax.vmap(functools.partial(jax.random.fold_in, key))(steps)
+        draws = None
+        if augment is not None and draw_first:
+            draw = functools.partial(zoo.data.draw_batch, augment, shape=xs.shape[1:])
+            draws = jax.vmap(draw)(keys)
+        return jax.lax.scan(body, carry, (xs, ys, keys, draws))[0]
 
     return floor
 
@@ -156,12 +168,14 @@ class Setup:
 
         return run
 
-    def floor(self, augment: Any = None) -> Callable[[int], float]:
+    def floor(
+        self, augment: Any = None, *, draw_first: bool = True
+    ) -> Callable[[int], float]:
         """The floor over the same batches; compiled before it is timed."""
         params, static = eqx.partition(self.model, eqx.is_inexact_array)
         carry = (params, self.optimizer.init(params))
         key = jax.random.key(1)
-        fn: Any = make_floor(static, self.optimizer, augment)
+        fn: Any = make_floor(static, self.optimizer, augment, draw_first=draw_first)
         program = fn.lower(carry, self.xs, self.ys, key).compile()
 
         def run(r: int) -> float:
@@ -183,6 +197,7 @@ def main() -> None:
     train = load_mnist("train", data_dir=args.data_dir)
     b128 = Setup(train, 128, args.limit_steps)
     b32 = Setup(train, 32, args.limit_steps)
+    shift = zoo.data.DeviceShift(MAX_SHIFT)
     contenders = {
         "fit_b128": b128.fit(),
         "floor_b128": b128.floor(),
@@ -191,7 +206,8 @@ def main() -> None:
         "floor_b32": b32.floor(),
         "zoo_step_b32": b32.zoo_step(),
         "fit_b128_host_shift": b128.fit(zoo.data.RandomShift(MAX_SHIFT)),
-        "floor_b128_device_shift": b128.floor(zoo.data.DeviceShift(MAX_SHIFT)),
+        "floor_b128_device_shift": b128.floor(shift),
+        "floor_b128_device_shift_drawn_in_step": b128.floor(shift, draw_first=False),
     }
     start = time.perf_counter()
     times = h.run_rounds(contenders, args.epochs)
@@ -212,6 +228,7 @@ def main() -> None:
             ("fit_b32", "zoo_step_b32"),
             ("zoo_step_b32", "floor_b32"),
             ("fit_b128_host_shift", "floor_b128_device_shift"),
+            ("floor_b128_device_shift_drawn_in_step", "floor_b128"),
         ]
     }
     h.emit(

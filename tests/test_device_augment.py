@@ -31,6 +31,7 @@ from zoo.data import (
     RandomFlip,
     RandomShift,
     augment_batch,
+    draw_batch,
     to_device_augment,
 )
 
@@ -59,9 +60,8 @@ def _np_crop(
 ) -> np.ndarray:  # fmt: skip
     """DeviceCrop's draws, replayed; the pad and the window in NumPy."""
     _, height, width = image.shape
-    k_top, k_left = jax.random.split(key)
-    top = int(jax.random.randint(k_top, (), 0, height + 2 * padding - size[0] + 1))
-    left = int(jax.random.randint(k_left, (), 0, width + 2 * padding - size[1] + 1))
+    spans = [height + 2 * padding - size[0] + 1, width + 2 * padding - size[1] + 1]
+    top, left = np.asarray(jax.random.randint(key, (2,), 0, jnp.array(spans)))
     widths = ((0, 0), (padding, padding), (padding, padding))
     if mode == "constant":
         padded = np.pad(image, widths, constant_values=np.asarray(fill, image.dtype))
@@ -324,16 +324,46 @@ def test_bad_arguments_say_what_to_do():
         augment_batch(DeviceFlip(), key, image)
     with pytest.raises(TypeError, match="to_device_augment"):
         augment_batch(RandomShift(1), key, image[None])  # pyright: ignore[reportArgumentType]
+    with pytest.raises(ValueError, match="draw_batch takes images"):
+        draw_batch(DeviceFlip(), key, (6, 6))
     with pytest.raises(TypeError, match="to_device_augment"):
         DeviceCompose(RandomFlip())  # pyright: ignore[reportArgumentType]
 
 
 def test_an_augmentation_of_your_own_composes():
-    class Invert(AbstractDeviceAugment):
-        def __call__(self, key, image):
-            del key
-            return 255 - image
+    class Brighten(AbstractDeviceAugment):
+        def draw(self, key, shape):
+            del shape
+            return jax.random.randint(key, (), 0, 5)
 
-    image = _image((1, 3, 3), np.uint8)
-    out = DeviceCompose(Invert(), DeviceFlip(0.0))(jax.random.key(0), image)
-    _assert_same(out, 255 - image)
+        def apply(self, draws, image):
+            return image + draws.astype(image.dtype)
+
+    image, key = _image((1, 3, 3), np.uint8), jax.random.key(0)
+    k_brighten = jax.random.split(key)[0]
+    expected = image + np.uint8(jax.random.randint(k_brighten, (), 0, 5))
+    out = DeviceCompose(Brighten(), DeviceFlip(0.0))(key, image)
+    _assert_same(out, expected)
+
+
+@pytest.mark.parametrize("augment", every_kind, ids=repr)
+def test_draws_made_before_a_scan_give_the_same_images(augment):
+    """A step that scans K batches may draw all K first, then only apply."""
+    images = np.stack([[_image((3, 6, 6), np.uint8) + i + k for i in range(4)]
+                       for k in range(3)])  # fmt: skip
+    keys = jax.random.split(jax.random.key(7), 3)
+
+    @jax.jit
+    def scanned(keys, images):
+        draws = jax.vmap(lambda k: draw_batch(augment, k, images.shape[1:]))(keys)
+
+        def body(_, xs):
+            step_draws, x = xs
+            return None, jax.vmap(augment.apply)(step_draws, x)
+
+        return jax.lax.scan(body, None, (draws, images))[1]
+
+    expected = np.stack(
+        [augment_batch(augment, k, x) for k, x in zip(keys, images, strict=True)]
+    )
+    _assert_same(scanned(keys, jnp.asarray(images)), expected)

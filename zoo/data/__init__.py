@@ -35,7 +35,10 @@ from ._device_augment import (
     DeviceErasing as DeviceErasing,
     DeviceFlip as DeviceFlip,
     DeviceShift as DeviceShift,
+)
+from ._device_batch import (
     augment_batch as augment_batch,
+    draw_batch as draw_batch,
     to_device_augment as to_device_augment,
 )
 from ._download import (

@@ -5,15 +5,14 @@ parameters, fills and ranges, but each is an ``eqx.Module`` called on ONE
 channels-first image with its own key, ``augment(key, image) -> image``, and
 traced into the training step instead of run on the host. Every shape is
 static (a crop is a ``dynamic_slice`` of the padded image, an erased rectangle
-a mask), so a batch is ``jax.vmap`` over per-example keys:
-[`augment_batch`][zoo.data.augment_batch]. Each class documents the
-``jax.random`` calls it makes, so a draw can be replayed outside JAX.
+a mask). A call is two pure parts: ``draw(key, shape)``, the ``jax.random``
+calls each class documents, and ``apply(draws, image)``, which uses no
+randomness; [`augment_batch`][zoo.data.augment_batch] maps them over a batch.
 """
 
 import abc
-import functools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
 import equinox as eqx
@@ -23,41 +22,11 @@ import numpy as np
 from jaxtyping import Array, PRNGKeyArray, Shaped
 
 from .._checks import checked
-from ._augment import (
-    Compose,
-    RandomCrop,
-    RandomErasing,
-    RandomFlip,
-    RandomShift,
-)
+from ._augment import RandomCrop, RandomErasing, RandomFlip, RandomShift
 
 Image = Shaped[Array, "channels height width"]
-_Self = TypeVar("_Self")
+Shape = tuple[int, int, int]
 _Host = TypeVar("_Host", RandomShift, RandomCrop, RandomFlip, RandomErasing)
-Images = Shaped[Array, "batch channels height width"]
-
-
-def _one_image(augment: object, image: Array) -> None:
-    if image.ndim != 3:
-        raise ValueError(
-            f"{type(augment).__name__} takes ONE image (channels, height, width), "
-            f"got shape {image.shape}; augment a batch with "
-            "zoo.data.augment_batch(augment, key, images)."
-        )
-
-
-def _image_call(fn: Callable[[_Self, Any, Any], Array]) -> Callable[..., Array]:
-    """Decorate ``__call__(self, key, image)``: a NumPy image becomes an array and
-    a batch is refused with the fix, then the annotations are checked."""
-    inner = checked(fn)
-
-    @functools.wraps(fn)
-    def wrapper(self: _Self, key: Any, image: Any) -> Array:
-        image = jnp.asarray(image)
-        _one_image(self, image)
-        return inner(self, key, image)
-
-    return wrapper
 
 
 def _host_twin(name: str, host_class: type[_Host], *args: Any, **kwargs: Any) -> _Host:
@@ -68,7 +37,7 @@ def _host_twin(name: str, host_class: type[_Host], *args: Any, **kwargs: Any) ->
         raise ValueError(str(error).replace(host_class.__name__, name)) from None
 
 
-def _fill(value: float, dtype: jnp.dtype, what: str) -> Array:
+def _fill(value: float, dtype: Any, what: str) -> Array:
     """``value`` as a scalar of ``dtype``; refused where an integer image cannot
     hold it."""
     if jnp.issubdtype(dtype, jnp.integer):
@@ -85,53 +54,86 @@ class AbstractDeviceAugment(eqx.Module):
     """A random transformation of ONE image, a pure function of its key.
 
     ``augment(key, image)`` takes a channels-first image ``(C, H, W)`` of any
-    dtype and returns an image of the same dtype. Hyperparameters are static
+    dtype and returns an image of the same dtype: it is
+    ``apply(draw(key, image.shape), image)``. Hyperparameters are static
     fields, so an augmentation can be closed over by, or passed to, a jitted
-    step. Subclass it for an augmentation of your own.
+    step. For an augmentation of your own, subclass it and write ``draw`` and
+    ``apply`` (and ``output_shape`` if it changes the shape).
     """
 
     @abc.abstractmethod
+    def draw(self, key: PRNGKeyArray, shape: Shape) -> Any:
+        """The random parameters for an image of ``shape``, a pytree of arrays."""
+
+    @abc.abstractmethod
+    def apply(self, draws: Any, image: Image) -> Array:
+        """Transform ``image`` with ``draws`` (from ``draw``); no randomness."""
+
+    def output_shape(self, shape: Shape) -> Shape:
+        """The shape ``apply`` returns for an image of ``shape``: the same."""
+        return shape
+
     def __call__(
-        self, key: PRNGKeyArray, image: Image
+        self,
+        key: PRNGKeyArray,
+        image: Shaped[Array | np.ndarray, "channels height width"],
     ) -> Shaped[Array, "channels out_height out_width"]:
-        """Transform ``image`` with the draws of ``key``."""
+        """Transform ``image`` ``(C, H, W)`` with the draws of ``key``; same dtype."""
+        image = jnp.asarray(image)
+        if image.ndim != 3:
+            raise ValueError(
+                f"{type(self).__name__} takes ONE image (channels, height, width), "
+                f"got shape {image.shape}; augment a batch with "
+                "zoo.data.augment_batch(augment, key, images)."
+            )
+        return _checked_call(self, key, image)
 
 
-def _crop(
-    augment: AbstractDeviceAugment,
-    key: PRNGKeyArray,
-    image: Array,
-    padding: int,
-    size: tuple[int, int] | None,
-    fill: float,
-    padding_mode: str,
-) -> Array:
-    """Pad, then take the window at ``top, left`` drawn from ``key`` (DeviceCrop)."""
+@checked
+def _checked_call(
+    augment: AbstractDeviceAugment, key: PRNGKeyArray, image: Image
+) -> Shaped[Array, "channels out_height out_width"]:
     channels, height, width = image.shape
+    return augment.apply(augment.draw(key, (channels, height, width)), image)
+
+
+def _crop_draw(
+    name: str, key: PRNGKeyArray, shape: Shape, padding: int, size: Any
+) -> Array:
+    """``(top, left)`` of the window, after checking that it fits."""
+    _, height, width = shape
     out_h, out_w = size or (height, width)
-    name, p = type(augment).__name__, padding
-    if out_h > height + 2 * p or out_w > width + 2 * p:
+    if out_h > height + 2 * padding or out_w > width + 2 * padding:
         raise ValueError(
             f"{name} window {out_h}x{out_w} is larger than the {height}x{width} "
-            f"images padded by {p}; use a smaller size or more padding."
+            f"images padded by {padding}; use a smaller size or more padding."
         )
-    if padding_mode == "reflect" and p >= min(height, width):
+    spans = jnp.array([height + 2 * padding - out_h, width + 2 * padding - out_w])
+    return jax.random.randint(key, (2,), 0, spans + 1)
+
+
+def _crop_apply(
+    name: str, corner: Array, image: Array, padding: int, size: Any, fill: float,
+    padding_mode: str,
+) -> Array:  # fmt: skip
+    """The window at ``corner`` of ``image`` padded by ``padding``."""
+    channels, height, width = image.shape
+    out_h, out_w = size or (height, width)
+    if padding_mode == "reflect" and padding >= min(height, width):
         raise ValueError(
             f"{name} padding_mode='reflect' needs padding below the image size, "
-            f"got padding {p} for {height}x{width} images."
+            f"got padding {padding} for {height}x{width} images."
         )
-    if p == 0 and (out_h, out_w) == (height, width):
+    if padding == 0 and (out_h, out_w) == (height, width):
         return image
-    widths = ((0, 0), (p, p), (p, p))
+    widths = ((0, 0), (padding, padding), (padding, padding))
     if padding_mode == "constant":
         value = _fill(fill, image.dtype, f"{name} fill")
         padded = jnp.pad(image, widths, constant_values=value)
     else:
         padded = jnp.pad(image, widths, mode=padding_mode)
-    k_top, k_left = jax.random.split(key)
-    top = jax.random.randint(k_top, (), 0, height + 2 * p - out_h + 1)
-    left = jax.random.randint(k_left, (), 0, width + 2 * p - out_w + 1)
-    return jax.lax.dynamic_slice(padded, (0, top, left), (channels, out_h, out_w))
+    start = (0, corner[0], corner[1])
+    return jax.lax.dynamic_slice(padded, start, (channels, out_h, out_w))
 
 
 class DeviceShift(AbstractDeviceAugment):
@@ -140,10 +142,9 @@ class DeviceShift(AbstractDeviceAugment):
 
     The image moves by ``dy, dx`` uniform in ``[-max_shift, max_shift]``;
     pixels shifted in from outside are zero. It is
-    ``DeviceCrop(padding=max_shift)``, with the same draws:
-    ``k_top, k_left = jax.random.split(key)``, then
-    ``top = jax.random.randint(k_top, (), 0, 2 * max_shift + 1)`` and ``left``
-    likewise, and ``dy, dx = max_shift - top, max_shift - left``.
+    ``DeviceCrop(padding=max_shift)``, with the same draw
+    ``top, left = jax.random.randint(key, (2,), 0, 2 * max_shift + 1)``, and
+    ``dy, dx = max_shift - top, max_shift - left``.
 
     Example:
         >>> import jax, jax.numpy as jnp
@@ -160,10 +161,14 @@ class DeviceShift(AbstractDeviceAugment):
         """
         self.max_shift = _host_twin("DeviceShift", RandomShift, max_shift).max_shift
 
-    @_image_call
-    def __call__(self, key: PRNGKeyArray, image: Image) -> Image:
-        """Shift ``image`` ``(C, H, W)``; same shape and dtype."""
-        return _crop(self, key, image, self.max_shift, None, 0, "constant")
+    def draw(self, key: PRNGKeyArray, shape: Shape) -> Array:
+        """``(top, left)``, int32 ``(2,)``."""
+        return _crop_draw("DeviceShift", key, shape, self.max_shift, None)
+
+    def apply(self, draws: Array, image: Image) -> Image:
+        """``image`` shifted by ``max_shift - draws``."""
+        m = self.max_shift
+        return _crop_apply("DeviceShift", draws, image, m, None, 0, "constant")
 
 
 class DeviceCrop(AbstractDeviceAugment):
@@ -172,11 +177,10 @@ class DeviceCrop(AbstractDeviceAugment):
 
     The image ``(C, H, W)`` is padded by ``padding`` pixels on each side (with
     ``fill``, or by repeating or mirroring its edge) and the ``size`` window
-    whose corner is ``top, left`` is kept, drawn as
-    ``k_top, k_left = jax.random.split(key)``,
-    ``top = jax.random.randint(k_top, (), 0, H + 2 * padding - size_h + 1)``
-    and ``left`` likewise over the width. With ``padding=0`` and the input's
-    size the image is returned as it is.
+    whose corner is drawn as ``top, left = jax.random.randint(key, (2,), 0,
+    jnp.array([H + 2 * padding - size_h + 1, W + 2 * padding - size_w + 1]))``
+    is kept. With ``padding=0`` and the input's size the image is returned as
+    it is.
 
     Example:
         >>> import jax, jax.numpy as jnp
@@ -211,19 +215,23 @@ class DeviceCrop(AbstractDeviceAugment):
             "DeviceCrop", RandomCrop, padding, size=size, fill=fill,
             padding_mode=padding_mode,
         )  # fmt: skip
-        self.padding = host.padding
-        self.size = host.size
-        self.fill = host.fill
-        self.padding_mode = host.padding_mode
+        self.padding, self.size = host.padding, host.size
+        self.fill, self.padding_mode = host.fill, host.padding_mode
 
-    @_image_call
-    def __call__(
-        self, key: PRNGKeyArray, image: Image
-    ) -> Shaped[Array, "channels out_height out_width"]:
-        """Crop ``image`` ``(C, H, W)`` to ``size``; same dtype."""
-        return _crop(
-            self, key, image, self.padding, self.size, self.fill, self.padding_mode
-        )
+    def draw(self, key: PRNGKeyArray, shape: Shape) -> Array:
+        """``(top, left)`` of the window in the padded image, int32 ``(2,)``."""
+        return _crop_draw("DeviceCrop", key, shape, self.padding, self.size)
+
+    def apply(self, draws: Array, image: Image) -> Array:
+        """The ``size`` window at ``draws`` of the padded ``image``."""
+        return _crop_apply(
+            "DeviceCrop", draws, image, self.padding, self.size, self.fill,
+            self.padding_mode,
+        )  # fmt: skip
+
+    def output_shape(self, shape: Shape) -> Shape:
+        """``(C, *size)``."""
+        return (shape[0], *(self.size or shape[1:]))
 
 
 class DeviceFlip(AbstractDeviceAugment):
@@ -248,12 +256,14 @@ class DeviceFlip(AbstractDeviceAugment):
         """
         self.p = _host_twin("DeviceFlip", RandomFlip, p).p
 
-    @_image_call
-    def __call__(self, key: PRNGKeyArray, image: Image) -> Image:
-        """Flip ``image`` ``(C, H, W)`` or keep it; same shape and dtype."""
-        if self.p == 0.0:
-            return image
-        return jnp.where(jax.random.bernoulli(key, self.p), image[..., ::-1], image)
+    def draw(self, key: PRNGKeyArray, shape: Shape) -> Array:
+        """Whether to flip, a bool scalar."""
+        del shape
+        return jax.random.bernoulli(key, self.p)
+
+    def apply(self, draws: Array, image: Image) -> Image:
+        """``image`` mirrored where ``draws``."""
+        return image if self.p == 0.0 else jnp.where(draws, image[..., ::-1], image)
 
 
 class DeviceErasing(AbstractDeviceAugment):
@@ -270,8 +280,9 @@ class DeviceErasing(AbstractDeviceAugment):
     the corner is ``top = floor(jax.random.uniform(k_top, (), float32) *
     (H - h + 1))`` and ``left`` likewise (float32 arithmetic throughout). The
     rectangle's pixels, in every channel, become ``value``, or for
-    ``"random"`` the pixels of ``jax.random.randint(k_noise, (C, H, W), 0, 256)`` (integer images) or
-    ``jax.random.uniform(k_noise, (C, H, W), image.dtype)`` (float images).
+    ``"random"`` the pixels of ``jax.random.randint(k_noise, (C, H, W), 0,
+    256)`` (integer images) or ``jax.random.uniform(k_noise, (C, H, W),
+    image.dtype)`` (float images).
 
     Example:
         >>> import jax, jax.numpy as jnp
@@ -309,16 +320,11 @@ class DeviceErasing(AbstractDeviceAugment):
         self.p, self.scale, self.ratio = host.p, host.scale, host.ratio
         self.value = host.value
 
-    @_image_call
-    def __call__(self, key: PRNGKeyArray, image: Image) -> Image:
-        """Erase a rectangle of ``image`` ``(C, H, W)`` or keep it; same shape
-        and dtype."""
-        if self.p == 0.0:
-            return image
-        channels, height, width = image.shape
+    def draw(self, key: PRNGKeyArray, shape: Shape) -> dict[str, Array]:
+        """``{"erase": bool, "box": (top, left, h, w) float32, "noise": key}``."""
+        _, height, width = shape
         k_erase, k_area, k_ratio, k_top, k_left, k_noise = jax.random.split(key, 6)
         f32 = jnp.float32
-        erase = jax.random.bernoulli(k_erase, self.p)
         area = height * width * jax.random.uniform(k_area, (), f32, *self.scale)
         low, high = math.log(self.ratio[0]), math.log(self.ratio[1])
         aspect = jnp.exp(jax.random.uniform(k_ratio, (), f32, low, high))
@@ -326,21 +332,30 @@ class DeviceErasing(AbstractDeviceAugment):
         w = jnp.clip(jnp.rint(jnp.sqrt(area / aspect)), 1, width)
         top = jnp.floor(jax.random.uniform(k_top, (), f32) * (height - h + 1))
         left = jnp.floor(jax.random.uniform(k_left, (), f32) * (width - w + 1))
+        erase = jax.random.bernoulli(k_erase, self.p)
+        return {"erase": erase, "box": jnp.stack([top, left, h, w]), "noise": k_noise}
+
+    def apply(self, draws: dict[str, Array], image: Image) -> Image:
+        """``image`` with the drawn rectangle filled, where ``draws["erase"]``."""
+        if self.p == 0.0:
+            return image
+        channels, height, width = image.shape
+        top, left, h, w = draws["box"]
         rows = jnp.arange(height, dtype=jnp.float32)
         cols = jnp.arange(width, dtype=jnp.float32)
         inside = ((rows >= top) & (rows < top + h))[:, None] & (
             (cols >= left) & (cols < left + w)
         )[None, :]
-        mask = (inside & erase)[None, :, :]
+        mask = (inside & draws["erase"])[None, :, :]
         if self.value == "random":
             shape = (channels, height, width)
             if jnp.issubdtype(image.dtype, jnp.integer):
-                noise = jax.random.randint(k_noise, shape, 0, 256)
+                noise = jax.random.randint(draws["noise"], shape, 0, 256)
                 fill = noise.astype(image.dtype)
             else:
-                fill = jax.random.uniform(k_noise, shape, image.dtype)
+                fill = jax.random.uniform(draws["noise"], shape, image.dtype)
         else:
-            fill = _fill(float(self.value), image.dtype, f"{type(self).__name__} value")
+            fill = _fill(float(self.value), image.dtype, "DeviceErasing value")
         return jnp.where(mask, fill, image)
 
 
@@ -373,100 +388,26 @@ class DeviceCompose(AbstractDeviceAugment):
                 )
         self.augments = tuple(augments)
 
-    @_image_call
-    def __call__(
-        self, key: PRNGKeyArray, image: Image
-    ) -> Shaped[Array, "channels out_height out_width"]:
-        """Apply every part to ``image`` ``(C, H, W)``, in order."""
+    def draw(self, key: PRNGKeyArray, shape: Shape) -> tuple[Any, ...]:
+        """Every part's draws, each for the shape the parts before it give."""
         if not self.augments:
-            return image
-        keys = jax.random.split(key, len(self.augments))
-        for part, part_key in zip(self.augments, keys, strict=True):
-            image = part(part_key, image)
+            return ()
+        draws = []
+        for part, part_key in zip(
+            self.augments, jax.random.split(key, len(self.augments)), strict=True
+        ):
+            draws.append(part.draw(part_key, shape))
+            shape = part.output_shape(shape)
+        return tuple(draws)
+
+    def apply(self, draws: tuple[Any, ...], image: Image) -> Array:
+        """Every part's ``apply``, in order."""
+        for part, part_draws in zip(self.augments, draws, strict=True):
+            image = part.apply(part_draws, image)
         return image
 
-
-def augment_batch(
-    augment: AbstractDeviceAugment,
-    key: PRNGKeyArray,
-    images: Shaped[Array | np.ndarray, "batch channels height width"],
-) -> Shaped[Array, "batch channels out_height out_width"]:
-    """Augment a batch, each image with its own key: for use inside a step.
-
-    Image ``i`` of the batch gets ``jax.random.split(key, B)[i]``, so the
-    result is a pure function of ``key`` and the images; under ``jit`` the
-    batch is one fused program with no host work.
-
-    Example:
-        >>> import jax, jax.numpy as jnp
-        >>> images = jnp.zeros((8, 1, 28, 28), jnp.uint8)
-        >>> augment_batch(DeviceShift(2), jax.random.key(0), images).shape
-        (8, 1, 28, 28)
-
-    Args:
-        augment: a device augmentation, e.g. ``DeviceShift(2)``.
-        key: one key for the whole batch (e.g. the step's, folded in).
-        images: ``(B, C, H, W)`` channels-first images, any dtype.
-
-    Returns:
-        The augmented images, of the same dtype.
-
-    Raises:
-        TypeError: ``augment`` is not a device augmentation.
-        ValueError: ``images`` is not a batch of channels-first images.
-    """
-    if not isinstance(augment, AbstractDeviceAugment):
-        raise TypeError(
-            f"augment_batch takes a device augmentation (DeviceShift, ...), got "
-            f"{augment!r}; zoo.data.to_device_augment(...) makes one from a "
-            "host-side transform."
-        )
-    images = jnp.asarray(images)
-    if images.ndim != 4:
-        raise ValueError(
-            f"augment_batch takes images (batch, channels, height, width), got "
-            f"shape {images.shape}."
-        )
-    return _augment_batch(augment, key, images)
-
-
-@checked
-def _augment_batch(
-    augment: AbstractDeviceAugment, key: PRNGKeyArray, images: Images
-) -> Shaped[Array, "batch channels out_height out_width"]:
-    keys = jax.random.split(key, images.shape[0])
-    return jax.vmap(augment)(keys, images)
-
-
-def to_device_augment(transform: object) -> AbstractDeviceAugment:
-    """The device twin of a host-side transform: same parameters, other draws.
-
-    Takes [`RandomShift`][zoo.data.RandomShift], [`RandomCrop`][zoo.data.RandomCrop],
-    [`RandomFlip`][zoo.data.RandomFlip], [`RandomErasing`][zoo.data.RandomErasing]
-    or a [`Compose`][zoo.data.Compose] of them.
-
-    Example:
-        >>> import zoo
-        >>> to_device_augment(zoo.data.RandomShift(2))
-        DeviceShift(max_shift=2)
-
-    Raises:
-        TypeError: a transform with no device twin (e.g. a Grain map of your
-            own); write it as an ``AbstractDeviceAugment`` subclass.
-    """
-    t = transform
-    if isinstance(t, RandomShift):
-        return DeviceShift(t.max_shift)
-    if isinstance(t, RandomCrop):
-        mode = t.padding_mode
-        return DeviceCrop(t.padding, size=t.size, fill=t.fill, padding_mode=mode)
-    if isinstance(t, RandomFlip):
-        return DeviceFlip(t.p)
-    if isinstance(t, RandomErasing):
-        return DeviceErasing(t.p, scale=t.scale, ratio=t.ratio, value=t.value)
-    if isinstance(t, Compose):
-        return DeviceCompose(*(to_device_augment(part) for part in t.transforms))
-    raise TypeError(
-        f"{t!r} has no device twin; write it as a zoo.data.AbstractDeviceAugment "
-        "subclass."
-    )
+    def output_shape(self, shape: Shape) -> Shape:
+        """The last part's output shape."""
+        for part in self.augments:
+            shape = part.output_shape(shape)
+        return shape
