@@ -5,6 +5,7 @@ an explicit call (see :mod:`zoo.runtime`).
 """
 
 from . import data as data, models as models, runtime as runtime, train as train
+from ._export import export as export
 from ._version import __version__ as __version__
 from .models import (
     CNN as CNN,
