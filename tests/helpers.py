@@ -21,10 +21,30 @@ import zoo
 EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
 
 
+SMALL_IMAGE = 32
+"""The image side at which :func:`make_model` builds the presets of 224x224
+images, so that the property tests stay quick."""
+SMALL_VIT_DEPTH = 2
+"""The blocks of a 224x224 ViT preset built by :func:`make_model` (its blocks
+are alike: two test how they compose)."""
+
+
 def make_model(
     name: str, seed: int, **overrides: Any
 ) -> tuple[zoo.AbstractModel, eqx.nn.State]:
-    """Build preset ``name`` from an integer seed."""
+    """Build preset ``name`` from an integer seed.
+
+    A preset of 224x224 images is built small unless ``overrides`` say
+    otherwise: ``SMALL_IMAGE`` pixels a side, and a ViT of ``SMALL_VIT_DEPTH``
+    blocks (the layers are the preset's; the 224x224 presets' own tests run
+    them at full size).
+    """
+    config = zoo.models.model_spec(name).config
+    if config.get("image_size") == [224, 224]:
+        small: dict[str, Any] = {"image_size": SMALL_IMAGE}
+        if config["family"] == "ViT":
+            small["depth"] = SMALL_VIT_DEPTH
+        overrides = {**small, **overrides}
     return zoo.create_model(name, key=jax.random.key(seed), **overrides)
 
 

@@ -13,6 +13,7 @@ from .models import (
     AbstractModel as AbstractModel,
     ModelCard as ModelCard,
     ResNet as ResNet,
+    ViT as ViT,
     apply as apply,
     create_model as create_model,
     features as features,

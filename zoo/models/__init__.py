@@ -40,3 +40,8 @@ from ._transfer import (
     head_only as head_only,
     intermediates as intermediates,
 )
+from ._vit import (
+    SelfAttention as SelfAttention,
+    TransformerBlock as TransformerBlock,
+    ViT as ViT,
+)

@@ -1,6 +1,7 @@
 """The interface every zoo model shares."""
 
 import abc
+import functools
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import equinox as eqx
@@ -15,6 +16,7 @@ BATCH_AXIS = "batch"
 ACTIVATIONS = {
     "relu": jax.nn.relu,
     "gelu": jax.nn.gelu,
+    "gelu_exact": functools.partial(jax.nn.gelu, approximate=False),
     "silu": jax.nn.silu,
     "selu": jax.nn.selu,
     "elu": jax.nn.elu,

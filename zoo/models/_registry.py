@@ -23,8 +23,14 @@ from ._cnn import CNN
 from ._initialise import initialise
 from ._mlp import MLP
 from ._resnet import ResNet
+from ._vit import ViT
 
-FAMILIES: dict[str, type[AbstractModel]] = {"MLP": MLP, "CNN": CNN, "ResNet": ResNet}
+FAMILIES: dict[str, type[AbstractModel]] = {
+    "MLP": MLP,
+    "CNN": CNN,
+    "ResNet": ResNet,
+    "ViT": ViT,
+}
 """Model classes by the ``"family"`` name stored in their configs."""
 
 
@@ -277,4 +283,33 @@ register_model(
     _mnist_resnet(16, 3),
     "ResNet-20 of He et al. 2016 (CIFAR, 6n+2 with n=3): three basic blocks per "
     "stage, 16/32/64 channels, projection shortcuts; about 0.27M parameters.",
+)
+
+
+def _imagenet_vit(dim: int, num_heads: int) -> dict[str, Any]:
+    """A ViT config of timm's ``vit_*_patch16_224``: 224x224 RGB, 16x16 patches
+    (196 and a class token), 12 blocks, 1000 classes."""
+    return {
+        "family": "ViT",
+        "in_channels": 3,
+        "image_size": [224, 224],
+        "out_size": 1000,
+        "patch_size": 16,
+        "dim": dim,
+        "depth": 12,
+        "num_heads": num_heads,
+    }
+
+
+register_model(
+    "vit_tiny_patch16_224",
+    _imagenet_vit(192, 3),
+    "ViT-Ti/16 at 224x224 (timm's vit_tiny_patch16_224): 12 blocks of width 192 "
+    "with 3 heads; about 5.7M parameters; loads timm's weights.",
+)
+register_model(
+    "vit_small_patch16_224",
+    _imagenet_vit(384, 6),
+    "ViT-S/16 at 224x224 (timm's vit_small_patch16_224): 12 blocks of width 384 "
+    "with 6 heads; about 22M parameters; loads timm's weights.",
 )
