@@ -104,7 +104,9 @@ def test_cards_round_trip_through_json():
 
 
 def test_list_models_filters_by_wildcard_and_weights():
-    assert zoo.list_models("resnet*") == ["resnet8", "resnet20"]
+    assert zoo.list_models("resnet*") == [
+        "resnet8", "resnet20", "resnet18", "resnet34", "resnet50"
+    ]  # fmt: skip
     assert zoo.list_models("*mlp") == ["mlp", "toy_mlp"]
     assert zoo.list_models("nothing*") == []
     pretrained = zoo.list_models(pretrained=True)

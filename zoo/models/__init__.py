@@ -21,10 +21,11 @@ from ._registry import (
     register_family as register_family,
     register_model as register_model,
 )
-from ._resnet import (
+from ._resnet import ResNet as ResNet
+from ._resnet_blocks import (
     BasicBlock as BasicBlock,
+    Bottleneck as Bottleneck,
     Projection as Projection,
-    ResNet as ResNet,
 )
 from ._safetensors import (
     load_safetensors as load_safetensors,

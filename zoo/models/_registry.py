@@ -112,7 +112,7 @@ def list_models(pattern: str | None = None, *, pretrained: bool = False) -> list
     Example:
         >>> import zoo
         >>> zoo.list_models("resnet*")
-        ['resnet8', 'resnet20']
+        ['resnet8', 'resnet20', 'resnet18', 'resnet34', 'resnet50']
         >>> "mlp" in zoo.list_models(pretrained=True)
         True
 
@@ -283,6 +283,46 @@ register_model(
     _mnist_resnet(16, 3),
     "ResNet-20 of He et al. 2016 (CIFAR, 6n+2 with n=3): three basic blocks per "
     "stage, 16/32/64 channels, projection shortcuts; about 0.27M parameters.",
+)
+
+
+def _imagenet_resnet(block_kind: str, depths: list[int]) -> dict[str, Any]:
+    """A ResNet config of timm's ``resnet18/34/50``: 224x224 RGB, 7x7 stem and
+    max pooling, four stages (56 -> 28 -> 14 -> 7 pixels), 1000 classes."""
+    expansion = 4 if block_kind == "bottleneck" else 1
+    return {
+        "family": "ResNet",
+        "in_channels": 3,
+        "image_size": [224, 224],
+        "out_size": 1000,
+        "stem_width": 64,
+        "widths": [expansion * w for w in (64, 128, 256, 512)],
+        "depths": depths,
+        "strides": [1, 2, 2, 2],
+        "stem_kind": "imagenet",
+        "block_kind": block_kind,
+    }
+
+
+register_model(
+    "resnet18",
+    _imagenet_resnet("basic", [2, 2, 2, 2]),
+    "ResNet-18 for ImageNet (timm's and torchvision's resnet18): 7x7 stem and "
+    "max pooling, two basic blocks per stage (64/128/256/512 channels), 1000 "
+    "classes; 11.7M parameters; loads timm's weights.",
+)
+register_model(
+    "resnet34",
+    _imagenet_resnet("basic", [3, 4, 6, 3]),
+    "ResNet-34 for ImageNet (timm's resnet34): 3/4/6/3 basic blocks per stage; "
+    "21.8M parameters; loads timm's weights.",
+)
+register_model(
+    "resnet50",
+    _imagenet_resnet("bottleneck", [3, 4, 6, 3]),
+    "ResNet-50 for ImageNet (timm's resnet50): 3/4/6/3 bottleneck blocks "
+    "(1x1, 3x3 strided, 1x1 to 256/512/1024/2048 channels); 25.6M parameters; "
+    "loads timm's weights.",
 )
 
 

@@ -1,4 +1,7 @@
-"""Residual networks for small images (He et al. 2016, section 4.2)."""
+"""Residual networks (He et al. 2016): for small images, and ImageNet's layout.
+
+The family's blocks, shortcuts and stem pooling live in ``_resnet_blocks``.
+"""
 
 import functools
 import math
@@ -18,56 +21,25 @@ from ._abstract import (
     dropout_active,
     get_activation,
     parse_dtype,
+    stage_indices,
 )
-from ._conv import (
-    ConvPath,
-    batch_norm_channels_last,
-    conv_channels_last,
-    resolve_conv_path,
-    to_channels_last,
+from ._conv import ConvPath, resolve_conv_path, to_channels_first, to_channels_last
+from ._resnet_blocks import (
+    BLOCK_KINDS,
+    BOTTLENECK_EXPANSION,
+    BasicBlock,
+    Bottleneck,
+    abstract_block,
+    abstract_conv,
+    apply_conv,
+    apply_norm,
+    batch_norm,
+    max_pool_3x3_s2,
 )
 
-Path = ConvPath
-
-
-def _conv(layer: eqx.nn.Conv2d, x: Array, path: Path) -> Array:
-    """Apply one convolution: every conv of the family runs through here.
-
-    On ``"xla"`` maps are channels-first ``(C, H, W)`` and the Equinox layer
-    runs as written; on ``"nhwc"`` they are channels-last ``(H, W, C)``.
-    """
-    if path == "xla":
-        return layer(x)
-    return conv_channels_last(layer, x)
-
-
-def _norm(
-    layer: eqx.nn.BatchNorm, x: Array, state: eqx.nn.State, path: Path
-) -> tuple[Array, eqx.nn.State]:
-    """Apply one BatchNorm, in the layout ``path`` implies (see ``_conv``)."""
-    if path != "xla":
-        return batch_norm_channels_last(layer, x, state)
-    # eqx.nn.BatchNorm(mode="batch") raises a Python float to an int32 counter
-    # in inference mode, which strict dtype promotion refuses.
-    with jax.numpy_dtype_promotion("standard"):
-        return layer(x, state)
-
-
-def _abstract_conv(
-    in_channels: int, out_channels: int, kernel_size: int, stride: int, dtype: Any
-) -> eqx.nn.Conv2d:
-    """A bias-free conv whose weight is a ``jax.ShapeDtypeStruct``, drawn later."""
-    return eqx.filter_eval_shape(
-        eqx.nn.Conv2d,
-        in_channels,
-        out_channels,
-        kernel_size,
-        stride=stride,
-        padding=kernel_size // 2,
-        use_bias=False,
-        dtype=dtype,
-        key=jax.random.key(0),
-    )
+STEM_KINDS: tuple[str, ...] = ("cifar", "imagenet")
+"""The stems a ResNet may start with: a 3x3 conv, or ImageNet's 7x7 stride-2
+conv and 3x3 stride-2 max pooling."""
 
 
 @functools.partial(jax.jit, static_argnums=(1, 2))
@@ -109,88 +81,6 @@ def _initialise(tree: Any, key: PRNGKeyArray) -> Any:
     return jax.tree.unflatten(treedef, leaves)
 
 
-def _batch_norm(channels: int, momentum: float, dtype: Any) -> eqx.nn.BatchNorm:
-    return eqx.nn.BatchNorm(
-        channels, axis_name=BATCH_AXIS, momentum=momentum, mode="batch", dtype=dtype
-    )
-
-
-class Projection(eqx.Module):
-    """The shortcut where a block changes shape: a strided 1x1 conv and BatchNorm."""
-
-    conv: eqx.nn.Conv2d
-    norm: eqx.nn.BatchNorm
-
-    def __call__(
-        self, x: Float[Array, "c h w"], state: eqx.nn.State, path: Path = "xla"
-    ) -> tuple[Float[Array, "c2 h2 w2"], eqx.nn.State]:
-        """Project one feature map (channels-last unless ``path="xla"``)."""
-        return _norm(self.norm, _conv(self.conv, x, path), state, path)
-
-
-class BasicBlock(eqx.Module):
-    """conv3x3-BN-act-conv3x3-BN, plus the shortcut, then the activation.
-
-    The shortcut is the identity when the block keeps its input's shape, and a
-    [`Projection`][zoo.models.Projection] (1x1 conv + BatchNorm) when it changes the
-    channels or the stride (``conv1`` carries the stride). Built by
-    [`ResNet`][zoo.ResNet].
-    """
-
-    conv1: eqx.nn.Conv2d
-    norm1: eqx.nn.BatchNorm
-    conv2: eqx.nn.Conv2d
-    norm2: eqx.nn.BatchNorm
-    shortcut: Projection | None
-    activation: str = eqx.field(static=True)
-
-    def __call__(
-        self, x: Float[Array, "c h w"], state: eqx.nn.State
-    ) -> tuple[Float[Array, "c2 h2 w2"], eqx.nn.State]:
-        """Apply the block to one channels-first map ``(channels, height, width)``
-        with the Equinox layers (a [`ResNet`][zoo.ResNet] calls :meth:`apply`
-        in its own conv path's layout)."""
-        return self.apply(x, state, "xla")
-
-    def apply(
-        self, x: Array, state: eqx.nn.State, path: Path
-    ) -> tuple[Array, eqx.nn.State]:
-        """The block on a map in ``path``'s layout: ``(C, H, W)`` on ``"xla"``,
-        ``(H, W, C)`` on ``"nhwc"``."""
-        act = get_activation(self.activation)
-        y, state = _norm(self.norm1, _conv(self.conv1, x, path), state, path)
-        y, state = _norm(self.norm2, _conv(self.conv2, act(y), path), state, path)
-        if self.shortcut is not None:
-            x, state = self.shortcut(x, state, path)
-        return act(y + x), state
-
-
-def _abstract_block(
-    in_channels: int,
-    out_channels: int,
-    stride: int,
-    bn_momentum: float,
-    activation: str,
-    dtype: Any,
-) -> BasicBlock:
-    """A block with real BatchNorms and abstract conv weights."""
-    return BasicBlock(
-        conv1=_abstract_conv(in_channels, out_channels, 3, stride, dtype),
-        norm1=_batch_norm(out_channels, bn_momentum, dtype),
-        conv2=_abstract_conv(out_channels, out_channels, 3, 1, dtype),
-        norm2=_batch_norm(out_channels, bn_momentum, dtype),
-        shortcut=(
-            Projection(
-                _abstract_conv(in_channels, out_channels, 1, stride, dtype),
-                _batch_norm(out_channels, bn_momentum, dtype),
-            )
-            if stride != 1 or in_channels != out_channels
-            else None
-        ),
-        activation=activation,
-    )
-
-
 def _per_stage(name: str, value: int | Sequence[int], n: int) -> tuple[int, ...]:
     values = (value,) * n if isinstance(value, int) else tuple(value)
     if len(values) != n:
@@ -204,22 +94,34 @@ def _per_stage(name: str, value: int | Sequence[int], n: int) -> tuple[int, ...]
 
 
 class ResNet(AbstractImageClassifier):
-    """A residual network for small images, on ONE channels-first image.
+    """A residual network on ONE channels-first image.
 
-    The CIFAR ResNets of He et al. (2016, section 4.2): a 3x3 conv stem with
-    BatchNorm and activation, then stages of [`BasicBlock`][zoo.models.BasicBlock]s
-    (stage ``i`` has ``depths[i]`` blocks of ``widths[i]`` channels, its first
-    block strided by ``strides[i]``), global average pooling, optional dropout
-    and a linear layer to ``out_size`` logits. Shortcuts are identities, or
-    1x1 conv + BatchNorm projections where a block changes shape. Convolutions
-    have no bias (BatchNorm follows each); their weights start from He et
-    al.'s ``N(0, 2 / fan_in)``, the classifier's from ``N(0, 1 / fan_in)`` with
-    zero bias.
+    A stem, then stages of residual blocks (stage ``i`` has ``depths[i]``
+    blocks of ``widths[i]`` output channels, its first block strided by
+    ``strides[i]``), global average pooling, optional dropout and a linear
+    layer to ``out_size`` logits. Shortcuts are identities, or 1x1 conv +
+    BatchNorm projections where a block changes shape. Convolutions have no
+    bias (BatchNorm follows each); their weights start from He et al.'s
+    ``N(0, 2 / fan_in)``, the classifier's from ``N(0, 1 / fan_in)`` with zero
+    bias.
 
-    With ``depths=(n, n, n)`` and widths 16/32/64 this is ResNet-``6n+2``
-    (``zoo.create_model("resnet20")``). The model is stateful: build it with
-    ``eqx.nn.make_with_state(ResNet)(...)`` or ``zoo.create_model``, and in
-    training call it under ``jax.vmap(..., axis_name=zoo.models.BATCH_AXIS)``
+    Two layouts (He et al. 2016):
+
+    * ``stem_kind="cifar"``, ``block_kind="basic"`` (the defaults): the CIFAR
+      ResNets of section 4.2, a 3x3 conv stem and
+      [`BasicBlock`][zoo.models.BasicBlock]s. With ``depths=(n, n, n)`` and
+      widths 16/32/64 this is ResNet-``6n+2`` (``zoo.create_model("resnet20")``).
+    * ``stem_kind="imagenet"``: a 7x7 stride-2 conv stem with BatchNorm and
+      activation, then 3x3 stride-2 max pooling (224 -> 112 -> 56 pixels),
+      with basic blocks (``resnet18``, ``resnet34``) or
+      [`Bottleneck`][zoo.models.Bottleneck]s (``block_kind="bottleneck"``,
+      ``resnet50``): the layout of timm's and torchvision's ResNets, whose
+      weights load into it (``zoo.create_model("resnet50", pretrained=...)``).
+
+    ``out_size=0`` builds no classifier: ``output`` is ``eqx.nn.Identity()``
+    and the model returns the pooled features. The model is stateful: build it
+    with ``eqx.nn.make_with_state(ResNet)(...)`` or ``zoo.create_model``, and
+    in training call it under ``jax.vmap(..., axis_name=zoo.models.BATCH_AXIS)``
     (``zoo.apply`` does), so BatchNorm statistics span the batch.
 
     Example:
@@ -233,9 +135,9 @@ class ResNet(AbstractImageClassifier):
 
     stem: eqx.nn.Conv2d
     stem_norm: eqx.nn.BatchNorm
-    blocks: tuple[BasicBlock, ...]
+    blocks: tuple[BasicBlock | Bottleneck, ...]
     dropout: eqx.nn.Dropout
-    output: eqx.nn.Linear
+    output: eqx.nn.Linear | eqx.nn.Identity
     in_channels: int = eqx.field(static=True)
     image_size: tuple[int, int] = eqx.field(static=True)
     out_size: int = eqx.field(static=True)
@@ -247,6 +149,8 @@ class ResNet(AbstractImageClassifier):
     activation: str = eqx.field(static=True)
     dtype: str | None = eqx.field(static=True)
     conv_path: ConvPath = eqx.field(static=True)
+    stem_kind: str = eqx.field(static=True)
+    block_kind: str = eqx.field(static=True)
 
     stateful: ClassVar[bool] = True
 
@@ -265,6 +169,8 @@ class ResNet(AbstractImageClassifier):
         activation: str = "relu",
         dtype: Any = None,
         conv_path: str = "auto",
+        stem_kind: str = "cifar",
+        block_kind: str = "basic",
         key: PRNGKeyArray,
     ):
         """Build the stem, the stages and the head.
@@ -272,26 +178,37 @@ class ResNet(AbstractImageClassifier):
         Args:
             in_channels: channels of the input image (1 for MNIST, 3 for CIFAR).
             image_size: input height and width (an int for square images); any
-                size works, each stride-2 stage maps ``n`` pixels to
-                ``ceil(n / 2)``.
-            out_size: number of output logits (classes).
-            stem_width: output channels of the 3x3 stem conv.
-            widths: channels of each stage; its length is the number of stages.
+                size works: each stride-2 conv maps ``n`` pixels to
+                ``ceil(n / 2)``, the ImageNet stem's pooling to
+                ``(n - 1) // 2 + 1``.
+            out_size: number of output logits (classes); ``0`` for no head:
+                ``output`` is ``eqx.nn.Identity()`` and the model returns its
+                pooled features (what ``features`` returns).
+            stem_width: output channels of the stem conv.
+            widths: output channels of each stage; its length is the number of
+                stages. With bottlenecks each must be a multiple of 4 (the
+                blocks' inner width is a quarter of it).
             depths: residual blocks per stage, one for all or one per stage.
             strides: stride of each stage's first block, one for all or one per
                 stage; ``None``: 1 for the first stage and 2 for the others.
-            bn_momentum: BatchNorm running-statistics momentum, in ``[0, 1)``.
+            bn_momentum: BatchNorm running-statistics momentum, in ``[0, 1)``
+                (PyTorch's ``momentum=0.1`` is ``0.9`` here).
             dropout: dropout rate on the pooled features, in ``[0, 1)``.
             activation: name of the activation (see ``zoo.models.ACTIVATION_NAMES``).
             dtype: parameter dtype (``None``: JAX's default float).
             conv_path: ``"nhwc"``, ``"xla"`` or ``"auto"`` (by backend), as
                 for [`CNN`][zoo.CNN].
+            stem_kind: ``"cifar"`` (a 3x3 stride-1 conv) or ``"imagenet"`` (a
+                7x7 stride-2 conv, then 3x3 stride-2 max pooling).
+            block_kind: ``"basic"`` (two 3x3 convs) or ``"bottleneck"``
+                (1x1, 3x3, 1x1).
             key: PRNG key for the initial parameters.
 
         Raises:
             ValueError: for a configuration that cannot run (no stage, a width,
                 depth or stride below 1, per-stage lists of the wrong length,
-                rates out of range); the message names the argument.
+                rates out of range, an unknown stem or block kind, a bottleneck
+                width not a multiple of 4); the message names the argument.
         """
         if isinstance(widths, int):
             raise ValueError(
@@ -310,11 +227,11 @@ class ResNet(AbstractImageClassifier):
             height, width = image_size, image_size
         else:
             height, width = (int(s) for s in image_size)
-        if min(in_channels, height, width, out_size, stem_width) < 1:
+        if min(in_channels, height, width, stem_width) < 1 or out_size < 0:
             raise ValueError(
-                "ResNet `in_channels`, `image_size`, `out_size` and `stem_width` "
-                f"must be >= 1, got {in_channels}, {(height, width)}, {out_size}, "
-                f"{stem_width}."
+                "ResNet `in_channels`, `image_size` and `stem_width` must be >= 1 "
+                f"and `out_size` >= 0 (0: no head), got {in_channels}, "
+                f"{(height, width)}, {stem_width}, {out_size}."
             )
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"ResNet `dropout` must be in [0, 1), got {dropout}.")
@@ -322,18 +239,36 @@ class ResNet(AbstractImageClassifier):
             raise ValueError(
                 f"ResNet `bn_momentum` must be in [0, 1), got {bn_momentum}."
             )
+        if stem_kind not in STEM_KINDS:
+            raise ValueError(
+                f"ResNet `stem_kind` must be one of {STEM_KINDS}, got {stem_kind!r}."
+            )
+        if block_kind not in BLOCK_KINDS:
+            raise ValueError(
+                f"ResNet `block_kind` must be one of {BLOCK_KINDS}, got {block_kind!r}."
+            )
+        if block_kind == "bottleneck" and any(
+            w % BOTTLENECK_EXPANSION for w in width_list
+        ):
+            raise ValueError(
+                "ResNet with bottleneck blocks needs `widths` that are multiples "
+                f"of {BOTTLENECK_EXPANSION} (each block's 3x3 conv has a quarter "
+                f"of them), got {width_list}."
+            )
         get_activation(activation)
         self.dtype = parse_dtype(dtype)
         param_dtype = None if self.dtype is None else DTYPES[self.dtype]
 
-        stem = _abstract_conv(in_channels, stem_width, 3, 1, param_dtype)
+        kernel, stride = (7, 2) if stem_kind == "imagenet" else (3, 1)
+        stem = abstract_conv(in_channels, stem_width, kernel, stride, param_dtype)
         blocks = []
         cin = stem_width
         for stage in range(n):
             for b in range(depth_list[stage]):
                 stride = stride_list[stage] if b == 0 else 1
                 blocks.append(
-                    _abstract_block(
+                    abstract_block(
+                        block_kind,
                         cin,
                         width_list[stage],
                         stride,
@@ -343,13 +278,17 @@ class ResNet(AbstractImageClassifier):
                     )
                 )
                 cin = width_list[stage]
-        head = eqx.filter_eval_shape(
-            eqx.nn.Linear, cin, out_size, dtype=param_dtype, key=jax.random.key(0)
+        head = (
+            eqx.filter_eval_shape(
+                eqx.nn.Linear, cin, out_size, dtype=param_dtype, key=jax.random.key(0)
+            )
+            if out_size
+            else eqx.nn.Identity()
         )
         self.stem, self.blocks, self.output = _initialise(
             (stem, tuple(blocks), head), key
         )
-        self.stem_norm = _batch_norm(stem_width, bn_momentum, param_dtype)
+        self.stem_norm = batch_norm(stem_width, bn_momentum, param_dtype)
         self.dropout = eqx.nn.Dropout(dropout)
         self.in_channels = in_channels
         self.image_size = (height, width)
@@ -361,6 +300,8 @@ class ResNet(AbstractImageClassifier):
         self.bn_momentum = bn_momentum
         self.activation = activation
         self.conv_path = resolve_conv_path(conv_path)
+        self.stem_kind = stem_kind
+        self.block_kind = block_kind
 
     @checked_model_call
     def __call__(
@@ -372,21 +313,82 @@ class ResNet(AbstractImageClassifier):
     ) -> tuple[Float[Array, " out_size"], eqx.nn.State]:
         """Logits ``(out_size,)`` for one image and the new BatchNorm state.
 
-        See [`AbstractImageClassifier`][zoo.models.AbstractImageClassifier] for the
+        With ``out_size=0`` it returns the pooled features ``(widths[-1],)``
+        instead. See
+        [`AbstractImageClassifier`][zoo.models.AbstractImageClassifier] for the
         calling convention and errors.
         """
         stochastic = dropout_active("ResNet", self.dropout, key)
+        maps, state = self._stages(x, state, len(self.widths))
+        x = maps[-1]
+        features = jnp.mean(x, axis=(1, 2) if self.conv_path == "xla" else (0, 1))
+        features = self.dropout(features, key=key if stochastic else None)
+        return self.output(features), state
+
+    @checked_model_call
+    def intermediates(
+        self,
+        x: Float[Array, "channels height width"],
+        state: eqx.nn.State,
+        *,
+        indices: Sequence[int] | None = None,
+        key: PRNGKeyArray | None = None,
+    ) -> tuple[tuple[Float[Array, "_c _h _w"], ...], eqx.nn.State]:
+        """The feature map after each stage of residual blocks, for one image.
+
+        Stage ``i`` (after the stem) is the output of its last block, shape
+        ``(widths[i], height_i, width_i)``, channels-first on either conv
+        path; the mean of the last over its pixels is what the classifier
+        sees. Only the stages up to the last one asked for are computed.
+        Batch it with [`zoo.models.intermediates`][].
+
+        Args:
+            x: one image, shape ``(in_channels, height, width)``.
+            state: the BatchNorm state.
+            indices: the stages to return, in this order (negative: from the
+                end); ``None`` for all of them.
+            key: unused (the stages have no dropout); accepted for a call like
+                ``__call__``'s.
+
+        Returns:
+            ``(maps, state)``: a tuple with one map per index, and the state.
+
+        Raises:
+            ValueError: an index outside ``[-len(widths), len(widths))``.
+        """
+        del key
+        wanted = stage_indices(indices, len(self.widths), "ResNet")
+        if not wanted:
+            return (), state
+        maps, state = self._stages(x, state, max(wanted) + 1)
+        if self.conv_path != "xla":
+            maps = [to_channels_first(m) for m in maps]
+        return tuple(maps[i] for i in wanted), state
+
+    def _stages(
+        self, x: Array, state: eqx.nn.State, count: int
+    ) -> tuple[list[Array], eqx.nn.State]:
+        """The outputs of the first ``count`` stages, in the conv path's layout."""
         act = get_activation(self.activation)
         path = self.conv_path
+        maps = []
         try:
             if path != "xla":
                 # Channels-last throughout: no transposes around each
                 # convolution (XLA:CPU convolves channels-last).
                 x = to_channels_last(x)
-            x, state = _norm(self.stem_norm, _conv(self.stem, x, path), state, path)
+            x, state = apply_norm(
+                self.stem_norm, apply_conv(self.stem, x, path), state, path
+            )
             x = act(x)
-            for block in self.blocks:
-                x, state = block.apply(x, state, path)
+            if self.stem_kind == "imagenet":
+                x = max_pool_3x3_s2(x, path)
+            first = 0
+            for depth in self.depths[:count]:
+                for block in self.blocks[first : first + depth]:
+                    x, state = block.apply(x, state, path)
+                first += depth
+                maps.append(x)
         except NameError as error:
             raise NameError(
                 "ResNet with BatchNorm in training mode computes batch statistics, "
@@ -394,12 +396,23 @@ class ResNet(AbstractImageClassifier):
                 "in_axes=(0, None), out_axes=(0, None)) (zoo.apply does this), or "
                 "use eqx.nn.inference_mode(model) to evaluate."
             ) from error
-        features = jnp.mean(x, axis=(1, 2) if path == "xla" else (0, 1))
-        features = self.dropout(features, key=key if stochastic else None)
-        return self.output(features), state
+        return maps, state
 
     def config(self) -> dict[str, Any]:
-        """The JSON constructor arguments, with ``"family": "ResNet"``."""
+        """The JSON constructor arguments, with ``"family": "ResNet"``.
+
+        ``stem_kind`` and ``block_kind`` appear only when not the defaults, so
+        the configs (and weight files) of the small-image presets are as they
+        were before the ImageNet layout existed.
+        """
+        kinds = {
+            name: value
+            for name, value, default in [
+                ("stem_kind", self.stem_kind, "cifar"),
+                ("block_kind", self.block_kind, "basic"),
+            ]
+            if value != default
+        }
         return {
             "family": "ResNet",
             "in_channels": self.in_channels,
@@ -413,4 +426,5 @@ class ResNet(AbstractImageClassifier):
             "dropout": self.dropout.p,
             "activation": self.activation,
             "dtype": self.dtype,
+            **kinds,
         }

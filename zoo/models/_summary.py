@@ -18,6 +18,7 @@ from ._cnn import CNN
 from ._mlp import MLP
 from ._registry import build_model
 from ._resnet import ResNet
+from ._resnet_blocks import max_pool_3x3_s2
 
 Stage = tuple[str, Any, Callable[[Any, Any], tuple[Any, Any]]]
 """A row of the summary: its name (key path), the module holding its
@@ -177,6 +178,10 @@ def _stages(model: Any) -> list[Stage] | None:
                 lambda x, s: _act(act, *_norm(model.stem_norm, x, s)),
             ),
         ]
+        if model.stem_kind == "imagenet":
+            stages.append(
+                ("stem max pool", None, lambda x, s: (max_pool_3x3_s2(x, "xla"), s))
+            )
         stages += [
             (f"blocks[{i}]", block, lambda x, s, block=block: block(x, s))
             for i, block in enumerate(model.blocks)
