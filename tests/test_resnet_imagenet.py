@@ -4,6 +4,9 @@ The property tests (tests/test_model_properties.py) cover these presets at
 32x32 (``helpers.make_model``); here each runs once at its own 224x224.
 """
 
+import pathlib
+import re
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -167,6 +170,21 @@ def test_both_conv_paths_compute_the_same_function(block_kind, getkey):
     assert_close(e, b)
     for x, y in zip(f, c, strict=True):
         assert_close(y, x)
+
+
+def test_the_docs_features_block_runs(capsys):
+    page = pathlib.Path(__file__).resolve().parent.parent / "docs" / "imagenet.md"
+    text = page.read_text(encoding="utf-8")
+    match = re.search(
+        r"<!-- test: imagenet-features -->\n```python\n(.*?)```", text, re.S
+    )
+    assert match is not None, "docs/imagenet.md has no block marked imagenet-features"
+    exec(compile(match.group(1), "docs/imagenet.md", "exec"), {})
+    out = capsys.readouterr().out
+    assert (
+        "[(2, 64, 56, 56), (2, 128, 28, 28), (2, 256, 14, 14), (2, 512, 7, 7)]" in out
+    )
+    assert "(2, 512) True" in out
 
 
 # The properties every preset has (tests/test_model_properties.py), for the

@@ -51,3 +51,9 @@ from ._pipeline import (
     steps_per_epoch as steps_per_epoch,
     train_pipeline as train_pipeline,
 )
+from ._preprocess import (
+    IMAGENET_MEAN as IMAGENET_MEAN,
+    IMAGENET_STD as IMAGENET_STD,
+    Preprocessing as Preprocessing,
+    preprocess as preprocess,
+)

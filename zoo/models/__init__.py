@@ -36,6 +36,12 @@ from ._summary import (
     ModelSummary as ModelSummary,
     summary as summary,
 )
+from ._timm import (
+    TimmCard as TimmCard,
+    load_timm_weights as load_timm_weights,
+    timm_card as timm_card,
+)
+from ._timm_layout import TimmTensor as TimmTensor
 from ._transfer import (
     features as features,
     head_only as head_only,
