@@ -101,6 +101,24 @@ def test_presets_get_the_steps_per_call_tuned_for_the_cpu():
         assert k == expected, name
 
 
+def test_a_short_run_fuses_fewer_steps():
+    # A small job (16 steps) pays a fused program's compile time and never
+    # earns it back: one step per call. A recipe's run (10 epochs) keeps the
+    # choice made for its epoch.
+    model, state = zoo.create_model("lenet5", key=jax.random.key(0))
+    example = np.zeros((1, 28, 28), np.uint8)
+
+    def k(total):
+        return tuning.steps_per_call(
+            model, state, example, batch_size=128, steps_per_epoch=16,
+            total_steps=total,
+        )  # fmt: skip
+
+    assert k(16) == 1
+    assert k(4 * 32) == 4
+    assert k(10 * 468) == k(None) == 8
+
+
 def test_steps_per_call_never_collapse_on_awkward_epoch_lengths():
     assert fit_to_epoch(468, 40) == 39  # a divisor close below: one chunk shape
     assert fit_to_epoch(472, 64) == 59  # 472 = 8 * 59

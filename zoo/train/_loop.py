@@ -165,6 +165,7 @@ def fit(
         k = steps_per_call or default_steps_per_call(
             model, state, train_data.inputs[0], batch_size=batch_size,
             steps_per_epoch=spe, loss=step_fn.loss, trainable=step_fn.trainable,
+            total_steps=epochs * spe,
         )  # fmt: skip
         cbs = list(default_callbacks() if callbacks is None else callbacks)
         cbs += [checkpointer] if checkpointer is not None else []

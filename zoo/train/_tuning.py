@@ -38,6 +38,11 @@ MAX_CONVOLUTIONS_PER_CALL = 48
 XLA:CPU's compile time grows with each."""
 MAX_ROLLED_STEPS_PER_CALL = 256
 """Rolled steps per call at most (the chunk of batches waits on the host)."""
+CALLS_PER_RUN = 32
+"""A run of ``S`` steps fuses at most ``S // CALLS_PER_RUN`` steps per call (at
+least 1): a fused program compiles slower than one step (unrolled steps about
+``K`` times slower), and only many calls pay that back. Recipes of a few
+epochs are long enough never to meet this bound; a small job is not."""
 MAX_CHUNK_BYTES = 256 * 2**20
 """Input bytes of one chunk at most (two are alive: the one training and the
 next); this bound wins over ``MIN_STEPS_PER_CALL``, never going below 1."""
@@ -137,6 +142,7 @@ def steps_per_call(
     steps_per_epoch: int,
     loss: LossFn = softmax_cross_entropy,
     trainable: FilterSpec = True,
+    total_steps: int | None = None,
 ) -> int:
     """The optimiser steps ``fit`` fuses into one device call by default.
 
@@ -147,7 +153,8 @@ def steps_per_call(
     Nothing runs on the device. ``loss`` and ``trainable`` are the training
     step's; its trace is the one the step replays, so asking first costs
     ``fit`` no second trace. ``fit`` reports its choice as
-    ``FitResult.steps_per_call``.
+    ``FitResult.steps_per_call``. With ``total_steps`` (the run's), a short
+    run fuses fewer steps, at most ``total_steps // CALLS_PER_RUN``.
     """
     cost = step_cost(model, state, example, batch_size, loss, trainable)
     wanted = default_steps_per_call(
@@ -156,4 +163,6 @@ def steps_per_call(
         batch_bytes=np.asarray(example).nbytes * batch_size,
         convolutions=cost.convolutions,
     )
+    if total_steps is not None:
+        wanted = min(wanted, max(1, total_steps // CALLS_PER_RUN))
     return fit_to_epoch(steps_per_epoch, wanted)
