@@ -158,6 +158,11 @@ def test_the_documented_arrays_train(capsys):
     assert float(re.findall(r"'accuracy': ([\d.]+)", out)[-1]) > 0.9, out
 
 
+def test_the_documented_own_model_trains(capsys):
+    exec(compile(own_data_block("own-model"), "docs/own-data.md", "exec"), {})
+    assert capsys.readouterr().out.strip().splitlines()[-1] == "512"
+
+
 def test_the_documented_folder_reader_reads_a_folder(tmp_path):
     image = pytest.importorskip("PIL.Image")
     colours = {"blue": (0, 0, 255), "red": (255, 0, 0)}
