@@ -145,7 +145,8 @@ def test_help_is_made_from_the_config_types_and_docstrings(example, capsys):
     assert "--flip, --no-flip" in text and "--progress, --no-progress" in text
     assert "--batch-size INT" in text and "--lr FLOAT" in text
     assert "{mnist,fashion_mnist}" in text and "{sgd,momentum,adam}" in text
-    assert "{" + ",".join(zoo.list_models()) + "}" in text
+    # the list of presets wraps after a comma where it is wider than the page
+    assert "{" + ",".join(zoo.list_models()) + "}" in text.replace(", ", ",")
 
 
 def test_datasets_offered_are_zoo_datasets_with_augmentation_defaults(example):
