@@ -200,6 +200,8 @@ def publish(run_dir: pathlib.Path, weights_dir: pathlib.Path) -> zoo.ModelCard:
     config = metrics["config"]
     preset, dataset = config["model"], config["dataset"]
     model, state = zoo.load_model(run_dir / "checkpoint")
+    if state is None:  # only a model zoo did not build comes back without one
+        raise ValueError(f"{run_dir}: not a zoo preset's checkpoint")
     if model.config() != config["model_config"]:
         raise ValueError(f"{run_dir}: the checkpoint is not the model of metrics.json")
     test = load_dataset(dataset, "test", data_dir=config.get("data_dir"))

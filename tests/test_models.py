@@ -88,6 +88,7 @@ def test_cnn_stax_architecture(getkey):
     assert all(c.stride == (2, 2) for c in convs)
     assert all(block.norm is not None for block in model.blocks)
     # 28 -> 14 -> 7 -> 4 -> 2 with SAME padding: 10 * 2 * 2 features.
+    assert isinstance(model.output, eqx.nn.Linear)
     assert model.output.in_features == 40
     assert model.output.out_features == 10
 
@@ -108,6 +109,7 @@ def test_lenet5_is_lecun_1998(getkey):
     # C1 sees 28x28 padded to 32x32: 32 -> 28 (C1) -> 14 (S2) -> 10 (C3) -> 5 (S4).
     assert [layer.out_features for layer in model.hidden] == [120, 84]
     assert model.hidden[0].in_features == 16 * 5 * 5
+    assert isinstance(model.output, eqx.nn.Linear)
     assert model.output.out_features == 10
     n_params = sum(
         x.size for x in jax.tree.leaves(eqx.filter(model, eqx.is_inexact_array))

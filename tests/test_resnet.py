@@ -62,6 +62,7 @@ def test_resnet20_is_he_et_al_cifar_resnet_with_projections(getkey):
     projected = [i for i, b in enumerate(model.blocks) if b.shortcut is not None]
     assert projected == [3, 6]  # only where the shape changes
     assert all(c.kernel_size == (3, 3) and not c.use_bias for c in convs)
+    assert isinstance(model.output, eqx.nn.Linear)
     assert model.output.in_features == 64
 
 
