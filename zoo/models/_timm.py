@@ -44,8 +44,13 @@ from ._safetensors import (
 )
 from ._timm_layout import TimmTensor, resnet_layout
 from ._transfer import head_only
+from ._vit import ViT
+from ._vit_timm import vit_layout
 
-_LAYOUTS: dict[type, Callable[[Any], list[TimmTensor]]] = {ResNet: resnet_layout}
+_LAYOUTS: dict[type, Callable[[Any], list[TimmTensor]]] = {
+    ResNet: resnet_layout,
+    ViT: vit_layout,
+}
 """Each family's timm layout, by model class."""
 
 SETTLED_COUNT = 1 << 30
@@ -252,7 +257,7 @@ def load_timm_weights(
         ValueError: The timm weights do not fit this ResNet: 101 missing: ...
 
     Args:
-        model: a zoo model of a family with a timm layout (``ResNet``).
+        model: a zoo model of a family with a timm layout (``ResNet``, ``ViT``).
         state: its state.
         tensors: timm's ``state_dict``, names to arrays (NumPy or anything
             ``np.asarray`` takes), e.g. read from a ``model.safetensors``.

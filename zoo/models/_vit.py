@@ -44,15 +44,24 @@ class SelfAttention(eqx.Module):
     num_heads: int = eqx.field(static=True)
 
     def __call__(self, x: Float[Array, "tokens dim"]) -> Float[Array, "tokens dim"]:
-        """Attend every token to every token."""
-        tokens, dim = x.shape
-        head = dim // self.num_heads
-        qkv = _per_token(self.qkv, x).reshape(tokens, 3, self.num_heads, head)
-        q, k, v = qkv[:, 0], qkv[:, 1], qkv[:, 2]
-        scores = jnp.einsum("qhd,khd->hqk", q * (1.0 / math.sqrt(head)), k)
-        weights = jax.nn.softmax(scores, axis=-1)
-        out = jnp.einsum("hqk,khd->qhd", weights, v).reshape(tokens, dim)
-        return _per_token(self.proj, out)
+        """Attend every token to every token.
+
+        The heads are computed head-first, ``(heads, tokens, head_dim)``,
+        straight from the weights (the same function as splitting ``qkv``'s
+        output per token, without moving it around in memory).
+        """
+        dim = x.shape[1]
+        heads, width = self.num_heads, dim // self.num_heads
+        weight = self.qkv.weight.reshape(3, heads, width, dim)
+        qkv = jnp.einsum("td,shed->shte", x, weight)
+        if self.qkv.bias is not None:
+            qkv = qkv + self.qkv.bias.reshape(3, heads, 1, width)
+        q, k, v = qkv[0] * (1.0 / math.sqrt(width)), qkv[1], qkv[2]
+        weights = jax.nn.softmax(jnp.einsum("hqe,hke->hqk", q, k), axis=-1)
+        out = jnp.einsum("hqk,hke->hqe", weights, v)
+        proj = self.proj.weight.reshape(dim, heads, width)
+        y = jnp.einsum("hqe,ohe->qo", out, proj)
+        return y if self.proj.bias is None else y + self.proj.bias[None]
 
 
 class TransformerBlock(eqx.Module):
