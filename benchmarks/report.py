@@ -312,6 +312,22 @@ def compile_table(runs: list[Run]) -> str:
     return table(header, rows)
 
 
+def small_job_table(runs: list[Run]) -> str:
+    (run,) = runs
+    presets = need(run, "small_job")["presets"]
+    rows = [
+        [code(preset), p["zoo_seconds"], p["plain_seconds"],
+         bold(p["zoo_over_plain"]), p["steps_per_call"], p["fit_compile_seconds"],
+         " / ".join(number(p["compile_seconds"][k]) for k in ("zoo", "plain"))]
+        for preset, p in presets.items()
+    ]  # fmt: skip
+    header = [
+        "preset", "`fit` s", "plain loop s", "`fit` / plain", "steps / call",
+        "`fit` compile s", "all compiles s: `fit` / plain",
+    ]  # fmt: skip
+    return table(header, rows)
+
+
 CACHE_STATES = ["off", "cold", "warm"]
 
 
@@ -426,6 +442,7 @@ TABLES: dict[str, Callable] = {
     "time-to-accuracy": time_to_accuracy_table,
     "compile": compile_table,
     "startup": startup_table,
+    "small-job": small_job_table,
     "checks": checks_table,
     "allocator": allocator_table,
     "conv-kernels": steps_table("conv_kernels", ["ynnpack", "xla"], "xla_over_ynnpack"),
