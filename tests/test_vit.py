@@ -7,6 +7,8 @@ The timm key map and logits against timm itself are in tests/test_vit_timm.py.
 """
 
 import json
+import pathlib
+import re
 
 import equinox as eqx
 import jax
@@ -141,3 +143,14 @@ def test_dropout_needs_a_key_in_training_and_is_off_in_inference():
     assert not np.allclose(one, two)
     off = eqx.nn.inference_mode(model)
     assert_close(off(x, state)[0], off(x, state, key=jax.random.key(7))[0], rtol=0)
+
+
+def test_the_docs_tokens_block_runs(capsys):
+    page = pathlib.Path(__file__).resolve().parent.parent / "docs" / "vit.md"
+    text = page.read_text(encoding="utf-8")
+    match = re.search(r"<!-- test: vit-tokens -->\n```python\n(.*?)```", text, re.S)
+    assert match is not None, "docs/vit.md has no block marked vit-tokens"
+    exec(compile(match.group(1), "docs/vit.md", "exec"), {})
+    out = capsys.readouterr().out
+    assert "[(2, 50, 64), (2, 50, 64)]" in out
+    assert "(2, 64) True" in out

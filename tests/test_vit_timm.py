@@ -158,3 +158,17 @@ def test_logits_and_tokens_match_timm(name, tmp_path):
     (tokens,) = zoo.models.intermediates(model, x, state, indices=[5])
     theirs = np.concatenate([prefix.numpy(), patches.numpy()], axis=1)
     assert _relative(tokens, theirs) <= PARITY
+
+
+@pytest.mark.interop
+def test_the_vit_cards_carry_timms_pretrained_config():
+    timm = helpers.require("timm")
+    names = [n for n in zoo.models._timm.TIMM_CARDS if n.startswith("vit_")]
+    assert len(names) == 3
+    for name in names:
+        card, config = zoo.models.timm_card(name), timm.models.get_pretrained_cfg(name)
+        assert (card.preset, card.classes) == (config.architecture, config.num_classes)
+        expected = zoo.data.Preprocessing.from_timm(config.to_dict())
+        assert card.preprocessing == expected, name
+        assert card.preprocessing.mean == (0.5, 0.5, 0.5), name
+        assert card.license == config.license

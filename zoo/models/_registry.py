@@ -353,3 +353,20 @@ register_model(
     "ViT-S/16 at 224x224 (timm's vit_small_patch16_224): 12 blocks of width 384 "
     "with 6 heads; about 22M parameters; loads timm's weights.",
 )
+register_model(
+    "vit_patch4_28",
+    {
+        "family": "ViT",
+        "in_channels": 1,
+        "image_size": [28, 28],
+        "out_size": 10,
+        "patch_size": 4,
+        "dim": 64,
+        "depth": 6,
+        "num_heads": 4,
+        "mlp_ratio": 2.0,
+    },
+    "A small ViT for 28x28 images: 49 patches of 4x4 and a class token, 6 "
+    "pre-norm blocks of width 64 with 4 heads and MLPs of 128; about 0.2M "
+    "parameters.",
+)

@@ -30,7 +30,7 @@ import jax
 import numpy as np
 from jaxtyping import PRNGKeyArray
 
-from ..data._preprocess import Preprocessing
+from ..data._preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from ._abstract import AbstractModel
 from ._hub import HF_HUB_PREFIX, hub_file
 from ._registry import build_model, model_spec
@@ -85,7 +85,14 @@ class TimmCard:
     license: str
 
 
-def _card(name: str, crop_pct: float, interpolation: str, license: str) -> TimmCard:
+def _card(
+    name: str,
+    crop_pct: float,
+    interpolation: str,
+    license: str,
+    mean: tuple[float, ...] = IMAGENET_MEAN,
+    std: tuple[float, ...] = IMAGENET_STD,
+) -> TimmCard:
     return TimmCard(
         name=name,
         preset=name.partition(".")[0],
@@ -95,8 +102,8 @@ def _card(name: str, crop_pct: float, interpolation: str, license: str) -> TimmC
                 "input_size": (3, 224, 224),
                 "crop_pct": crop_pct,
                 "interpolation": interpolation,
-                "mean": (0.485, 0.456, 0.406),
-                "std": (0.229, 0.224, 0.225),
+                "mean": mean,
+                "std": std,
             }
         ),
         classes=1000,
@@ -116,6 +123,16 @@ TIMM_CARDS: dict[str, TimmCard] = {
         *(
             _card(f"resnet{d}.tv_in1k", 0.875, "bilinear", "bsd-3-clause")
             for d in (18, 34, 50)
+        ),
+        # AugReg ViTs (Steiner et al. 2021): ImageNet-21k, then fine-tuned on
+        # ImageNet-1k, or ImageNet-1k alone; inputs scaled to [-1, 1].
+        *(
+            _card(name, 0.9, "bicubic", "apache-2.0", (0.5,) * 3, (0.5,) * 3)
+            for name in (
+                "vit_tiny_patch16_224.augreg_in21k_ft_in1k",
+                "vit_small_patch16_224.augreg_in21k_ft_in1k",
+                "vit_small_patch16_224.augreg_in1k",
+            )
         ),
     ]
 }
