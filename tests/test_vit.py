@@ -154,3 +154,16 @@ def test_the_docs_tokens_block_runs(capsys):
     out = capsys.readouterr().out
     assert "[(2, 50, 64), (2, 50, 64)]" in out
     assert "(2, 64) True" in out
+
+
+def test_the_summary_has_a_row_per_block_with_its_tokens():
+    model, state = zoo.create_model("vit_patch4_28", key=jax.random.key(0))
+    rows = zoo.summary(model, state).layers
+    assert [(r.name, r.output_shape) for r in rows] == [
+        ("embedding", (50, 64)),
+        *((f"blocks[{i}]", (50, 64)) for i in range(6)),
+        ("norm (class token)", (64,)),
+        ("output", (10,)),
+    ]
+    assert rows[0].parameters == 16 * 64 + 64 + 64 + 50 * 64
+    assert sum(r.parameters for r in rows) == 205_962

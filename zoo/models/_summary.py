@@ -19,6 +19,7 @@ from ._mlp import MLP
 from ._registry import build_model
 from ._resnet import ResNet
 from ._resnet_blocks import max_pool_3x3_s2
+from ._vit import ViT
 
 Stage = tuple[str, Any, Callable[[Any, Any], tuple[Any, Any]]]
 """A row of the summary: its name (key path), the module holding its
@@ -191,6 +192,18 @@ def _stages(model: Any) -> list[Stage] | None:
             ("global average pool", None, lambda x, s: (jnp.mean(x, axis=(1, 2)), s)),
             ("output", model.output, lambda x, s: (model.output(x), s)),
         ]
+    if isinstance(model, ViT):
+        embedding = (model.patch_embed, model.cls_token, model.pos_embed)
+        stages = [("embedding", embedding, lambda x, s: (model.embed(x), s))]
+        stages += [
+            (f"blocks[{i}]", block, lambda x, s, block=block: (block(x), s))
+            for i, block in enumerate(model.blocks)
+        ]
+        return [
+            *stages,
+            ("norm (class token)", model.norm, lambda x, s: (model.norm(x[0]), s)),
+            ("output", model.output, lambda x, s: (model.output(x), s)),
+        ]
     return None
 
 
@@ -246,11 +259,12 @@ def summary(
     """A summary of ``model``: layers, output shapes, parameters, FLOPs, memory.
 
     The rows are the model's top-level blocks (for an [`MLP`][zoo.MLP], a
-    [`CNN`][zoo.CNN] or a [`ResNet`][zoo.ResNet]) with each one's output shape
-    for one example; for another ``eqx.Module``, its top-level fields that
-    hold parameters, without output shapes. Nothing runs on the device: shapes
-    come from ``eqx.filter_eval_shape`` and FLOPs from XLA's cost analysis of
-    the lowered forward pass (inference mode, one example).
+    [`CNN`][zoo.CNN], a [`ResNet`][zoo.ResNet] or a [`ViT`][zoo.ViT]) with
+    each one's output shape for one example; for another ``eqx.Module``,
+    its top-level fields that hold parameters, without output shapes. Nothing
+    runs on the device: shapes come from ``eqx.filter_eval_shape`` and FLOPs
+    from XLA's cost analysis of the lowered forward pass (inference mode, one
+    example).
 
     Example:
         >>> import jax, zoo
