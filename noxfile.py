@@ -105,10 +105,10 @@ README_RUNS = {
 }
 
 
-def _install(session: nox.Session, *groups: str) -> None:
+def _install(session: nox.Session, *groups: str, extras: str = "") -> None:
     session.install("--upgrade", "pip")
     deps = [d for g in groups for d in nox.project.dependency_groups(PYPROJECT, g)]
-    session.install("-e", ".", *deps)
+    session.install("-e", f".[{extras}]" if extras else ".", *deps)
 
 
 @nox.session
@@ -141,10 +141,7 @@ def interop(session: nox.Session) -> None:
     with a CUDA build of torch, which runs on the CPU: about 5.5 GB). Here a
     missing library fails its test instead of skipping it.
     """
-    session.install("--upgrade", "pip")
-    groups = ("dev", "interop")
-    deps = [d for g in groups for d in nox.project.dependency_groups(PYPROJECT, g)]
-    session.install("-e", ".[hub,onnx]", *deps)
+    _install(session, "dev", "interop", extras="hub,onnx")
     env = {**ENV, "ZOO_REQUIRE_INTEROP": "1"}
     session.run("pytest", "-n", "2", "-m", "interop", *session.posargs, env=env)
 
@@ -159,8 +156,12 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    """pyright over the package, tests, examples and benchmarks."""
-    _install(session, "dev")
+    """pyright over the package, tests, examples and benchmarks.
+
+    The ``hub`` and ``onnx`` extras are installed so that the modules that
+    import them are checked against the real libraries (small: no torch).
+    """
+    _install(session, "dev", extras="hub,onnx")
     python = pathlib.Path(session.virtualenv.location) / "bin" / "python"
     session.run("pyright", "--pythonpath", str(python))
 

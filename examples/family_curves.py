@@ -23,13 +23,13 @@ DATASETS = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST"}
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
 
-def run_dir(card: zoo.ModelCard) -> pathlib.Path:
+def run_dir(card: zoo.models.ModelCard) -> pathlib.Path:
     """The ``--out`` folder of the card's command, relative to the repository."""
     words = shlex.split(card.command)
     return REPO / words[words.index("--out") + 1]
 
 
-def accuracy_history(card: zoo.ModelCard) -> list[dict[str, float]]:
+def accuracy_history(card: zoo.models.ModelCard) -> list[dict[str, float]]:
     """One record per epoch: ``{"epoch": e, "<preset>_accuracy": test accuracy}``."""
     path = run_dir(card) / "metrics.json"
     try:
@@ -52,7 +52,7 @@ def merged(histories: Sequence[list[dict[str, float]]]) -> list[dict[str, float]
     return [by_epoch[epoch] for epoch in sorted(by_epoch)]
 
 
-def _card_or_none(name: str, dataset: str) -> zoo.ModelCard | None:
+def _card_or_none(name: str, dataset: str) -> zoo.models.ModelCard | None:
     """The card of ``name`` on ``dataset``, or ``None`` where it has no weights."""
     try:
         return zoo.model_card(name, dataset)
@@ -73,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> list[pathlib.Path]:
         for dataset in DATASETS
         if (card := _card_or_none(name, dataset)) is not None
     ]
-    families: dict[str, list[zoo.ModelCard]] = {}
+    families: dict[str, list[zoo.models.ModelCard]] = {}
     for card in cards:
         families.setdefault(card.config["family"], []).append(card)
     written = []

@@ -3,7 +3,7 @@
 Reads a run written by ``examples/mnist.py --out RUN_DIR`` (its ``checkpoint/``
 and ``metrics.json`` with the resolved config), evaluates the model itself on
 every test image, and writes ``<preset>-<dataset>.safetensors`` and its card
-``<preset>-<dataset>.json`` (see ``zoo.ModelCard``) into the weights folder:
+``<preset>-<dataset>.json`` (see ``zoo.models.ModelCard``) into the weights folder:
 the package's ``zoo/weights/`` by default, where ``zoo.create_model(preset,
 pretrained=dataset, key=key)`` finds them.
 
@@ -194,7 +194,7 @@ def near_ties(model, state, test: ArrayDataset) -> int:
     return count
 
 
-def publish(run_dir: pathlib.Path, weights_dir: pathlib.Path) -> zoo.ModelCard:
+def publish(run_dir: pathlib.Path, weights_dir: pathlib.Path) -> zoo.models.ModelCard:
     """Write the weight file and card of the run in ``run_dir``; return the card."""
     metrics = json.loads((run_dir / "metrics.json").read_text())
     config = metrics["config"]
@@ -212,7 +212,7 @@ def publish(run_dir: pathlib.Path, weights_dir: pathlib.Path) -> zoo.ModelCard:
     path = zoo.save_safetensors(weights_dir / f"{stem}.safetensors", model, state)
     ties = near_ties(model, state, test)
     seconds = [epoch["train_seconds"] for epoch in metrics["epochs"]]
-    card = zoo.ModelCard(
+    card = zoo.models.ModelCard(
         preset=preset,
         dataset=dataset,
         file=path.name,
@@ -245,7 +245,7 @@ def publish(run_dir: pathlib.Path, weights_dir: pathlib.Path) -> zoo.ModelCard:
     return card
 
 
-def main(argv: Sequence[str] | None = None) -> zoo.ModelCard:
+def main(argv: Sequence[str] | None = None) -> zoo.models.ModelCard:
     """Parse the command line, publish the run, print the card's summary."""
     parser = argparse.ArgumentParser(description=(__doc__ or "").partition("\n")[0])
     parser.add_argument("run_dir", type=pathlib.Path, help="an --out folder")

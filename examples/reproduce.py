@@ -73,10 +73,10 @@ class Outcome:
         return self.verdict == "FAILED"
 
 
-def read_card(path: pathlib.Path) -> zoo.ModelCard:
+def read_card(path: pathlib.Path) -> zoo.models.ModelCard:
     """The card at ``path``, checked."""
     data = json.loads(path.read_text(encoding="utf-8"))
-    return zoo.ModelCard.from_json(data, source=f"The model card {path}")
+    return zoo.models.ModelCard.from_json(data, source=f"The model card {path}")
 
 
 def rerun_args(command: str, out: pathlib.Path, data_dir: str | None) -> list[str]:
@@ -100,8 +100,8 @@ def rerun_args(command: str, out: pathlib.Path, data_dir: str | None) -> list[st
 
 
 def compare(
-    shipped: zoo.ModelCard,
-    made: zoo.ModelCard,
+    shipped: zoo.models.ModelCard,
+    made: zoo.models.ModelCard,
     here: Mapping[str, str],
     seconds: float,
 ) -> Outcome:
@@ -170,7 +170,7 @@ def _run(args: list[str], log: pathlib.Path, env: Mapping[str, str]) -> None:
 
 def reproduce(
     card_path: pathlib.Path, work: pathlib.Path, data_dir: str | None
-) -> tuple[Outcome, zoo.ModelCard]:
+) -> tuple[Outcome, zoo.models.ModelCard]:
     """Re-make the card at ``card_path`` in ``work``; its verdict and new card."""
     shipped = read_card(card_path)
     run_dir, weights = work / "run", work / "weights"

@@ -32,9 +32,9 @@ def reproduce() -> types.ModuleType:
         sys.path.remove(str(REPO / "examples"))
 
 
-def _card(name: str) -> zoo.ModelCard:
+def _card(name: str) -> zoo.models.ModelCard:
     data = json.loads((WEIGHTS / f"{name}.json").read_text(encoding="utf-8"))
-    return zoo.ModelCard.from_json(data)
+    return zoo.models.ModelCard.from_json(data)
 
 
 HERE = {
@@ -113,10 +113,10 @@ def test_the_command_is_rerun_into_the_folder_given(reproduce, tmp_path):
 def test_cards_without_provenance_still_load_and_bad_ones_are_refused():
     data = _card("mlp-mnist").to_json()
     old = {k: v for k, v in data.items() if k != "provenance"}
-    assert zoo.ModelCard.from_json(old).provenance == {}
+    assert zoo.models.ModelCard.from_json(old).provenance == {}
     for bad in [["jax"], {"jax": 0.1}, {"../x": "y"}, {"jax": "x" * 300}]:
         with pytest.raises(ValueError, match="field 'provenance' must be"):
-            zoo.ModelCard.from_json({**data, "provenance": bad})
+            zoo.models.ModelCard.from_json({**data, "provenance": bad})
 
 
 @pytest.mark.slow
@@ -142,5 +142,5 @@ def test_the_mlp_mnist_card_reproduces_bit_for_bit(reproduce, tmp_path):
     assert set(made.provenance) >= PROVENANCE_KEYS
 
 
-def _card_at(path: pathlib.Path) -> zoo.ModelCard:
-    return zoo.ModelCard.from_json(json.loads(path.read_text(encoding="utf-8")))
+def _card_at(path: pathlib.Path) -> zoo.models.ModelCard:
+    return zoo.models.ModelCard.from_json(json.loads(path.read_text(encoding="utf-8")))

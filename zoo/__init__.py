@@ -11,7 +11,6 @@ from .models import (
     CNN as CNN,
     MLP as MLP,
     AbstractModel as AbstractModel,
-    ModelCard as ModelCard,
     ResNet as ResNet,
     ViT as ViT,
     apply as apply,

@@ -1,7 +1,7 @@
 """Model cards: what a pretrained weight file is, and where cards are kept.
 
 A weight file ``<preset>-<dataset>.safetensors`` comes with its card
-``<preset>-<dataset>.json`` ([`ModelCard`][zoo.ModelCard]). This module reads,
+``<preset>-<dataset>.json`` ([`ModelCard`][zoo.models.ModelCard]). This module reads,
 checks and lists cards; it builds no model and touches no network
 (``_pretrained`` loads weights, ``_hub`` downloads them), so the registry can
 list the presets with weights without importing either.

@@ -6,7 +6,7 @@ What a weights server sends is checked before anything is written:
   the caller allows it (``allow_http=True``, or ``ZOO_WEIGHTS_ALLOW_HTTP=1``),
   and a redirect may not leave https either;
 - a card is read into memory (at most 1 MiB) and checked field by field
-  ([`ModelCard.from_json`][zoo.ModelCard.from_json]): its weight file is
+  ([`ModelCard.from_json`][zoo.models.ModelCard.from_json]): its weight file is
   exactly ``<preset>-<dataset>.safetensors``, a plain name in the cache;
 - a weight file streams into a hidden ``.part`` file beside its target, at
   most as many bytes as its card's config needs, and is renamed into place

@@ -2,7 +2,7 @@
 
 A weight file ``<preset>-<dataset>.safetensors`` (see
 [`zoo.save_safetensors`][]) comes with its card ``<preset>-<dataset>.json``
-([`ModelCard`][zoo.ModelCard], in ``_cards``): how it was trained, how well it
+([`ModelCard`][zoo.models.ModelCard], in ``_cards``): how it was trained, how well it
 does, and the SHA-256 the file must have. The card of a preset is looked for,
 in order:
 
