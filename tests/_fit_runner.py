@@ -1,8 +1,9 @@
 """Run ``zoo.train.fit`` on a small MNIST subset in a process of its own.
 
 Used by the kill-and-resume test: ``python tests/_fit_runner.py CKPT OUT
-[--resume]`` trains, checkpointing every few steps, and writes the final
-parameters to ``OUT``.
+[--resume] [--device-shift]`` trains (with the data on the device, shifted
+there with ``--device-shift``), checkpointing every few steps, and writes the
+final parameters to ``OUT``.
 """
 
 import sys
@@ -31,6 +32,7 @@ def main() -> None:
         steps_per_call=2,
         checkpoint_dir=zoo.train.Checkpointer(checkpoint_dir, every=2),
         resume="--resume" in sys.argv,
+        augment=zoo.data.DeviceShift(2) if "--device-shift" in sys.argv else None,
         callbacks=zoo.train.default_callbacks(progress=False, log=None),
     )
     eqx.tree_serialise_leaves(out, (result.model, result.state))

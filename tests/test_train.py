@@ -333,9 +333,12 @@ def test_fit_reports_compile_time_apart_and_writes_history(small_train, tmp_path
         ],
     )
     assert result.compile_seconds > 0
-    assert len(lines) == 2
-    assert lines[0].startswith("epoch 1/2 in ")
-    assert "train acc" in lines[0] and "test acc" in lines[0] and "ex/s" in lines[0]
+    assert len(lines) == 3
+    assert lines[0] == (
+        "data on the device (0.8 MB): batches gathered in the compiled step"
+    )
+    assert lines[1].startswith("epoch 1/2 in ")
+    assert "train acc" in lines[1] and "test acc" in lines[1] and "ex/s" in lines[1]
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["compile_seconds"] == pytest.approx(result.compile_seconds)
     assert saved["config"] == {"model": "mlp"}
@@ -407,10 +410,13 @@ def _run(args: list[str]) -> subprocess.Popen:
     )
 
 
-def test_sigkill_then_resume_gives_bitwise_identical_parameters(tmp_path):
-    reference = _run([str(tmp_path / "ref_ckpt"), str(tmp_path / "ref.eqx")])
+@pytest.mark.parametrize("augment", [[], ["--device-shift"]], ids=["plain", "shift"])
+def test_sigkill_then_resume_gives_bitwise_identical_parameters(tmp_path, augment):
+    # The runner's data is on the device (fit's choice for MNIST), plain or
+    # shifted there: the draws of the resumed run are the uninterrupted run's.
+    reference = _run([str(tmp_path / "ref_ckpt"), str(tmp_path / "ref.eqx"), *augment])
     ckpt = tmp_path / "ckpt"
-    victim = _run([str(ckpt), str(tmp_path / "victim.eqx")])
+    victim = _run([str(ckpt), str(tmp_path / "victim.eqx"), *augment])
     deadline = time.monotonic() + 120
     # Wait until training is under way (a checkpoint exists), then kill it hard.
     while latest_checkpoint(ckpt) is None and time.monotonic() < deadline:
@@ -423,7 +429,7 @@ def test_sigkill_then_resume_gives_bitwise_identical_parameters(tmp_path):
     assert not (tmp_path / "victim.eqx").exists()
     killed_at = int(load_checkpoint(ckpt).train_state.step)
     assert 0 < killed_at < 128
-    resumed = _run([str(ckpt), str(tmp_path / "victim.eqx"), "--resume"])
+    resumed = _run([str(ckpt), str(tmp_path / "victim.eqx"), "--resume", *augment])
     _, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err.decode()
     _, err = reference.communicate(timeout=300)

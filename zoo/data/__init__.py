@@ -46,6 +46,7 @@ from ._download import (
     fetch as fetch,
 )
 from ._idx import DataError as DataError, read_idx as read_idx
+from ._indexed_chunk import IndexedChunk as IndexedChunk
 from ._pipeline import (
     eval_pipeline as eval_pipeline,
     steps_per_epoch as steps_per_epoch,

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 import grain
+import numpy as np
 
 from ._batch import Batch, Chunk
 
@@ -26,6 +27,10 @@ ChunkOfStep = Callable[[int, int], Chunk | None]
 """``(step, count) ->`` batches ``step .. step + count - 1`` as one chunk, or
 ``None`` where they cannot be gathered at once (an epoch boundary between them,
 or a padded batch among them)."""
+
+RowsOfStep = Callable[[int, int], np.ndarray | None]
+"""``(step, count) ->`` the dataset rows of those batches ``(count, B)``, or
+``None`` where ``ChunkOfStep`` gives ``None``."""
 
 
 class ChunkedBatches(grain.IterDataset[Batch]):
@@ -36,6 +41,7 @@ class ChunkedBatches(grain.IterDataset[Batch]):
             ``MapDataset`` of batches, without prefetching).
         chunk_of_step: builds the chunk of consecutive batches from a step.
         length: the number of batches ``parent`` yields; ``None`` if endless.
+        rows_of_step: the rows of those batches in the dataset.
     """
 
     def __init__(
@@ -43,10 +49,12 @@ class ChunkedBatches(grain.IterDataset[Batch]):
         parent: grain.IterDataset[Batch],
         chunk_of_step: ChunkOfStep,
         length: int | None,
+        rows_of_step: RowsOfStep,
     ) -> None:
         super().__init__(parent)
         self.chunk_of_step = chunk_of_step
         self.length = length
+        self.rows_of_step = rows_of_step
 
     def __iter__(self) -> "ChunkedBatchIterator":
         return ChunkedBatchIterator(self._parent.__iter__(), self)
@@ -73,16 +81,25 @@ class ChunkedBatchIterator(grain.DatasetIterator[Batch]):
     def set_state(self, state: dict[str, Any]) -> None:
         self._parent.set_state(state)
 
+    def _take(self, steps: int, of_step: Callable[[int, int], Any]) -> Any:
+        start = self._parent.get_state()["next_index"]
+        length = self.dataset.length
+        if length is not None and start + steps > length:
+            return None
+        taken = of_step(start, steps)
+        if taken is not None:
+            self._parent.set_state({"next_index": start + steps})
+        return taken
+
     def next_chunk(self, steps: int) -> Chunk | None:
         """The next ``steps`` batches as one chunk ``(steps, B, ...)``, equal to
         ``Chunk.stack`` of ``steps`` calls of ``next``; or ``None``, taking
         nothing, where they cannot be gathered at once (an epoch boundary or a
         padded batch among them, or fewer than ``steps`` left)."""
-        start = self._parent.get_state()["next_index"]
-        length = self.dataset.length
-        if length is not None and start + steps > length:
-            return None
-        chunk = self.dataset.chunk_of_step(start, steps)
-        if chunk is not None:
-            self._parent.set_state({"next_index": start + steps})
-        return chunk
+        return self._take(steps, self.dataset.chunk_of_step)
+
+    def next_rows(self, steps: int) -> np.ndarray | None:
+        """The dataset rows of the next ``steps`` batches, int ``(steps, B)``:
+        what ``next_chunk`` would gather (``chunk.inputs[i, j]`` is row
+        ``rows[i, j]``), taking as much; ``None`` where it gives ``None``."""
+        return self._take(steps, self.dataset.rows_of_step)

@@ -241,15 +241,21 @@ class _TrainBatch:
         size = self.gather.batch_size
         return self.gather(rows[within * size : (within + 1) * size])
 
-    def chunk(self, step: int, count: int) -> Chunk | None:
-        """Batches ``step .. step + count - 1`` as one chunk, gathered at once;
-        ``None`` if they span two epochs or one of them is padded."""
+    def rows_of_steps(self, step: int, count: int) -> np.ndarray | None:
+        """The dataset rows of batches ``step .. step + count - 1``, shape
+        ``(count, B)``; ``None`` if they span two epochs or one is padded."""
         epoch, within = divmod(step, self.steps)
         size = self.gather.batch_size
         rows = self.rows_of_epoch(epoch)
         if within + count > self.steps or (within + count) * size > len(rows):
             return None
-        return self.gather.stacked(rows[within * size : (within + count) * size], count)
+        return rows[within * size : (within + count) * size].reshape(count, size)
+
+    def chunk(self, step: int, count: int) -> Chunk | None:
+        """Batches ``step .. step + count - 1`` as one chunk, gathered at once;
+        ``None`` if they span two epochs or one of them is padded."""
+        rows = self.rows_of_steps(step, count)
+        return None if rows is None else self.gather.stacked(rows.ravel(), count)
 
 
 class _EvalBatch:
@@ -339,7 +345,9 @@ def train_pipeline(
         have ``get_state()`` / ``set_state()``. Without ``augment`` and with
         ``prefetch=0`` they also have ``next_chunk(K)``: the next ``K`` batches
         stacked into a [`Chunk`][zoo.data.Chunk], gathered at once (what
-        [`DeviceFeed`][zoo.train.DeviceFeed] takes when it can).
+        [`DeviceFeed`][zoo.train.DeviceFeed] takes when it can), and
+        ``next_rows(K)``: only their rows of ``dataset``, ``(K, B)``, for a
+        copy of the dataset already on the device.
 
     Raises:
         ValueError: bad sizes or options, e.g. an epoch too small for one batch
@@ -371,7 +379,9 @@ def train_pipeline(
     if augment is not None or prefetch != 0:  # per batch: Grain's seeds, a thread
         return _to_iter(batches, prefetch)
     length = None if num_epochs is None else steps * num_epochs
-    return ChunkedBatches(_to_iter(batches, 0), batch_of_step.chunk, length)
+    return ChunkedBatches(
+        _to_iter(batches, 0), batch_of_step.chunk, length, batch_of_step.rows_of_steps
+    )
 
 
 def eval_pipeline(

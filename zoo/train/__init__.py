@@ -37,7 +37,7 @@ from ._events import (
     FitResult as FitResult,
     RunInfo as RunInfo,
 )
-from ._feed import DeviceFeed as DeviceFeed
+from ._feed import DeviceFeed as DeviceFeed, ResidentFeed as ResidentFeed
 from ._loop import fit as fit
 from ._metrics import (
     LossFn as LossFn,

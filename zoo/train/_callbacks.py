@@ -209,12 +209,17 @@ def format_epoch(record: EpochRecord, epochs: int) -> str:
 
 
 class EpochLogger(Callback):
-    """Log one line per epoch: loss, accuracy and throughput, numbered from 1."""
+    """Log where the data comes from, then one line per epoch: loss, accuracy
+    and throughput, numbered from 1."""
 
     main_process_only = True
 
     def __init__(self, log: Callable[[str], object] = print):
         self.log = log
+
+    def on_train_start(self, run: RunInfo, train_state: TrainState) -> None:
+        if run.data_feed:
+            self.log(f"data {run.data_feed}")
 
     def on_epoch_end(self, event: EpochEnd) -> None:
         self.log(format_epoch(event.record, event.run.epochs))

@@ -64,6 +64,8 @@ class RunInfo:
         start_step: the step the run starts (or resumes) from.
         compile_seconds: time spent compiling the training step.
         main_process: whether this process logs and writes files (process 0).
+        data_feed: where the training batches come from, as a phrase ("on the
+            device (...)" or "from the host (...)").
     """
 
     epochs: int
@@ -73,6 +75,7 @@ class RunInfo:
     start_step: int
     compile_seconds: float
     main_process: bool = True
+    data_feed: str = ""
 
     @property
     def total_steps(self) -> int:

@@ -17,8 +17,11 @@ from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import PRNGKeyArray
 
-from ..data import Batch, Chunk
+from ..data import AbstractDeviceAugment, ArrayDataset, Batch, Chunk, IndexedChunk
 
 
 class BatchIterator(Protocol):
@@ -129,3 +132,152 @@ class DeviceFeed:
         self._data_state = get_state() if get_state is not None else None
         self.step += chunk.steps
         return self.put(chunk)
+
+
+DEVICE_DATA_SHARE = 0.25
+"""The share of a device's memory a training set may take to be kept there."""
+
+DEVICE_DATA_BYTES = 1 << 30
+"""The bound where the device does not report its memory (XLA:CPU): 1 GiB."""
+
+
+def fits_on_device(nbytes: int, device: Any = None) -> bool:
+    """Whether a training set of ``nbytes`` may live on ``device`` (default:
+    the first): at most ``DEVICE_DATA_SHARE`` of its memory, or
+    ``DEVICE_DATA_BYTES`` where it does not say how much it has."""
+    device = device or jax.devices()[0]
+    stats = device.memory_stats() or {}
+    limit = stats.get("bytes_limit")
+    bound = DEVICE_DATA_SHARE * limit if limit else DEVICE_DATA_BYTES
+    return nbytes <= bound
+
+
+class ResidentFeed(DeviceFeed):
+    """Chunks as rows of a training set that is copied to the device once.
+
+    The same batches as a [`DeviceFeed`][zoo.train.DeviceFeed] over the same
+    unaugmented pipeline (its ``next_rows``), as
+    [`IndexedChunk`][zoo.data.IndexedChunk]s: the step gathers them, so each
+    chunk moves ``K x B`` row numbers instead of ``K x B`` examples. With
+    ``augment``, the step augments each batch on the device, keyed by
+    ``fold_in(key, step)``.
+
+    Args:
+        batches: an iterator over ``train_pipeline(dataset, ...)`` without
+            ``augment`` and with ``prefetch=0`` (it has ``next_rows``).
+        dataset: the pipeline's dataset: its inputs and labels are put on
+            the device here.
+        steps_per_call, steps_per_epoch, start_step: as for ``DeviceFeed``.
+        augment: a device augmentation (``zoo.data.DeviceShift(2)``, ...).
+        key: the augmentation's key (needed with ``augment``).
+
+    Raises:
+        TypeError: ``batches`` cannot name its rows (an augmented or
+            prefetching pipeline).
+        ValueError: ``augment`` without ``key``.
+    """
+
+    def __init__(
+        self,
+        batches: BatchIterator,
+        dataset: ArrayDataset,
+        *,
+        steps_per_call: int,
+        steps_per_epoch: int | None = None,
+        start_step: int = 0,
+        augment: AbstractDeviceAugment | None = None,
+        key: PRNGKeyArray | None = None,
+    ) -> None:
+        super().__init__(
+            batches, steps_per_call=steps_per_call,
+            steps_per_epoch=steps_per_epoch, start_step=start_step,
+        )  # fmt: skip
+        next_rows = getattr(batches, "next_rows", None)
+        if next_rows is None:
+            raise TypeError(
+                "ResidentFeed needs an unaugmented train_pipeline with prefetch=0 "
+                "(its iterators name their rows); augment on the device instead."
+            )
+        if augment is not None and key is None:
+            raise ValueError("ResidentFeed(augment=...) needs a key.")
+        self._next_rows: Callable[[int], np.ndarray | None] = next_rows
+        self.inputs, self.labels = jax.device_put(
+            (dataset.inputs, dataset.labels.astype(np.int32))
+        )
+        self.augment = augment
+        self.key = key if augment is not None else None
+
+    def __iter__(self) -> "ResidentFeed":
+        return self
+
+    def __next__(self) -> IndexedChunk:  # pyright: ignore[reportIncompatibleMethodOverride]
+        steps = self.chunk_steps(self.step)
+        rows = self._next_rows(steps)
+        if rows is None:
+            raise StopIteration
+        self._data_state = self.batches.get_state()  # pyright: ignore[reportAttributeAccessIssue]
+        chunk = IndexedChunk(
+            self.inputs, self.labels, jax.device_put(rows.astype(np.int32)),
+            jnp.int32(self.step), self.key, self.augment,
+        )  # fmt: skip
+        self.step += steps
+        return chunk
+
+
+AUGMENT_STREAM = 2**31 - 1
+"""Folded into ``jax.random.key(seed)`` for ``fit``'s device augmentation key,
+which folds in each global step in turn (dropout folds the steps into the
+seed's key itself: no step reaches this number)."""
+
+
+def augment_key(seed: int) -> PRNGKeyArray:
+    """The key ``fit`` augments with on the device, from its ``seed``."""
+    return jax.random.fold_in(jax.random.key(seed), AUGMENT_STREAM)
+
+
+def data_placement(
+    dataset: ArrayDataset,
+    augment: object,
+    *,
+    sharded: bool,
+    data_on_device: bool | None,
+) -> tuple[bool, str]:
+    """Whether ``fit`` keeps ``dataset`` on the device, and a phrase saying so.
+
+    On the device when nothing stands in the way (no mesh, no host-side
+    augmentation) and the set fits (:func:`fits_on_device`), or when
+    ``data_on_device=True`` says so regardless of size.
+
+    Raises:
+        ValueError: ``data_on_device=True`` where it cannot be, or a device
+            augmentation where the data stays on the host.
+    """
+    nbytes = dataset.inputs.nbytes + dataset.labels.nbytes
+    size = f"{nbytes / 1e6:.1f} MB"
+    on_device_augment = isinstance(augment, AbstractDeviceAugment)
+    blockers = []
+    if sharded:
+        blockers.append("training on a mesh feeds each device its share")
+    if augment is not None and not on_device_augment:
+        blockers.append(
+            f"{type(augment).__name__} augments on the host "
+            "(zoo.data.to_device_augment(augment) is its device twin)"
+        )
+    if data_on_device is True and blockers:
+        raise ValueError(
+            f"data_on_device=True, but {'; '.join(blockers)}. Leave data_on_device "
+            "unset to let fit choose."
+        )
+    if data_on_device is None and not blockers and not fits_on_device(nbytes):
+        blockers.append(f"the training set ({size}) is too large to keep there")
+    if data_on_device is False:
+        blockers.append("data_on_device=False")
+    if not blockers:
+        return True, f"on the device ({size}): batches gathered in the compiled step"
+    if on_device_augment:
+        raise ValueError(
+            f"{type(augment).__name__} augments on the device, but the training "
+            f"data stays on the host: {'; '.join(blockers)}. Give its host twin "
+            "(e.g. zoo.data.RandomShift for DeviceShift) instead."
+        )
+    return False, f"from the host ({size}): {'; '.join(blockers)}"

@@ -22,7 +22,14 @@ from jax.sharding import Mesh
 from jax.typing import ArrayLike
 
 from .._inputs import model_inputs
-from ..data import ArrayDataset, Batch, Chunk, steps_per_epoch, train_pipeline
+from ..data import (
+    AbstractDeviceAugment,
+    ArrayDataset,
+    Chunk,
+    IndexedChunk,
+    steps_per_epoch,
+    train_pipeline,
+)
 from ..models import AbstractModel
 from ._callbacks import (
     Callback,
@@ -40,7 +47,14 @@ from ._checkpoint import (
 from ._data_arg import as_dataset
 from ._evaluate import EVAL_BATCH_SIZE, evaluate
 from ._events import ChunkEnd, EpochEnd, EpochRecord, FitResult, RunInfo
-from ._feed import BatchIterator, DeviceFeed, chunk_lengths
+from ._feed import (
+    BatchIterator,
+    DeviceFeed,
+    ResidentFeed,
+    augment_key,
+    chunk_lengths,
+    data_placement,
+)
 from ._labels import check_labels
 from ._metrics import Metrics
 from ._parallel import (
@@ -56,7 +70,7 @@ from ._state import TrainState
 from ._step import TrainStep, make_train_step
 from ._tuning import steps_per_call as default_steps_per_call
 
-Program = Callable[[TrainState, Chunk], tuple[TrainState, Metrics]]
+Program = Callable[[TrainState, Chunk | IndexedChunk], tuple[TrainState, Metrics]]
 
 FIT_PREFETCH = 0
 """Batches ``fit``'s pipeline prepares ahead in a background thread: none. The
@@ -80,14 +94,20 @@ def fit(
     steps_per_call: int | None = None,
     eval_batch_size: int = EVAL_BATCH_SIZE,
     mesh: Mesh | None = None,
-    augment: grain.transforms.RandomMap | None = None,
+    augment: grain.transforms.RandomMap | AbstractDeviceAugment | None = None,
+    data_on_device: bool | None = None,
 ) -> FitResult:
     """Train ``model`` for ``epochs`` epochs over a shuffled Grain pipeline.
 
     Each chunk of ``steps_per_call`` batches is one compiled call (compiled
-    before the first epoch: ``compile_seconds``); the next chunk is gathered
-    while the current one trains. After each epoch the model is evaluated
-    exactly on ``test_data`` and the callbacks run.
+    before the first epoch: ``compile_seconds``). A training set that fits on
+    the device (a quarter of its memory; 1 GiB on a CPU) is copied there once
+    and each call gathers its batches itself from the chunk's row numbers;
+    otherwise the next chunk is gathered on the host while the current one
+    trains. Either way the batches are the same, a pure function of ``seed``
+    and the step, and the run's first log line says which was chosen. After
+    each epoch the model is evaluated exactly on ``test_data`` and the
+    callbacks run.
 
     Args:
         model: the model to train: a zoo model (from ``zoo.create_model`` or a
@@ -129,8 +149,14 @@ def fit(
             ``jax.distributed.initialize`` every process calls ``fit`` alike,
             reads its share of each batch, and only process 0 runs the
             callbacks that write or print.
-        augment: a random transformation of each training batch, e.g.
-            ``zoo.data.RandomShift(2)``, seeded from ``seed`` and the step.
+        augment: a random transformation of each training batch, seeded
+            from ``seed`` and the step: a device augmentation
+            (``zoo.data.DeviceShift(2)``, ...), run inside the compiled step,
+            or a Grain transform (``zoo.data.RandomShift(2)``, ...), run on the
+            host batch by batch. The two draw differently.
+        data_on_device: keep the training set on the device (``True``), feed
+            it from the host (``False``), or let ``fit`` choose (``None``, see
+            above: never on a mesh or with a Grain augmentation).
 
     Returns:
         The final train state, the history, the compile time, the steps per
@@ -139,7 +165,8 @@ def fit(
 
     Raises:
         TypeError: data that is neither a dataset nor ``(x, y)`` arrays.
-        ValueError: bad arguments (before any work is done).
+        ValueError: bad arguments (before any work is done), e.g. a device
+            augmentation where the data must stay on the host.
         zoo.train.CheckpointError: an unwritable ``checkpoint_dir``, one with
             checkpoints but no ``resume``, or a checkpoint that does not match
             this model on resume.
@@ -156,6 +183,10 @@ def fit(
     )
     if mesh is not None:
         check_batch_size(mesh, batch_size)
+    on_device, data_feed = data_placement(
+        train_data, augment, sharded=mesh is not None or jax.process_count() > 1,
+        data_on_device=data_on_device,
+    )  # fmt: skip
     checkpointer = _checkpointer(checkpoint_dir, callbacks, resume)
     main = jax.process_index() == 0  # the one process that logs and writes
     with contextlib.ExitStack() as held:
@@ -176,7 +207,8 @@ def fit(
         batches = iter(
             train_pipeline(
                 train_data, batch_size=local_batch, seed=seed, num_epochs=epochs,
-                shard=None if mesh is None else process_shard(), augment=augment,
+                shard=None if mesh is None else process_shard(),
+                augment=None if isinstance(augment, AbstractDeviceAugment) else augment,
                 prefetch=FIT_PREFETCH,
             )
         )  # fmt: skip
@@ -192,21 +224,27 @@ def fit(
             ts, partial = replicate((ts, partial), mesh)
             put = functools.partial(shard_batch, mesh=mesh, batch_axis=1)
         # The one host-side count of steps: the feed's (ts.step lives on the device).
-        feed = DeviceFeed(
-            batches, steps_per_call=k, steps_per_epoch=spe,
-            start_step=int(local_copy(ts.step)), put=put,
-        )  # fmt: skip
-        if feed.step >= epochs * spe:
+        start_step = int(local_copy(ts.step))
+        if start_step >= epochs * spe:
             return FitResult(ts, history, 0.0, k)
-        example = Batch(
-            np.zeros(
-                (local_batch, *train_data.inputs.shape[1:]), train_data.inputs.dtype
-            ),
-            np.zeros(local_batch, np.int32),
-            np.zeros(local_batch, np.bool_),
+        if on_device:
+            feed = ResidentFeed(
+                batches, train_data, steps_per_call=k, steps_per_epoch=spe,
+                start_step=start_step,
+                augment=augment,  # pyright: ignore[reportArgumentType]
+                key=None if augment is None else augment_key(seed),
+            )  # fmt: skip
+            example = functools.partial(_example_rows, feed, local_batch)
+        else:
+            feed = DeviceFeed(
+                batches, steps_per_call=k, steps_per_epoch=spe,
+                start_step=start_step, put=put,
+            )  # fmt: skip
+            example = functools.partial(_example_chunk, train_data, local_batch, put)
+        programs, compile_seconds = _compile(step_fn, ts, example, spe, k)
+        run = RunInfo(
+            epochs, spe, batch_size, k, feed.step, compile_seconds, main, data_feed
         )
-        programs, compile_seconds = _compile(step_fn, ts, example, spe, k, put)
-        run = RunInfo(epochs, spe, batch_size, k, feed.step, compile_seconds, main)
         for cb in cbs:
             cb.on_train_start(run, ts)
         stop_reason = None
@@ -297,25 +335,44 @@ def _checkpointer(
     return checkpointer
 
 
+def _example_chunk(
+    data: ArrayDataset, batch: int, put: Callable[[Chunk], Chunk], steps: int
+) -> Chunk:
+    """A chunk of zeros as the host feed gives: ``steps`` batches of ``batch``."""
+    return put(
+        Chunk(
+            np.zeros((steps, batch, *data.inputs.shape[1:]), data.inputs.dtype),
+            np.zeros((steps, batch), np.int32),
+            np.zeros((steps, batch), np.bool_),
+        )
+    )
+
+
+def _example_rows(feed: ResidentFeed, batch: int, steps: int) -> IndexedChunk:
+    """A chunk as ``feed`` gives, naming row 0 ``steps x batch`` times."""
+    rows = jnp.zeros((steps, batch), jnp.int32)
+    return IndexedChunk(
+        feed.inputs, feed.labels, rows, jnp.int32(0), feed.key, feed.augment
+    )
+
+
 def _compile(
     step_fn: TrainStep,
     ts: TrainState,
-    example: Batch,
+    example: Callable[[int], Chunk | IndexedChunk],
     spe: int,
     k: int,
-    put: Callable[[Chunk], Chunk],
 ) -> tuple[dict[int, Program], float]:
     """Compile ``step_fn`` ahead of time for every chunk length of an epoch, timed.
 
     Chunks have ``k`` steps, and the last chunk of an epoch ``spe % k`` if that
-    is not zero (see [`DeviceFeed`][zoo.train.DeviceFeed]). ``example`` is a
-    host batch of this process's shape and dtypes.
+    is not zero (see [`DeviceFeed`][zoo.train.DeviceFeed]). ``example(steps)``
+    is a chunk of ``steps`` batches as the feed gives them.
     """
     start = time.perf_counter()
     programs: dict[int, Program] = {}
     for length in sorted(chunk_lengths(k, spe)):
-        chunk = Chunk(*(np.zeros((length, *x.shape), x.dtype) for x in example))
-        programs[length] = step_fn.lower(ts, put(chunk)).compile()
+        programs[length] = step_fn.lower(ts, example(length)).compile()
     return programs, time.perf_counter() - start
 
 

@@ -27,7 +27,7 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray, Shaped
 
 from .._compiler_options import compiler_options, jit_with_options
 from .._inputs import model_inputs
-from ..data import Batch, Chunk
+from ..data import Batch, Chunk, IndexedChunk
 from ..models import AbstractModel, apply
 from ._metrics import LossFn, Metrics, masked_loss, softmax_cross_entropy
 from ._precise_bn import PRECISE_BN_EXAMPLES
@@ -68,7 +68,9 @@ def loss_and_metrics(
 class LoweredStep(Protocol):
     """A training step lowered for fixed shapes, to compile ahead of time."""
 
-    def compile(self) -> Callable[[TrainState, Chunk], tuple[TrainState, Metrics]]:
+    def compile(
+        self,
+    ) -> Callable[[TrainState, Chunk | IndexedChunk], tuple[TrainState, Metrics]]:
         """The compiled program, called like the step itself."""
         ...
 
@@ -104,12 +106,14 @@ class TrainStep:
         self.batch_norm_examples = batch_norm_examples
 
     def __call__(
-        self, train_state: TrainState, chunk: Chunk, /
+        self, train_state: TrainState, chunk: Chunk | IndexedChunk, /
     ) -> tuple[TrainState, Metrics]:
         """Run the chunk's steps: ``(train_state, chunk) -> (train_state, metrics)``."""
         return self._jitted(train_state, chunk)
 
-    def lower(self, train_state: TrainState, chunk: Chunk, /) -> LoweredStep:
+    def lower(
+        self, train_state: TrainState, chunk: Chunk | IndexedChunk, /
+    ) -> LoweredStep:
         """Lower for these argument shapes (``.compile()`` compiles ahead of time)."""
         return self._jitted.lower(train_state, chunk)
 
@@ -267,7 +271,9 @@ def make_train_step(
 
     ``step(train_state, chunk) -> (train_state, metrics)`` runs one optimiser
     step per batch of ``chunk`` (a [`Chunk`][zoo.data.Chunk] of shape
-    ``(K, B, ...)``) in one compiled program and returns the new
+    ``(K, B, ...)``, or an [`IndexedChunk`][zoo.data.IndexedChunk]: rows of a
+    training set on the device, gathered and augmented in the program) in one
+    compiled program and returns the new
     [`TrainState`][zoo.train.TrainState] and the summed training
     [`Metrics`][zoo.train.Metrics] of the chunk. It works for stateless models,
     BatchNorm models (the model state threads through) and dropout (step ``s``
@@ -312,13 +318,27 @@ def make_train_step(
 
     @jit_with_options(compiler_options)
     @eqx.debug.assert_max_traces(max_traces=max_traces)
-    def train_chunk(ts: TrainState, chunk: Chunk) -> tuple[TrainState, Metrics]:
+    def train_chunk(
+        ts: TrainState, chunk: Chunk | IndexedChunk
+    ) -> tuple[TrainState, Metrics]:
         # Gradients are taken with respect to the trainable arrays only.
         params, frozen, static = split_model(ts.model, trainable)
+        # Each step's slice of the chunk, and how it becomes the step's batch.
+        if isinstance(chunk, IndexedChunk):
+            per_step: Any = (chunk.rows, chunk.draws())
 
-        def one_step(carry: Any, xs: tuple[Batch, jax.Array]) -> tuple[Any, None]:
+            def batch_of(data: Any) -> Batch:
+                return chunk.batch(*data)
+        else:
+            per_step = Batch(*chunk)
+
+            def batch_of(data: Any) -> Batch:
+                return data
+
+        def one_step(carry: Any, xs: tuple[Any, jax.Array]) -> tuple[Any, None]:
             params, state, opt_state, total = carry
-            batch, i = xs
+            data, i = xs
+            batch = batch_of(data)
             key = jax.random.fold_in(ts.key, ts.step + i)
             args = (params, frozen, state, batch, key)
             _, gradient = traced_gradient(loss, static, *args)
@@ -331,8 +351,8 @@ def make_train_step(
             return (params, state, opt_state, total + metrics), None
 
         carry = (params, ts.model_state, ts.opt_state, Metrics.zero())
-        steps = chunk.labels.shape[0]
-        xs = (Batch(*chunk), jnp.arange(steps, dtype=jnp.int32))
+        steps = chunk.steps
+        xs = (per_step, jnp.arange(steps, dtype=jnp.int32))
         # Trace the step's Python once; the loop replays its jaxpr.
         jaxpr, body = _trace_once(one_step, carry, jax.tree.map(lambda x: x[0], xs))
         unrolled = unrolls_steps(jaxpr) if unroll is None else unroll
