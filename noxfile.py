@@ -118,17 +118,40 @@ def tests(session: nox.Session) -> None:
     session.run("pytest", "-n", "2", "-m", "not interop", *session.posargs, env=ENV)
 
 
+# The tests of code that meets every device or places data on one: meshes
+# and sharded batches, fit's choice of feed, evaluation, checkpoints of
+# sharded states, the training script's --devices. The models' own maths does
+# not depend on the device count, so their tests run once, in ``tests``.
+TWO_DEVICE_TESTS = [
+    "tests/test_parallel.py",
+    "tests/test_train.py",
+    "tests/test_data_on_device.py",
+    "tests/test_evaluate.py",
+    "tests/test_checkpoint.py",
+    "tests/test_precise_bn.py",
+    "tests/test_pipeline.py",
+    "tests/test_loop_parts.py",
+    "tests/test_foreign_models.py",
+    "tests/test_own_data.py",
+    "tests/test_examples_mnist.py",
+    "tests/test_export.py",
+]
+
+
 @nox.session
 def tests_two_devices(session: nox.Session) -> None:
-    """The test suite again with two CPU devices (XLA's forced host devices).
+    """The device-facing tests again with two CPU devices (XLA's forced host
+    devices).
 
-    Code that meets every device (``data_mesh()``, sharded batches) then sees
-    two, as on a multi-GPU host; the suite must pass either way.
+    Code that meets every device (``data_mesh()``, sharded batches, ``fit``'s
+    choice of feed) then sees two, as on a multi-GPU host; these tests must
+    pass either way (``TWO_DEVICE_TESTS``; other paths as arguments).
     """
     _install(session, "dev")
     flags = "--xla_force_host_platform_device_count=2"
     session.run(
-        "pytest", "-n", "2", "-m", "not interop", *session.posargs,
+        "pytest", "-n", "2", "-m", "not interop",
+        *(session.posargs or TWO_DEVICE_TESTS),
         env={**ENV, "XLA_FLAGS": flags},
     )  # fmt: skip
 

@@ -10,9 +10,8 @@ scaled in the step as ``fit`` does). Contenders, interleaved:
   keeps MNIST on the device and gathers the batches in its compiled step);
 * ``fit_b128_device_shift``: ``fit(..., augment=zoo.data.DeviceShift(2))``,
   shifted inside the compiled step, against the unaugmented ``floor_b128``;
-* ``fit_b128_host_feed`` and ``fit_b128_host_shift`` (diagnostics): ``fit``
-  with ``data_on_device=False``, and with ``RandomShift(2)`` in Grain, which
-  feeds from the host batch by batch: where ``fit`` was before the data moved;
+* ``fit_b128_host_shift`` (diagnostic): ``fit`` with ``RandomShift(2)`` in
+  Grain, which feeds from the host batch by batch;
 * ``floor_b128_device_shift``: the floor with ``zoo.data.DeviceShift(2)``
   applied inside its scan, every batch's draws made before the scan
   (``zoo.data.draw_batch``): what moving the shift onto the device gives;
@@ -113,7 +112,7 @@ class Setup:
         self.model = zoo.MLP(784, 10, width_size=[8], key=jax.random.key(0))
         self.state = eqx.nn.State(self.model)
         self.step = zoo.train.make_train_step(self.optimizer)
-        warm = self._fit(seed=0, augment=None, on_device=None)  # compile; warm up
+        warm = self._fit(seed=0, augment=None)  # compile; warm up
         self.k = warm.steps_per_call
         rng = np.random.default_rng(0)
         rows = np.concatenate(
@@ -125,11 +124,11 @@ class Setup:
         self.chunks = self._chunks(inputs, labels)
         self.floors: dict[str, Any] = {}
 
-    def _fit(self, seed: int, augment: Any, on_device: bool | None) -> zoo.FitResult:
+    def _fit(self, seed: int, augment: Any) -> zoo.FitResult:
         return zoo.fit(
             self.model, self.state, self.data, self.step, epochs=EPOCHS_PER_ROUND,
             batch_size=self.batch, seed=seed, callbacks=h.quiet_callbacks(),
-            augment=augment, data_on_device=on_device,
+            augment=augment,
         )  # fmt: skip
 
     def _chunks(self, inputs: np.ndarray, labels: np.ndarray) -> list[Chunk]:
@@ -143,15 +142,13 @@ class Setup:
                 chunks.append(jax.device_put(Chunk(inputs[rows], labels[rows], mask)))
         return h.block(chunks)
 
-    def fit(
-        self, augment: Any = None, on_device: bool | None = None
-    ) -> Callable[[int], float]:
+    def fit(self, augment: Any = None) -> Callable[[int], float]:
         """``fit`` for the round's epochs; the seconds of its training steps."""
-        if augment is not None or on_device is not None:
-            self._fit(seed=0, augment=augment, on_device=on_device)  # warm up
+        if augment is not None:
+            self._fit(seed=0, augment=augment)  # warm the augmented run up
 
         def run(r: int) -> float:
-            result = self._fit(seed=r, augment=augment, on_device=on_device)
+            result = self._fit(seed=r, augment=augment)
             return sum(record.train_seconds for record in result.history)
 
         return run
@@ -212,7 +209,6 @@ def main() -> None:
         "floor_b32": b32.floor(),
         "zoo_step_b32": b32.zoo_step(),
         "fit_b128_device_shift": b128.fit(shift),
-        "fit_b128_host_feed": b128.fit(on_device=False),
         "fit_b128_host_shift": b128.fit(zoo.data.RandomShift(MAX_SHIFT)),
         "floor_b128_device_shift": b128.floor(shift),
         "floor_b128_device_shift_drawn_in_step": b128.floor(shift, draw_first=False),
@@ -235,7 +231,6 @@ def main() -> None:
             ("zoo_step_b128", "floor_b128"),
             ("fit_b32", "zoo_step_b32"),
             ("zoo_step_b32", "floor_b32"),
-            ("fit_b128_host_feed", "floor_b128"),
             ("fit_b128_host_shift", "floor_b128"),
             ("fit_b128_device_shift", "floor_b128_device_shift"),
             ("floor_b128_device_shift_drawn_in_step", "floor_b128"),

@@ -236,21 +236,15 @@ def augment_key(seed: int) -> PRNGKeyArray:
 
 
 def data_placement(
-    dataset: ArrayDataset,
-    augment: object,
-    *,
-    sharded: bool,
-    data_on_device: bool | None,
+    dataset: ArrayDataset, augment: object, *, sharded: bool
 ) -> tuple[bool, str]:
     """Whether ``fit`` keeps ``dataset`` on the device, and a phrase saying so.
 
     On the device when nothing stands in the way (no mesh, no host-side
-    augmentation) and the set fits (:func:`fits_on_device`), or when
-    ``data_on_device=True`` says so regardless of size.
+    augmentation) and the set fits (:func:`fits_on_device`).
 
     Raises:
-        ValueError: ``data_on_device=True`` where it cannot be, or a device
-            augmentation where the data stays on the host.
+        ValueError: a device augmentation where the data stays on the host.
     """
     nbytes = dataset.inputs.nbytes + dataset.labels.nbytes
     size = f"{nbytes / 1e6:.1f} MB"
@@ -263,15 +257,8 @@ def data_placement(
             f"{type(augment).__name__} augments on the host "
             "(zoo.data.to_device_augment(augment) is its device twin)"
         )
-    if data_on_device is True and blockers:
-        raise ValueError(
-            f"data_on_device=True, but {'; '.join(blockers)}. Leave data_on_device "
-            "unset to let fit choose."
-        )
-    if data_on_device is None and not blockers and not fits_on_device(nbytes):
+    if not blockers and not fits_on_device(nbytes):
         blockers.append(f"the training set ({size}) is too large to keep there")
-    if data_on_device is False:
-        blockers.append("data_on_device=False")
     if not blockers:
         return True, f"on the device ({size}): batches gathered in the compiled step"
     if on_device_augment:

@@ -95,7 +95,6 @@ def fit(
     eval_batch_size: int = EVAL_BATCH_SIZE,
     mesh: Mesh | None = None,
     augment: grain.transforms.RandomMap | AbstractDeviceAugment | None = None,
-    data_on_device: bool | None = None,
 ) -> FitResult:
     """Train ``model`` for ``epochs`` epochs over a shuffled Grain pipeline.
 
@@ -103,11 +102,11 @@ def fit(
     before the first epoch: ``compile_seconds``). A training set that fits on
     the device (a quarter of its memory; 1 GiB on a CPU) is copied there once
     and each call gathers its batches itself from the chunk's row numbers;
-    otherwise the next chunk is gathered on the host while the current one
-    trains. Either way the batches are the same, a pure function of ``seed``
-    and the step, and the run's first log line says which was chosen. After
-    each epoch the model is evaluated exactly on ``test_data`` and the
-    callbacks run.
+    otherwise (or on a mesh, or with a Grain augmentation) the next chunk is
+    gathered on the host while the current one trains. Either way the batches
+    are the same, a pure function of ``seed`` and the step, and the run's
+    first log line says which was chosen. After each epoch the model is
+    evaluated exactly on ``test_data`` and the callbacks run.
 
     Args:
         model: the model to train: a zoo model (from ``zoo.create_model`` or a
@@ -153,10 +152,8 @@ def fit(
             from ``seed`` and the step: a device augmentation
             (``zoo.data.DeviceShift(2)``, ...), run inside the compiled step,
             or a Grain transform (``zoo.data.RandomShift(2)``, ...), run on the
-            host batch by batch. The two draw differently.
-        data_on_device: keep the training set on the device (``True``), feed
-            it from the host (``False``), or let ``fit`` choose (``None``, see
-            above: never on a mesh or with a Grain augmentation).
+            host batch by batch (the data is then fed from the host). The two
+            draw differently.
 
     Returns:
         The final train state, the history, the compile time, the steps per
@@ -184,9 +181,8 @@ def fit(
     if mesh is not None:
         check_batch_size(mesh, batch_size)
     on_device, data_feed = data_placement(
-        train_data, augment, sharded=mesh is not None or jax.process_count() > 1,
-        data_on_device=data_on_device,
-    )  # fmt: skip
+        train_data, augment, sharded=mesh is not None or jax.process_count() > 1
+    )
     checkpointer = _checkpointer(checkpoint_dir, callbacks, resume)
     main = jax.process_index() == 0  # the one process that logs and writes
     with contextlib.ExitStack() as held:
