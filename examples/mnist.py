@@ -133,6 +133,9 @@ class Config:
     """Augment: pad N zero pixels, crop at random (default: fashion_mnist 2, else 0)."""
     erasing: Annotated[float | None, PerDataset] = None
     """Augment: erase a random rectangle with this probability (default: 0 for both)."""
+    precision: Literal["float32", "bfloat16"] = "float32"
+    """Compute the forward and backward in bfloat16 (parameters, optimiser state,
+    loss and BatchNorm statistics stay float32); evaluate in it too."""
     augment_on: Literal["host", "device"] = "host"
     """Augment in Grain on the host (the shipped cards' draws), or on the device
     inside the compiled step (other draws; keeps fused steps: faster on a GPU)."""
@@ -466,7 +469,7 @@ def main(argv: Sequence[str] | None = None) -> float:
         model,
         state,
         train,
-        zoo.train.make_train_step(optimizer, loss=loss),
+        zoo.train.make_train_step(optimizer, loss=loss, precision=config.precision),
         epochs=config.epochs,
         batch_size=config.batch_size,
         seed=config.seed,
@@ -480,7 +483,7 @@ def main(argv: Sequence[str] | None = None) -> float:
     say(f"compile time {result.compile_seconds:.2f} s (not in the epoch times)")
     # Every process holds the whole trained model: evaluate it on one device.
     model, state = zoo.train.local_copy((result.model, result.state))
-    final = evaluate(model, state, test)
+    final = evaluate(model, state, test, precision=config.precision)
     say(
         f"test accuracy {100 * final['accuracy']:.2f}% "
         f"({round(final['accuracy'] * final['count'])}/{final['count']} images)"

@@ -21,6 +21,7 @@ from ._abstract import (
 )
 from ._conv import (
     ConvPath,
+    batch_norm_channels_first,
     batch_norm_channels_last,
     conv_channels_last,
     resolve_conv_path,
@@ -77,10 +78,7 @@ class ConvBlock(eqx.Module):
         """Apply the block to one feature map ``(channels, height, width)``."""
         x = self.conv(x)
         if self.norm is not None:
-            # eqx.nn.BatchNorm(mode="batch") raises a Python float to an int32
-            # counter in inference mode, which strict dtype promotion refuses.
-            with jax.numpy_dtype_promotion("standard"):
-                x, state = self.norm(x, state)
+            x, state = batch_norm_channels_first(self.norm, x, state)
         x = get_activation(self.activation)(x)
         if self.pool is not None:
             x = self.pool(x)

@@ -144,6 +144,11 @@ def conv_channels_last(
     return y
 
 
+def at_least_float32(dtype: Any) -> Any:
+    """``dtype`` if it has 32 bits or more, else ``float32`` (for bfloat16)."""
+    return dtype if jnp.finfo(dtype).bits >= 32 else jnp.dtype(jnp.float32)
+
+
 def batch_norm_channels_last(
     norm: eqx.nn.BatchNorm,
     x: Float[Array, "height width channels"],
@@ -156,15 +161,17 @@ def batch_norm_channels_last(
     variance as the mean of ``(x - m)**2`` (two passes, as ``norm`` does: the
     one-pass ``E[x**2] - m**2`` loses the variance where the mean dwarfs the
     spread), then ``x * a + c`` with per-channel ``a = weight / sqrt(var +
-    eps)`` and ``c = bias - m * a``. Other modes go through ``norm`` itself.
+    eps)`` and ``c = bias - m * a``, all in at least float32 (a bfloat16 map
+    is returned in bfloat16). Other modes go through ``norm`` itself.
 
     Raises:
         NameError: in training mode outside a vmap with ``norm.axis_name``.
     """
     if norm.mode != "batch" or norm.batch_counter is None:
-        y, state = norm(to_channels_first(x), state)
+        y, state = batch_norm_channels_first(norm, to_channels_first(x), state)
         return to_channels_last(y), state
     assert norm.batch_state_index is not None
+    out_dtype, x = x.dtype, x.astype(at_least_float32(x.dtype))
     counter = state.get(norm.batch_counter)
     hidden_mean, hidden_var = state.get(norm.batch_state_index)
     # Python floats meet the int32 counter as eqx.nn.BatchNorm writes it.
@@ -193,4 +200,18 @@ def batch_norm_channels_last(
         else:
             c = -mean * a
         y = x * a.reshape(1, 1, -1) + c.reshape(1, 1, -1)
-        return y.astype(x.dtype), state
+        return y.astype(out_dtype), state
+
+
+def batch_norm_channels_first(
+    norm: eqx.nn.BatchNorm,
+    x: Float[Array, "channels height width"],
+    state: eqx.nn.State,
+) -> tuple[Float[Array, "channels height width"], eqx.nn.State]:
+    """``norm`` on ONE channels-first map, in at least float32 (statistics and
+    state too, under a bfloat16 forward), returned in ``x``'s dtype."""
+    # eqx.nn.BatchNorm(mode="batch") raises a Python float to an int32 counter
+    # in inference mode, which strict dtype promotion refuses.
+    with jax.numpy_dtype_promotion("standard"):
+        y, state = norm(x.astype(at_least_float32(x.dtype)), state)
+    return y.astype(x.dtype), state

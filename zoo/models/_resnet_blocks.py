@@ -14,7 +14,12 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from ._abstract import BATCH_AXIS, get_activation
-from ._conv import ConvPath, batch_norm_channels_last, conv_channels_last
+from ._conv import (
+    ConvPath,
+    batch_norm_channels_first,
+    batch_norm_channels_last,
+    conv_channels_last,
+)
 
 Path = ConvPath
 
@@ -36,10 +41,7 @@ def apply_norm(
     """Apply one BatchNorm, in the layout ``path`` implies (see ``apply_conv``)."""
     if path != "xla":
         return batch_norm_channels_last(layer, x, state)
-    # eqx.nn.BatchNorm(mode="batch") raises a Python float to an int32 counter
-    # in inference mode, which strict dtype promotion refuses.
-    with jax.numpy_dtype_promotion("standard"):
-        return layer(x, state)
+    return batch_norm_channels_first(layer, x, state)
 
 
 def max_pool_3x3_s2(x: Array, path: Path) -> Array:

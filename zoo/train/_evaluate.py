@@ -13,6 +13,7 @@ from ._data_arg import as_dataset
 from ._labels import check_labels
 from ._metrics import LossFn, Metrics, softmax_cross_entropy
 from ._parallel import process_shard, shard_batch
+from ._precision import Precision, check_precision
 from ._step import eval_step
 
 EVAL_BATCH_SIZE = 500
@@ -29,6 +30,7 @@ def evaluate(
     batch_size: int = EVAL_BATCH_SIZE,
     mesh: Mesh | None = None,
     loss: LossFn = softmax_cross_entropy,
+    precision: Precision = "float32",
 ) -> dict[str, float]:
     """Exact loss and accuracy of ``model`` (inference mode) over all of ``dataset``.
 
@@ -48,6 +50,9 @@ def evaluate(
             be replicated on it. Across processes each one reads its share
             of ``dataset`` and all get the same totals.
         loss: the per-example loss to report (softmax cross-entropy by default).
+        precision: the dtype the forward pass computes in (``"bfloat16"``:
+            mixed precision, as [`make_train_step`][zoo.train.make_train_step]
+            trains).
 
     Returns:
         ``{"loss": ..., "accuracy": ..., "count": len(dataset)}``.
@@ -55,19 +60,22 @@ def evaluate(
     Raises:
         TypeError: ``dataset`` is neither a dataset nor ``(x, y)`` arrays.
         ValueError: a label of ``dataset`` is outside ``[0, model.out_size)``
-            (refused as [`fit`][zoo.train.fit] refuses it).
+            (refused as [`fit`][zoo.train.fit] refuses it), or an unknown
+            ``precision``.
     """
+    check_precision(precision)
     dataset = as_dataset(dataset, "dataset")
     check_labels(model, dataset, "dataset", state)
     total = Metrics.zero()
     if mesh is None:
         for batch in eval_pipeline(dataset, batch_size=batch_size):
-            total = total + eval_step(model, state, batch, loss)
+            total = total + eval_step(model, state, batch, loss, precision)
         return total.summary()
     devices = mesh.devices.size
     global_batch = devices * math.ceil(batch_size / devices)
     local_batch = global_batch // jax.process_count()
     pipeline = eval_pipeline(dataset, batch_size=local_batch, shard=process_shard())
     for batch in pipeline:
-        total = total + eval_step(model, state, shard_batch(batch, mesh), loss)
+        sharded = shard_batch(batch, mesh)
+        total = total + eval_step(model, state, sharded, loss, precision)
     return total.summary()

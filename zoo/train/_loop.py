@@ -266,7 +266,7 @@ def fit(
                     ts = ts if mesh is None else replicate(ts, mesh)
                 test = {} if test_data is None else evaluate(
                     ts.model, ts.model_state, test_data, batch_size=eval_batch_size,
-                    mesh=mesh, loss=step_fn.loss,
+                    mesh=mesh, loss=step_fn.loss, precision=step_fn.precision,
                 )  # fmt: skip
                 record = EpochRecord(
                     epoch, seconds, train["loss"], train["accuracy"],
@@ -294,7 +294,7 @@ def _precise_batch_norm(
     examples every epoch, drawn from ``seed``)."""
     state = recompute_batch_norm(
         ts.model, ts.model_state, data.inputs, batch_size=batch_size,
-        examples=step.batch_norm_examples, seed=seed,
+        examples=step.batch_norm_examples, seed=seed, precision=step.precision,
     )  # fmt: skip
     # (is_leaf: the state of a model zoo did not build may be None)
     return eqx.tree_at(lambda t: t.model_state, ts, state, is_leaf=lambda x: x is None)

@@ -19,6 +19,7 @@ from jaxtyping import Array, Shaped
 from .._compiler_options import compiler_options, jit_with_options
 from .._inputs import model_inputs
 from ..models import apply
+from ._precision import Precision, cast_inputs, cast_model
 
 PRECISE_BN_EXAMPLES = 1024
 """Training examples over which ``fit`` re-estimates BatchNorm statistics."""
@@ -71,9 +72,12 @@ def _dropout_off(model: Any) -> Any:
 
 
 @jit_with_options(compiler_options)
-def _batch_statistics(model: Any, fresh: eqx.nn.State, inputs: Array) -> Any:
+def _batch_statistics(
+    model: Any, fresh: eqx.nn.State, inputs: Array, precision: Precision
+) -> Any:
     """The BatchNorm entries of the state after one training-mode batch."""
-    _, state = apply(model, model_inputs(model, inputs, batched=True), fresh)
+    x = cast_inputs(model_inputs(model, inputs, batched=True), precision)
+    _, state = apply(cast_model(model, precision), x, fresh)
     assert state is not None
     return [(state.get(s), state.get(f)) for s, f in map(_indices, _norms(model))]
 
@@ -86,6 +90,7 @@ def recompute_batch_norm(
     batch_size: int,
     examples: int = PRECISE_BN_EXAMPLES,
     seed: int = 0,
+    precision: Precision = "float32",
 ) -> eqx.nn.State | None:
     """``state`` with every BatchNorm layer's statistics re-estimated.
 
@@ -112,6 +117,8 @@ def recompute_batch_norm(
             statistics depend on it.
         examples: how many examples to use.
         seed: which examples.
+        precision: the dtype the forward pass computes in, as the model is
+            trained and evaluated (BatchNorm's statistics are float32 anyway).
 
     Raises:
         ValueError: ``batch_size`` or ``examples`` below 1, or fewer inputs
@@ -139,7 +146,9 @@ def recompute_batch_norm(
     flags: Any = None
     for b in range(batches):
         part = np.asarray(inputs[chosen[b * batch_size : (b + 1) * batch_size]])
-        moments, flags = zip(*_batch_statistics(train_mode, fresh, part), strict=True)
+        moments, flags = zip(
+            *_batch_statistics(train_mode, fresh, part, precision), strict=True
+        )
         total = moments if total is None else jax.tree.map(jnp.add, total, moments)
     # Every batch started fresh, so every flag says the same: one step taken.
     state = _copy(state)

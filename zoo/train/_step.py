@@ -31,6 +31,13 @@ from ..data import Batch, Chunk, IndexedChunk
 from ..models import AbstractModel, apply
 from ._metrics import LossFn, Metrics, masked_loss, softmax_cross_entropy
 from ._precise_bn import PRECISE_BN_EXAMPLES
+from ._precision import (
+    Precision,
+    at_least_float32,
+    cast_inputs,
+    cast_model,
+    check_precision,
+)
 from ._state import FilterSpec, TrainState, partition_trainable
 
 
@@ -53,13 +60,17 @@ def loss_and_metrics(
     batch: Batch,
     key: PRNGKeyArray | None,
     loss_fn: LossFn = softmax_cross_entropy,
+    precision: Precision = "float32",
 ) -> tuple[Float[Array, ""], tuple[eqx.nn.State | None, Metrics]]:
     """The masked mean loss of one batch, and ``(new_state, metrics)``.
 
-    This is the function the training step differentiates.
+    This is the function the training step differentiates. Under
+    ``precision="bfloat16"`` the model and inputs are cast for the forward
+    pass and the logits cast back to float32 for the loss.
     """
-    inputs = prepare_inputs(model, jnp.asarray(batch.inputs))
-    logits, new_state = apply(model, inputs, state, key=key)
+    inputs = cast_inputs(prepare_inputs(model, jnp.asarray(batch.inputs)), precision)
+    logits, new_state = apply(cast_model(model, precision), inputs, state, key=key)
+    logits = logits.astype(at_least_float32(logits.dtype))
     labels, mask = jnp.asarray(batch.labels), jnp.asarray(batch.mask)
     loss, metrics = masked_loss(loss_fn, logits, labels, mask)
     return loss, (new_state if new_state is not None else state, metrics)
@@ -85,9 +96,9 @@ class TrainStep:
     Built by [`make_train_step`][zoo.train.make_train_step]; called as
     ``step(train_state, chunk) -> (train_state, metrics)``. ``fit`` takes it in
     place of an optimiser and reads ``optimizer``, ``loss`` and ``trainable``
-    from it, so the three are given once, and ``batch_norm_examples``: how many
+    from it, so the three are given once, ``batch_norm_examples``: how many
     training examples ``fit`` re-estimates BatchNorm statistics over before
-    each evaluation (0: never).
+    each evaluation (0: never), and ``precision``, which ``fit`` evaluates in.
     """
 
     def __init__(
@@ -97,6 +108,7 @@ class TrainStep:
         loss: LossFn,
         trainable: FilterSpec,
         batch_norm_examples: int = PRECISE_BN_EXAMPLES,
+        precision: Precision = "float32",
     ) -> None:
         self._jitted = jitted
         self.__wrapped__ = jitted  # as functools.wraps: eqx.debug sees through it
@@ -104,6 +116,7 @@ class TrainStep:
         self.loss = loss
         self.trainable = trainable
         self.batch_norm_examples = batch_norm_examples
+        self.precision: Precision = precision
 
     def __call__(
         self, train_state: TrainState, chunk: Chunk | IndexedChunk, /
@@ -214,6 +227,7 @@ def traced_gradient(
     state: eqx.nn.State | None,
     batch: Batch,
     key: PRNGKeyArray,
+    precision: Precision = "float32",
 ) -> tuple[ClosedJaxpr, Callable]:
     """One gradient step's jaxpr, traced once per model and shapes, and a
     function replaying it on ``(params, frozen, state, batch, key)``.
@@ -225,7 +239,7 @@ def traced_gradient(
     """
     args = (params, frozen, state, batch, key)
     static_leaves, static_def = jax.tree.flatten(static)
-    cache_key: Any = (loss, static_def, *static_leaves, _signature(args))
+    cache_key: Any = (loss, precision, static_def, *static_leaves, _signature(args))
     try:
         hash(cache_key)
     except TypeError:  # a model with unhashable static parts: trace each time
@@ -238,7 +252,7 @@ def traced_gradient(
         params: Any, frozen: Any, state: Any, batch: Batch, key: PRNGKeyArray
     ) -> Any:
         model = eqx.combine(params, frozen, static)
-        return loss_and_metrics(model, state, batch, key, loss)
+        return loss_and_metrics(model, state, batch, key, loss, precision)
 
     grad = eqx.filter_grad(trainable_loss, has_aux=True)
     traced = _trace_once(grad, *abstract_values(args))
@@ -266,6 +280,7 @@ def make_train_step(
     unroll: bool | None = None,
     trainable: FilterSpec = True,
     batch_norm_examples: int = PRECISE_BN_EXAMPLES,
+    precision: Precision = "float32",
 ) -> TrainStep:
     """Build the jitted training call: ``step(train_state, chunk)``.
 
@@ -307,10 +322,16 @@ def make_train_step(
             [`recompute_batch_norm`][zoo.train.recompute_batch_norm]), so that
             a short run's accuracy is what its weights can do; 0 keeps the
             running averages. Models without BatchNorm ignore it.
+        precision: ``"float32"``, or ``"bfloat16"``: mixed precision, the
+            forward and backward in bfloat16 while parameters, gradients,
+            optimiser state, the loss and BatchNorm statistics stay float32
+            (``fit`` evaluates in it too). Fast where bfloat16 is (GPUs, TPUs);
+            on most CPUs slower than float32.
 
     Raises:
-        ValueError: ``batch_norm_examples`` below 0.
+        ValueError: ``batch_norm_examples`` below 0, or another ``precision``.
     """
+    check_precision(precision)
     if batch_norm_examples < 0:
         raise ValueError(
             f"batch_norm_examples must be 0 (off) or more, got {batch_norm_examples}."
@@ -341,7 +362,7 @@ def make_train_step(
             batch = batch_of(data)
             key = jax.random.fold_in(ts.key, ts.step + i)
             args = (params, frozen, state, batch, key)
-            _, gradient = traced_gradient(loss, static, *args)
+            _, gradient = traced_gradient(loss, static, *args, precision)
             grads, (state, metrics) = gradient(*args)
             # optax mixes Python floats with int32 counters (adam's bias
             # correction), which strict dtype promotion would refuse.
@@ -372,7 +393,9 @@ def make_train_step(
         )
         return new, total
 
-    return TrainStep(train_chunk, optimizer, loss, trainable, batch_norm_examples)
+    return TrainStep(
+        train_chunk, optimizer, loss, trainable, batch_norm_examples, precision
+    )
 
 
 @jit_with_options(lambda: compiler_options(inference=True))
@@ -381,15 +404,18 @@ def eval_step(
     state: eqx.nn.State | None,
     batch: Batch,
     loss: LossFn = softmax_cross_entropy,
+    precision: Precision = "float32",
 ) -> Metrics:
     """Summed loss and accuracy of ``model`` in inference mode on one batch.
 
     Padding rows (``mask`` False) are ignored, so summing the results over an
-    evaluation pipeline gives exact totals over the data set.
+    evaluation pipeline gives exact totals over the data set. ``precision``
+    as in [`make_train_step`][zoo.train.make_train_step].
     """
     model = eqx.nn.inference_mode(model)
-    inputs = prepare_inputs(model, jnp.asarray(batch.inputs))
-    logits, _ = apply(model, inputs, state)
+    inputs = cast_inputs(prepare_inputs(model, jnp.asarray(batch.inputs)), precision)
+    logits, _ = apply(cast_model(model, precision), inputs, state)
+    logits = logits.astype(at_least_float32(logits.dtype))
     labels, mask = jnp.asarray(batch.labels), jnp.asarray(batch.mask)
     _, metrics = masked_loss(loss, logits, labels, mask)
     return metrics
