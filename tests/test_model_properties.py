@@ -27,13 +27,23 @@ IMAGENET_RESNETS = ("resnet18", "resnet34", "resnet50")
 even at 32x32). Their family, with the ImageNet stem and both kinds of block,
 has the same properties tested at a small width in tests/test_resnet_imagenet.py,
 and each preset one 224x224 forward there."""
+IMAGENET_VITS = ("vit_tiny_patch16_224", "vit_small_patch16_224")
+"""Also minutes a test at 224x224. Their family (zoo.ViT: patch embedding,
+class token, learned positions, pre-norm blocks) is tested here at 28x28 as
+``vit_patch4_28``, the same code at another size; each preset has one 224x224
+forward in tests/test_vit.py."""
 MODELS = [
-    pytest.param(
-        name, marks=pytest.mark.skip(reason="tested small: see IMAGENET_RESNETS")
-    )
-    if name in IMAGENET_RESNETS
+    pytest.param(name, marks=pytest.mark.skip(reason=f"tested small: see {group}"))
+    if group
     else name
     for name in zoo.list_models()
+    for group in [
+        "IMAGENET_RESNETS"
+        if name in IMAGENET_RESNETS
+        else "IMAGENET_VITS"
+        if name in IMAGENET_VITS
+        else ""
+    ]
 ]
 seeds = st.integers(min_value=0, max_value=2**31 - 1)
 batches = st.integers(min_value=1, max_value=4)
