@@ -731,7 +731,7 @@ def test_the_saved_zoo_version_is_the_installed_one(tmp_path: pathlib.Path):
     assert trainer["zoo_version"] == zoo.__version__
     try:
         installed = importlib.metadata.version("typed-zoo")
-    except importlib.metadata.PackageNotFoundError:  # nox -s gpu --no-venv
+    except importlib.metadata.PackageNotFoundError:  # nox -t gpu --no-venv
         pytest.skip("zoo is imported from a source tree that was never installed")
     assert zoo.__version__ == installed
 
