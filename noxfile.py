@@ -102,6 +102,12 @@ README_RUNS = {
         ],
         0.944,
     ),
+    # Mixed precision: the mlp and cnn recipes with a bfloat16 forward and backward.
+    "mlp_bfloat16": (
+        ["--model", "mlp", "--epochs", "10", "--shift", "0", "--precision", "bfloat16"],
+        0.982,
+    ),
+    "cnn_bfloat16": (["--precision", "bfloat16"], 0.994),
 }
 
 

@@ -328,6 +328,19 @@ def small_job_table(runs: list[Run]) -> str:
     return table(header, rows)
 
 
+def host_work_table(runs: list[Run]) -> str:
+    (run,) = runs
+    work = need(run, "host_work")
+    met, targets = work["met"], work["targets"]
+    rows = [
+        [code(over(name)), bold(value) if name in targets else ratio(value),
+         target(targets[name]) if name in targets else "diagnostic",
+         verdict(met[name]) if name in met else "-"]
+        for name, value in {**work["ratios"], **work["diagnostic_ratios"]}.items()
+    ]  # fmt: skip
+    return table(["ratio (fastest rounds)", "value", "target", ""], rows)
+
+
 CACHE_STATES = ["off", "cold", "warm"]
 
 
@@ -443,6 +456,7 @@ TABLES: dict[str, Callable] = {
     "compile": compile_table,
     "startup": startup_table,
     "small-job": small_job_table,
+    "host-work": host_work_table,
     "checks": checks_table,
     "allocator": allocator_table,
     "conv-kernels": steps_table("conv_kernels", ["ynnpack", "xla"], "xla_over_ynnpack"),

@@ -57,7 +57,7 @@ NEAR_TIE = 1e-4
 RECIPE = (
     "model", "dataset", "epochs", "batch_size", "optimizer", "lr", "schedule",
     "warmup_epochs", "weight_decay", "label_smoothing", "seed", "shift", "flip",
-    "crop_padding", "erasing", "train_examples",
+    "crop_padding", "erasing", "augment_on", "precision", "train_examples",
 )  # fmt: skip
 
 

@@ -10,7 +10,14 @@ import optax
 import pytest
 
 import zoo
-from zoo.data import ArrayDataset, DeviceShift, IndexedChunk, RandomShift
+from zoo.data import (
+    ArrayDataset,
+    AugmentedChunk,
+    Chunk,
+    DeviceShift,
+    IndexedChunk,
+    RandomShift,
+)
 from zoo.train import DeviceFeed, ResidentFeed
 from zoo.train._feed import augment_key, data_placement, fits_on_device
 
@@ -34,21 +41,12 @@ def _assert_bitwise(a: zoo.FitResult, b: zoo.FitResult) -> None:
         np.testing.assert_array_equal(x, y)
 
 
+@pytest.mark.parametrize("augment", [None, DeviceShift(2)], ids=["plain", "shift"])
 @pytest.mark.parametrize("name", ["mlp", "lenet5"])  # a rolled and an unrolled loop
-def test_device_and_host_feeds_train_bitwise_alike(small_train, name):
-    # 16 steps an epoch in chunks of 3: a chunk of 1 ends each epoch. A Grain
-    # transform keeps the data on the host; RandomShift(0) changes no pixel.
-    host = _fit(small_train, name, augment=RandomShift(0))
-    device = _fit(small_train, name)
-    _assert_bitwise(host, device)
-    assert [r.train_loss for r in host.history] == [
-        r.train_loss for r in device.history
-    ]
-
-
-@pytest.mark.parametrize("name", ["mlp", "lenet5"])
-def test_a_loop_over_either_feed_trains_bitwise_alike(small_train, name):
+def test_a_loop_over_either_feed_trains_bitwise_alike(small_train, name, augment):
+    # 16 steps an epoch in chunks of 5: a chunk of 1 ends each epoch.
     model, state = zoo.create_model(name, key=jax.random.key(0))
+    key = augment_key(0)
     step = zoo.train.make_train_step(optax.sgd(0.05))
     results = []
     for resident in (False, True):
@@ -58,9 +56,18 @@ def test_a_loop_over_either_feed_trains_bitwise_alike(small_train, name):
             )
         )
         feed = (
-            ResidentFeed(batches, small_train, steps_per_call=5, steps_per_epoch=16)
+            ResidentFeed(
+                batches,
+                small_train,
+                steps_per_call=5,
+                steps_per_epoch=16,
+                augment=augment,
+                key=key,
+            )
             if resident
-            else DeviceFeed(batches, steps_per_call=5, steps_per_epoch=16)
+            else DeviceFeed(
+                batches, steps_per_call=5, steps_per_epoch=16, augment=augment, key=key
+            )
         )
         ts = step.init(model, state, key=jax.random.key(0))
         for chunk in feed:
@@ -85,6 +92,7 @@ def test_resident_feed_names_the_rows_the_host_feed_gathers(small_train):
     )  # pyright: ignore[reportArgumentType]
     lengths = []
     for chunk, rows in zip(host, resident, strict=True):
+        assert isinstance(chunk, Chunk) and isinstance(rows, IndexedChunk)
         np.testing.assert_array_equal(chunk.inputs, small_train.inputs[rows.rows])
         np.testing.assert_array_equal(chunk.labels, small_train.labels[rows.rows])
         assert host.data_state == resident.data_state
@@ -106,15 +114,12 @@ def test_device_augmentation_is_a_function_of_the_key_and_the_global_step(small_
     labels = jnp.asarray(small_train.labels)
     rows = jnp.asarray(np.random.default_rng(0).permutation(1024)[:256].reshape(4, 64))
 
-    def batches(first: int, rows: jax.Array) -> list[np.ndarray]:
-        chunk = IndexedChunk(inputs, labels, rows, jnp.int32(first), key, augment)
-        draws = chunk.draws()
-        return [
-            np.asarray(
-                chunk.batch(rows[i], jax.tree.map(lambda d, i=i: d[i], draws)).inputs
-            )
-            for i in range(chunk.steps)
-        ]
+    def batches(first: int, rows: jax.Array) -> np.ndarray:
+        indexed = IndexedChunk(inputs, labels, rows)
+        chunk = AugmentedChunk(indexed, jnp.int32(first), key, augment)
+        gathered = jax.jit(lambda c: c.gather())(chunk)
+        np.testing.assert_array_equal(gathered.labels, labels[rows])
+        return np.asarray(gathered.inputs)
 
     whole = batches(10, rows)
     for i, got in enumerate(whole):  # batch i is augment_batch at step 10 + i
@@ -143,18 +148,29 @@ def test_fit_with_device_augmentation(small_train, capsys):
         augment=DeviceShift(2), callbacks=[zoo.train.EpochLogger()],
     )  # fmt: skip
     first = capsys.readouterr().out.splitlines()[0]
-    assert first.startswith("data on the device (0.8 MB)"), first
+    assert first == (
+        "data from the host (0.8 MB, augmented on the device): on a CPU, "
+        "gathering overlaps the step"
+    )
 
 
 def test_where_fit_keeps_the_data(small_train):
-    def place(augment: object = None, sharded: bool = False) -> tuple:
-        return data_placement(small_train, augment, sharded=sharded)
+    def place(augment: object = None, sharded=False, backend="gpu") -> tuple:
+        return data_placement(small_train, augment, sharded=sharded, backend=backend)
 
     assert place() == (
         True,
         "on the device (0.8 MB): batches gathered in the compiled step",
     )
-    assert place(DeviceShift(2))[0] is True
+    assert place(DeviceShift(2)) == (
+        True,
+        "on the device (0.8 MB): batches gathered in the compiled step, "
+        "augmented on the device",
+    )
+    assert place(backend="cpu") == (
+        False,
+        "from the host (0.8 MB): on a CPU, gathering overlaps the step",
+    )
     on_device, why = place(RandomShift(2))
     assert not on_device and "to_device_augment" in why
     on_device, why = place(sharded=True)

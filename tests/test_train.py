@@ -334,8 +334,8 @@ def test_fit_reports_compile_time_apart_and_writes_history(small_train, tmp_path
     )
     assert result.compile_seconds > 0
     assert len(lines) == 3
-    assert lines[0] == (
-        "data on the device (0.8 MB): batches gathered in the compiled step"
+    assert (
+        lines[0] == "data from the host (0.8 MB): on a CPU, gathering overlaps the step"
     )
     assert lines[1].startswith("epoch 1/2 in ")
     assert "train acc" in lines[1] and "test acc" in lines[1] and "ex/s" in lines[1]
@@ -412,8 +412,8 @@ def _run(args: list[str]) -> subprocess.Popen:
 
 @pytest.mark.parametrize("augment", [[], ["--device-shift"]], ids=["plain", "shift"])
 def test_sigkill_then_resume_gives_bitwise_identical_parameters(tmp_path, augment):
-    # The runner's data is on the device (fit's choice for MNIST), plain or
-    # shifted there: the draws of the resumed run are the uninterrupted run's.
+    # Plain, or shifted on the device: the resumed run draws what the
+    # uninterrupted run draws.
     reference = _run([str(tmp_path / "ref_ckpt"), str(tmp_path / "ref.eqx"), *augment])
     ckpt = tmp_path / "ckpt"
     victim = _run([str(ckpt), str(tmp_path / "victim.eqx"), *augment])

@@ -41,12 +41,16 @@ from ._device_batch import (
     draw_batch as draw_batch,
     to_device_augment as to_device_augment,
 )
+from ._device_chunks import (
+    AnyChunk as AnyChunk,
+    AugmentedChunk as AugmentedChunk,
+    IndexedChunk as IndexedChunk,
+)
 from ._download import (
     default_data_dir as default_data_dir,
     fetch as fetch,
 )
 from ._idx import DataError as DataError, read_idx as read_idx
-from ._indexed_chunk import IndexedChunk as IndexedChunk
 from ._pipeline import (
     eval_pipeline as eval_pipeline,
     steps_per_epoch as steps_per_epoch,

@@ -21,7 +21,15 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import PRNGKeyArray
 
-from ..data import AbstractDeviceAugment, ArrayDataset, Batch, Chunk, IndexedChunk
+from ..data import (
+    AbstractDeviceAugment,
+    AnyChunk,
+    ArrayDataset,
+    AugmentedChunk,
+    Batch,
+    Chunk,
+    IndexedChunk,
+)
 
 
 class BatchIterator(Protocol):
@@ -57,7 +65,9 @@ class DeviceFeed:
     steps is ``S // K`` chunks of ``K`` steps, then one of ``S % K`` if that is
     not zero (a second shape, compiled once). After each chunk,
     [`data_state`][zoo.train.DeviceFeed.data_state] is the pipeline position to
-    save with a checkpoint taken after that chunk.
+    save with a checkpoint taken after that chunk. With ``augment``, each chunk
+    comes as an [`AugmentedChunk`][zoo.data.AugmentedChunk]: the step augments
+    it on the device, keyed by ``fold_in(key, step)``.
 
     Example:
         >>> import numpy as np, zoo
@@ -77,9 +87,12 @@ class DeviceFeed:
             resumed run), so that epochs end where they should.
         put: moves a host chunk to the device(s); ``jax.device_put`` by
             default, or a sharding function for a mesh.
+        augment: a device augmentation (``zoo.data.DeviceShift(2)``, ...).
+        key: the augmentation's key (needed with ``augment``).
 
     Raises:
-        ValueError: ``steps_per_call < 1`` or ``steps_per_epoch < 1``.
+        ValueError: ``steps_per_call < 1``, ``steps_per_epoch < 1``, or
+            ``augment`` without ``key``.
     """
 
     def __init__(
@@ -90,16 +103,22 @@ class DeviceFeed:
         steps_per_epoch: int | None = None,
         start_step: int = 0,
         put: Callable[[Chunk], Chunk] = jax.device_put,
+        augment: AbstractDeviceAugment | None = None,
+        key: PRNGKeyArray | None = None,
     ) -> None:
         if steps_per_call < 1:
             raise ValueError(f"steps_per_call must be >= 1, got {steps_per_call}.")
         if steps_per_epoch is not None and steps_per_epoch < 1:
             raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}.")
+        if augment is not None and key is None:
+            raise ValueError(f"{type(self).__name__}(augment=...) needs a key.")
         self.batches = batches
         self.steps_per_call = steps_per_call
         self.steps_per_epoch = steps_per_epoch
         self.step = start_step
         self.put = put
+        self.augment = augment
+        self.key = key if augment is not None else None
         self._data_state: dict[str, Any] | None = None
 
     @property
@@ -114,8 +133,21 @@ class DeviceFeed:
     def __iter__(self) -> "DeviceFeed":
         return self
 
-    def __next__(self) -> Chunk:
-        steps = self.chunk_steps(self.step)
+    def __next__(self) -> AnyChunk:
+        chunk = self._take(self.chunk_steps(self.step))
+        get_state = getattr(self.batches, "get_state", None)
+        self._data_state = get_state() if get_state is not None else None
+        first_step, self.step = self.step, self.step + chunk.steps
+        return self.augmented(chunk, first_step)
+
+    def augmented(self, chunk: Chunk | IndexedChunk, first_step: int) -> AnyChunk:
+        """``chunk``, wrapped to be augmented on the device if ``augment``."""
+        if self.augment is None or self.key is None:
+            return chunk
+        return AugmentedChunk(chunk, jnp.int32(first_step), self.key, self.augment)
+
+    def _take(self, steps: int) -> Chunk | IndexedChunk:
+        """The next chunk of at most ``steps`` batches, on the device."""
         next_chunk = getattr(self.batches, "next_chunk", None)
         chunk = next_chunk(steps) if next_chunk is not None else None
         if chunk is None:  # batch by batch: augmented, prefetched, or at an end
@@ -128,9 +160,6 @@ class DeviceFeed:
             if not batches:
                 raise StopIteration
             chunk = Chunk.stack(batches)
-        get_state = getattr(self.batches, "get_state", None)
-        self._data_state = get_state() if get_state is not None else None
-        self.step += chunk.steps
         return self.put(chunk)
 
 
@@ -138,7 +167,7 @@ DEVICE_DATA_SHARE = 0.25
 """The share of a device's memory a training set may take to be kept there."""
 
 DEVICE_DATA_BYTES = 1 << 30
-"""The bound where the device does not report its memory (XLA:CPU): 1 GiB."""
+"""The bound where the device does not report its memory: 1 GiB."""
 
 
 def fits_on_device(nbytes: int, device: Any = None) -> bool:
@@ -158,18 +187,17 @@ class ResidentFeed(DeviceFeed):
     The same batches as a [`DeviceFeed`][zoo.train.DeviceFeed] over the same
     unaugmented pipeline (its ``next_rows``), as
     [`IndexedChunk`][zoo.data.IndexedChunk]s: the step gathers them, so each
-    chunk moves ``K x B`` row numbers instead of ``K x B`` examples. With
-    ``augment``, the step augments each batch on the device, keyed by
-    ``fold_in(key, step)``.
+    chunk moves ``K x B`` row numbers instead of ``K x B`` examples. That
+    wins where copies to the device are dear (a GPU); on a CPU, where the
+    host gathers the next chunk while the step runs, the host feed is faster.
 
     Args:
         batches: an iterator over ``train_pipeline(dataset, ...)`` without
             ``augment`` and with ``prefetch=0`` (it has ``next_rows``).
         dataset: the pipeline's dataset: its inputs and labels are put on
             the device here.
-        steps_per_call, steps_per_epoch, start_step: as for ``DeviceFeed``.
-        augment: a device augmentation (``zoo.data.DeviceShift(2)``, ...).
-        key: the augmentation's key (needed with ``augment``).
+        steps_per_call, steps_per_epoch, start_step, augment, key: as for
+            ``DeviceFeed``.
 
     Raises:
         TypeError: ``batches`` cannot name its rows (an augmented or
@@ -189,8 +217,8 @@ class ResidentFeed(DeviceFeed):
         key: PRNGKeyArray | None = None,
     ) -> None:
         super().__init__(
-            batches, steps_per_call=steps_per_call,
-            steps_per_epoch=steps_per_epoch, start_step=start_step,
+            batches, steps_per_call=steps_per_call, steps_per_epoch=steps_per_epoch,
+            start_step=start_step, augment=augment, key=key,
         )  # fmt: skip
         next_rows = getattr(batches, "next_rows", None)
         if next_rows is None:
@@ -198,30 +226,21 @@ class ResidentFeed(DeviceFeed):
                 "ResidentFeed needs an unaugmented train_pipeline with prefetch=0 "
                 "(its iterators name their rows); augment on the device instead."
             )
-        if augment is not None and key is None:
-            raise ValueError("ResidentFeed(augment=...) needs a key.")
         self._next_rows: Callable[[int], np.ndarray | None] = next_rows
         self.inputs, self.labels = jax.device_put(
             (dataset.inputs, dataset.labels.astype(np.int32))
         )
-        self.augment = augment
-        self.key = key if augment is not None else None
 
     def __iter__(self) -> "ResidentFeed":
         return self
 
-    def __next__(self) -> IndexedChunk:  # pyright: ignore[reportIncompatibleMethodOverride]
-        steps = self.chunk_steps(self.step)
+    def _take(self, steps: int) -> IndexedChunk:
         rows = self._next_rows(steps)
         if rows is None:
             raise StopIteration
-        self._data_state = self.batches.get_state()  # pyright: ignore[reportAttributeAccessIssue]
-        chunk = IndexedChunk(
-            self.inputs, self.labels, jax.device_put(rows.astype(np.int32)),
-            jnp.int32(self.step), self.key, self.augment,
-        )  # fmt: skip
-        self.step += steps
-        return chunk
+        return IndexedChunk(
+            self.inputs, self.labels, jax.device_put(rows.astype(np.int32))
+        )
 
 
 AUGMENT_STREAM = 2**31 - 1
@@ -236,35 +255,44 @@ def augment_key(seed: int) -> PRNGKeyArray:
 
 
 def data_placement(
-    dataset: ArrayDataset, augment: object, *, sharded: bool
+    dataset: ArrayDataset, augment: object, *, sharded: bool, backend: str
 ) -> tuple[bool, str]:
-    """Whether ``fit`` keeps ``dataset`` on the device, and a phrase saying so.
+    """Whether ``fit`` keeps ``dataset`` on the device, and a phrase saying
+    where the batches come from.
 
-    On the device when nothing stands in the way (no mesh, no host-side
-    augmentation) and the set fits (:func:`fits_on_device`).
+    On the device where copies are dear (an accelerator backend) when nothing
+    stands in the way (no mesh, no host-side augmentation) and the set fits
+    (:func:`fits_on_device`). On a CPU the host feed is faster: the host
+    gathers the next chunk while the step runs. A device augmentation runs in
+    the step either way.
 
     Raises:
-        ValueError: a device augmentation where the data stays on the host.
+        ValueError: a device augmentation on a mesh.
     """
     nbytes = dataset.inputs.nbytes + dataset.labels.nbytes
     size = f"{nbytes / 1e6:.1f} MB"
     on_device_augment = isinstance(augment, AbstractDeviceAugment)
     blockers = []
     if sharded:
+        if on_device_augment:
+            raise ValueError(
+                f"{type(augment).__name__} augments on the device, which fit does "
+                "not do on a mesh yet; give its host twin (e.g. "
+                "zoo.data.RandomShift for DeviceShift) instead."
+            )
         blockers.append("training on a mesh feeds each device its share")
     if augment is not None and not on_device_augment:
         blockers.append(
             f"{type(augment).__name__} augments on the host "
             "(zoo.data.to_device_augment(augment) is its device twin)"
         )
+    if backend == "cpu":
+        blockers.append("on a CPU, gathering overlaps the step")
     if not blockers and not fits_on_device(nbytes):
         blockers.append(f"the training set ({size}) is too large to keep there")
+    augmented = ", augmented on the device" if on_device_augment else ""
     if not blockers:
-        return True, f"on the device ({size}): batches gathered in the compiled step"
-    if on_device_augment:
-        raise ValueError(
-            f"{type(augment).__name__} augments on the device, but the training "
-            f"data stays on the host: {'; '.join(blockers)}. Give its host twin "
-            "(e.g. zoo.data.RandomShift for DeviceShift) instead."
+        return True, (
+            f"on the device ({size}): batches gathered in the compiled step{augmented}"
         )
-    return False, f"from the host ({size}): {'; '.join(blockers)}"
+    return False, f"from the host ({size}{augmented}): {'; '.join(blockers)}"

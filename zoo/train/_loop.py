@@ -24,6 +24,7 @@ from jax.typing import ArrayLike
 from .._inputs import model_inputs
 from ..data import (
     AbstractDeviceAugment,
+    AnyChunk,
     ArrayDataset,
     Chunk,
     IndexedChunk,
@@ -70,7 +71,7 @@ from ._state import TrainState
 from ._step import TrainStep, make_train_step
 from ._tuning import steps_per_call as default_steps_per_call
 
-Program = Callable[[TrainState, Chunk | IndexedChunk], tuple[TrainState, Metrics]]
+Program = Callable[[TrainState, AnyChunk], tuple[TrainState, Metrics]]
 
 FIT_PREFETCH = 0
 """Batches ``fit``'s pipeline prepares ahead in a background thread: none. The
@@ -99,13 +100,13 @@ def fit(
     """Train ``model`` for ``epochs`` epochs over a shuffled Grain pipeline.
 
     Each chunk of ``steps_per_call`` batches is one compiled call (compiled
-    before the first epoch: ``compile_seconds``). A training set that fits on
-    the device (a quarter of its memory; 1 GiB on a CPU) is copied there once
+    before the first epoch: ``compile_seconds``). On a GPU or TPU a training
+    set that fits on the device (a quarter of its memory) is copied there once
     and each call gathers its batches itself from the chunk's row numbers;
-    otherwise (or on a mesh, or with a Grain augmentation) the next chunk is
-    gathered on the host while the current one trains. Either way the batches
-    are the same, a pure function of ``seed`` and the step, and the run's
-    first log line says which was chosen. After each epoch the model is
+    otherwise (on a CPU, on a mesh, or with a Grain augmentation) the next
+    chunk is gathered on the host while the current one trains. Either way the
+    batches are the same, a pure function of ``seed`` and the step, and the
+    run's first log line says which was chosen. After each epoch the model is
     evaluated exactly on ``test_data`` and the callbacks run.
 
     Args:
@@ -181,8 +182,9 @@ def fit(
     if mesh is not None:
         check_batch_size(mesh, batch_size)
     on_device, data_feed = data_placement(
-        train_data, augment, sharded=mesh is not None or jax.process_count() > 1
-    )
+        train_data, augment, sharded=mesh is not None or jax.process_count() > 1,
+        backend=jax.default_backend(),
+    )  # fmt: skip
     checkpointer = _checkpointer(checkpoint_dir, callbacks, resume)
     main = jax.process_index() == 0  # the one process that logs and writes
     with contextlib.ExitStack() as held:
@@ -223,20 +225,20 @@ def fit(
         start_step = int(local_copy(ts.step))
         if start_step >= epochs * spe:
             return FitResult(ts, history, 0.0, k)
+        device_augment = augment if isinstance(augment, AbstractDeviceAugment) else None
+        key = None if device_augment is None else augment_key(seed)
         if on_device:
             feed = ResidentFeed(
                 batches, train_data, steps_per_call=k, steps_per_epoch=spe,
-                start_step=start_step,
-                augment=augment,  # pyright: ignore[reportArgumentType]
-                key=None if augment is None else augment_key(seed),
+                start_step=start_step, augment=device_augment, key=key,
             )  # fmt: skip
             example = functools.partial(_example_rows, feed, local_batch)
         else:
             feed = DeviceFeed(
                 batches, steps_per_call=k, steps_per_epoch=spe,
-                start_step=start_step, put=put,
+                start_step=start_step, put=put, augment=device_augment, key=key,
             )  # fmt: skip
-            example = functools.partial(_example_chunk, train_data, local_batch, put)
+            example = functools.partial(_example_chunk, train_data, local_batch, feed)
         programs, compile_seconds = _compile(step_fn, ts, example, spe, k)
         run = RunInfo(
             epochs, spe, batch_size, k, feed.step, compile_seconds, main, data_feed
@@ -332,30 +334,27 @@ def _checkpointer(
 
 
 def _example_chunk(
-    data: ArrayDataset, batch: int, put: Callable[[Chunk], Chunk], steps: int
-) -> Chunk:
+    data: ArrayDataset, batch: int, feed: DeviceFeed, steps: int
+) -> AnyChunk:
     """A chunk of zeros as the host feed gives: ``steps`` batches of ``batch``."""
-    return put(
-        Chunk(
-            np.zeros((steps, batch, *data.inputs.shape[1:]), data.inputs.dtype),
-            np.zeros((steps, batch), np.int32),
-            np.zeros((steps, batch), np.bool_),
-        )
+    chunk = Chunk(
+        np.zeros((steps, batch, *data.inputs.shape[1:]), data.inputs.dtype),
+        np.zeros((steps, batch), np.int32),
+        np.zeros((steps, batch), np.bool_),
     )
+    return feed.augmented(feed.put(chunk), 0)
 
 
-def _example_rows(feed: ResidentFeed, batch: int, steps: int) -> IndexedChunk:
+def _example_rows(feed: ResidentFeed, batch: int, steps: int) -> AnyChunk:
     """A chunk as ``feed`` gives, naming row 0 ``steps x batch`` times."""
     rows = jnp.zeros((steps, batch), jnp.int32)
-    return IndexedChunk(
-        feed.inputs, feed.labels, rows, jnp.int32(0), feed.key, feed.augment
-    )
+    return feed.augmented(IndexedChunk(feed.inputs, feed.labels, rows), 0)
 
 
 def _compile(
     step_fn: TrainStep,
     ts: TrainState,
-    example: Callable[[int], Chunk | IndexedChunk],
+    example: Callable[[int], AnyChunk],
     spe: int,
     k: int,
 ) -> tuple[dict[int, Program], float]:

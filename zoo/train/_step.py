@@ -27,7 +27,7 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray, Shaped
 
 from .._compiler_options import compiler_options, jit_with_options
 from .._inputs import model_inputs
-from ..data import Batch, Chunk, IndexedChunk
+from ..data import AnyChunk, Batch, Chunk
 from ..models import AbstractModel, apply
 from ._metrics import LossFn, Metrics, masked_loss, softmax_cross_entropy
 from ._precise_bn import PRECISE_BN_EXAMPLES
@@ -81,7 +81,7 @@ class LoweredStep(Protocol):
 
     def compile(
         self,
-    ) -> Callable[[TrainState, Chunk | IndexedChunk], tuple[TrainState, Metrics]]:
+    ) -> Callable[[TrainState, AnyChunk], tuple[TrainState, Metrics]]:
         """The compiled program, called like the step itself."""
         ...
 
@@ -119,14 +119,12 @@ class TrainStep:
         self.precision: Precision = precision
 
     def __call__(
-        self, train_state: TrainState, chunk: Chunk | IndexedChunk, /
+        self, train_state: TrainState, chunk: AnyChunk, /
     ) -> tuple[TrainState, Metrics]:
         """Run the chunk's steps: ``(train_state, chunk) -> (train_state, metrics)``."""
         return self._jitted(train_state, chunk)
 
-    def lower(
-        self, train_state: TrainState, chunk: Chunk | IndexedChunk, /
-    ) -> LoweredStep:
+    def lower(self, train_state: TrainState, chunk: AnyChunk, /) -> LoweredStep:
         """Lower for these argument shapes (``.compile()`` compiles ahead of time)."""
         return self._jitted.lower(train_state, chunk)
 
@@ -286,9 +284,9 @@ def make_train_step(
 
     ``step(train_state, chunk) -> (train_state, metrics)`` runs one optimiser
     step per batch of ``chunk`` (a [`Chunk`][zoo.data.Chunk] of shape
-    ``(K, B, ...)``, or an [`IndexedChunk`][zoo.data.IndexedChunk]: rows of a
-    training set on the device, gathered and augmented in the program) in one
-    compiled program and returns the new
+    ``(K, B, ...)``; or an [`IndexedChunk`][zoo.data.IndexedChunk], rows of a
+    training set on the device, or an [`AugmentedChunk`][zoo.data.AugmentedChunk],
+    both completed in the program) in one compiled program and returns the new
     [`TrainState`][zoo.train.TrainState] and the summed training
     [`Metrics`][zoo.train.Metrics] of the chunk. It works for stateless models,
     BatchNorm models (the model state threads through) and dropout (step ``s``
@@ -339,27 +337,15 @@ def make_train_step(
 
     @jit_with_options(compiler_options)
     @eqx.debug.assert_max_traces(max_traces=max_traces)
-    def train_chunk(
-        ts: TrainState, chunk: Chunk | IndexedChunk
-    ) -> tuple[TrainState, Metrics]:
+    def train_chunk(ts: TrainState, chunk: AnyChunk) -> tuple[TrainState, Metrics]:
         # Gradients are taken with respect to the trainable arrays only.
         params, frozen, static = split_model(ts.model, trainable)
-        # Each step's slice of the chunk, and how it becomes the step's batch.
-        if isinstance(chunk, IndexedChunk):
-            per_step: Any = (chunk.rows, chunk.draws())
+        if not isinstance(chunk, Chunk):  # completed here: gathered, augmented
+            chunk = chunk.gather()
 
-            def batch_of(data: Any) -> Batch:
-                return chunk.batch(*data)
-        else:
-            per_step = Batch(*chunk)
-
-            def batch_of(data: Any) -> Batch:
-                return data
-
-        def one_step(carry: Any, xs: tuple[Any, jax.Array]) -> tuple[Any, None]:
+        def one_step(carry: Any, xs: tuple[Batch, jax.Array]) -> tuple[Any, None]:
             params, state, opt_state, total = carry
-            data, i = xs
-            batch = batch_of(data)
+            batch, i = xs
             key = jax.random.fold_in(ts.key, ts.step + i)
             args = (params, frozen, state, batch, key)
             _, gradient = traced_gradient(loss, static, *args, precision)
@@ -373,7 +359,7 @@ def make_train_step(
 
         carry = (params, ts.model_state, ts.opt_state, Metrics.zero())
         steps = chunk.steps
-        xs = (per_step, jnp.arange(steps, dtype=jnp.int32))
+        xs = (Batch(*chunk), jnp.arange(steps, dtype=jnp.int32))
         # Trace the step's Python once; the loop replays its jaxpr.
         jaxpr, body = _trace_once(one_step, carry, jax.tree.map(lambda x: x[0], xs))
         unrolled = unrolls_steps(jaxpr) if unroll is None else unroll
