@@ -13,7 +13,7 @@ import optax
 import pytest
 
 import zoo
-from zoo.data import ArrayDataset, train_pipeline
+from zoo.data import ArrayDataset, Chunk, train_pipeline
 from zoo.train import (
     Callback,
     Checkpointer,
@@ -200,6 +200,7 @@ def test_feed_takes_chunks_from_the_pipeline_at_once(small_train):
     assert spy.singles == 1  # only the probe that finds the data's end
     assert [c.steps for c in at_once] == [c.steps for c in stacked]
     for a, b in zip(at_once, stacked, strict=True):
+        assert isinstance(a, Chunk) and isinstance(b, Chunk)  # not augmented
         for field_a, field_b in zip(a, b, strict=True):
             np.testing.assert_array_equal(field_a, field_b)
 
