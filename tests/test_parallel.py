@@ -115,6 +115,23 @@ def test_two_devices_train_as_one(model, one_device, tmp_path):
     _assert_same_training(one_device[model], tmp_path)
 
 
+def test_two_devices_augment_on_the_device_as_one(tmp_path):
+    # The shift is drawn for the global batch: each device's share of it gets
+    # the draws of a run on one device.
+    command = [*ONE_HOST.split(), "--augment-on", "device"]
+    runs = {}
+    for devices in (1, 2):
+        out = tmp_path / f"devices-{devices}"
+        template = " ".join(command)
+        said = _run(
+            _command(template, out, model="mlp", devices=devices), _env(devices)
+        )
+        assert "augmented on the device" in said
+        runs[devices] = out
+    assert "data parallel over 2 devices" in said
+    _assert_same_training(runs[1], runs[2])
+
+
 @pytest.mark.parametrize("model", MODELS)
 def test_two_processes_train_as_one(model, one_device, tmp_path):
     port = _free_port()

@@ -264,22 +264,14 @@ def data_placement(
     stands in the way (no mesh, no host-side augmentation) and the set fits
     (:func:`fits_on_device`). On a CPU the host feed is faster: the host
     gathers the next chunk while the step runs. A device augmentation runs in
-    the step either way.
-
-    Raises:
-        ValueError: a device augmentation on a mesh.
+    the step either way (on a mesh, over the global batch, so every example
+    gets the draw of a run on one device).
     """
     nbytes = dataset.inputs.nbytes + dataset.labels.nbytes
     size = f"{nbytes / 1e6:.1f} MB"
     on_device_augment = isinstance(augment, AbstractDeviceAugment)
     blockers = []
     if sharded:
-        if on_device_augment:
-            raise ValueError(
-                f"{type(augment).__name__} augments on the device, which fit does "
-                "not do on a mesh yet; give its host twin (e.g. "
-                "zoo.data.RandomShift for DeviceShift) instead."
-            )
         blockers.append("training on a mesh feeds each device its share")
     if augment is not None and not on_device_augment:
         blockers.append(
