@@ -196,8 +196,11 @@ class ResidentFeed(DeviceFeed):
             ``augment`` and with ``prefetch=0`` (it has ``next_rows``).
         dataset: the pipeline's dataset: its inputs and labels are put on
             the device here.
-        steps_per_call, steps_per_epoch, start_step, augment, key: as for
-            ``DeviceFeed``.
+        steps_per_call: as for ``DeviceFeed``.
+        steps_per_epoch: as for ``DeviceFeed``.
+        start_step: as for ``DeviceFeed``.
+        augment: as for ``DeviceFeed``.
+        key: as for ``DeviceFeed``.
 
     Raises:
         TypeError: ``batches`` cannot name its rows (an augmented or
