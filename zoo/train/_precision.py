@@ -48,8 +48,9 @@ def cast_model(model: eqx.Module, precision: Precision) -> eqx.Module:
         return model
 
     def cast(x: object) -> object:
-        floating = isinstance(x, jax.Array) and jnp.issubdtype(x.dtype, jnp.floating)
-        return x.astype(dtype) if floating else x  # pyright: ignore[reportAttributeAccessIssue]
+        if isinstance(x, jax.Array) and jnp.issubdtype(x.dtype, jnp.floating):
+            return x.astype(dtype)
+        return x
 
     return jax.tree.map(cast, model, is_leaf=lambda x: isinstance(x, eqx.nn.BatchNorm))
 
