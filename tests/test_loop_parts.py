@@ -11,6 +11,7 @@ import jax
 import numpy as np
 import optax
 import pytest
+from hypothesis import given, settings, strategies as st
 
 import zoo
 from zoo.data import ArrayDataset, Chunk, train_pipeline
@@ -33,7 +34,8 @@ from zoo.train import (
     make_train_step,
     save_checkpoint,
 )
-from zoo.train._metrics import masked_loss
+from zoo.train._metrics import masked_loss, weighted_loss
+from zoo.train._step import mean_weights
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 QUIET = {"callbacks": [FiniteLossGuard()]}  # no bar, no lines
@@ -157,6 +159,41 @@ def test_a_custom_loss_trains_and_changes_the_objective(small_train, small_test)
     mask = jax.numpy.ones(3, bool)
     with pytest.raises(ValueError, match="one loss per example"):
         masked_loss(lambda lg, lb: lg.sum(), logits, labels, mask)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    seed=st.integers(0, 2**16),
+    batch=st.integers(1, 9),
+    real=st.integers(0, 9),
+    smoothing=st.sampled_from([0.0, 0.2]),
+)
+def test_weighted_loss_has_the_masked_means_gradient_bit_for_bit(
+    seed, batch, real, smoothing
+):
+    """The training step's loss (weights ``mask / count`` given, reduced after
+    the steps) trains exactly as the masked mean: the same gradient, bitwise,
+    and its per-example terms sum to the same metrics."""
+    rng = np.random.default_rng(seed)
+    logits = jax.numpy.asarray(rng.normal(size=(batch, 5)) * 3, np.float32)
+    labels = jax.numpy.asarray(rng.integers(0, 5, batch), np.int32)
+    mask = jax.numpy.asarray(np.arange(batch) < min(real, batch))
+    loss_fn = label_smoothing(smoothing)
+
+    def mean(lg):
+        return masked_loss(loss_fn, lg, labels, mask)
+
+    def weighted(lg):
+        return weighted_loss(loss_fn, lg, labels, mask, mean_weights(mask))
+
+    (mean_value, metrics), mean_grad = jax.value_and_grad(mean, has_aux=True)(logits)
+    (value, totals), grad = jax.value_and_grad(weighted, has_aux=True)(logits)
+    np.testing.assert_array_equal(np.asarray(grad), np.asarray(mean_grad))
+    np.testing.assert_allclose(value, mean_value, rtol=1e-6, atol=1e-7)
+    got = totals.metrics(jax.numpy.sum(mask, dtype=jax.numpy.int32))
+    np.testing.assert_allclose(got.loss_sum, metrics.loss_sum, rtol=1e-6)
+    assert int(got.correct) == int(metrics.correct)
+    assert int(got.examples) == int(metrics.examples)
 
 
 def test_feed_keeps_chunks_long_and_ends_them_at_epoch_ends(small_train):

@@ -124,18 +124,80 @@ def masked_loss(
     Raises:
         ValueError: ``loss_fn`` does not return one loss per example.
     """
+    per_example = _per_example(loss_fn, logits, labels)
+    losses, correct = _example_terms(per_example, logits, labels, mask)
+    count = jnp.sum(mask, dtype=jnp.int32)
+    loss_sum = jnp.sum(losses)
+    loss = loss_sum / jnp.maximum(count, 1).astype(jnp.float32)
+    return loss, Metrics(loss_sum, jnp.sum(correct), count)
+
+
+def _per_example(
+    loss_fn: LossFn, logits: Float[Array, "batch classes"], labels: Int[Array, " batch"]
+) -> Float[Array, " batch"]:
+    """``loss_fn``'s losses as float32, checked to be one per example."""
     per_example = loss_fn(logits, labels)
     if per_example.shape != labels.shape:
         raise ValueError(
             f"The loss function returned shape {per_example.shape}; a LossFn "
             f"returns one loss per example, shape {labels.shape}."
         )
-    weights = mask.astype(jnp.float32)
-    count = jnp.sum(mask, dtype=jnp.int32)
-    loss_sum = jnp.sum(per_example.astype(jnp.float32) * weights)
-    correct = jnp.sum((jnp.argmax(logits, axis=-1) == labels) & mask, dtype=jnp.int32)
-    loss = loss_sum / jnp.maximum(count, 1).astype(jnp.float32)
-    return loss, Metrics(loss_sum, correct, count)
+    return per_example.astype(jnp.float32)
+
+
+def _example_terms(
+    per_example: Float[Array, " batch"],
+    logits: Float[Array, "batch classes"],
+    labels: Int[Array, " batch"],
+    mask: Bool[Array, " batch"],
+) -> tuple[Float[Array, " batch"], Int[Array, " batch"]]:
+    """Each example's loss and whether it is right, 0 for padding rows."""
+    losses = per_example * mask.astype(jnp.float32)
+    right = (jnp.argmax(logits, axis=-1) == labels) & mask
+    return losses, right.astype(jnp.int32)
+
+
+class ExampleTotals(NamedTuple):
+    """Per-example sums over the steps of a chunk, shape ``(B,)``: the training
+    step adds each batch's terms elementwise and reduces once, after its steps."""
+
+    loss_sum: Float[Array, " batch"]
+    correct: Int[Array, " batch"]
+
+    @staticmethod
+    def zero(batch_size: int) -> "ExampleTotals":
+        """Empty totals for batches of ``batch_size``."""
+        return ExampleTotals(
+            jnp.zeros(batch_size, jnp.float32), jnp.zeros(batch_size, jnp.int32)
+        )
+
+    def __add__(self, other: object) -> "ExampleTotals":  # pyright: ignore[reportIncompatibleMethodOverride]
+        if not isinstance(other, ExampleTotals):
+            return NotImplemented
+        return ExampleTotals(*(a + b for a, b in zip(self, other, strict=True)))
+
+    def metrics(self, examples: Int[Array, ""]) -> Metrics:
+        """The chunk's [`Metrics`][zoo.train.Metrics], over ``examples`` real ones."""
+        return Metrics(jnp.sum(self.loss_sum), jnp.sum(self.correct), examples)
+
+
+def weighted_loss(
+    loss_fn: LossFn,
+    logits: Float[Array, "batch classes"],
+    labels: Int[Array, " batch"],
+    mask: Bool[Array, " batch"],
+    weights: Float[Array, " batch"],
+) -> tuple[Float[Array, ""], ExampleTotals]:
+    """``sum(loss_fn(logits, labels) * weights)`` and each example's terms.
+
+    With ``weights = mask / max(count, 1)``, computed once per chunk, this is
+    ``masked_loss``'s mean with the same gradient, bit
+    for bit (each weight is ``1 / count`` or 0 either way), and no reduction
+    over the batch in the step.
+    """
+    per_example = _per_example(loss_fn, logits, labels)
+    loss = jnp.sum(per_example * weights)
+    return loss, ExampleTotals(*_example_terms(per_example, logits, labels, mask))
 
 
 def cross_entropy(

@@ -23,13 +23,20 @@ import jax.numpy as jnp
 import optax
 from jax import lax
 from jax.extend.core import ClosedJaxpr, Jaxpr, Primitive, jaxpr_as_fun, subjaxprs
-from jaxtyping import Array, Float, Int, PRNGKeyArray, Shaped
+from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray, Shaped
 
 from .._compiler_options import compiler_options, jit_with_options
 from .._inputs import model_inputs
 from ..data import AnyChunk, Batch, Chunk
 from ..models import AbstractModel, apply
-from ._metrics import LossFn, Metrics, masked_loss, softmax_cross_entropy
+from ._metrics import (
+    ExampleTotals,
+    LossFn,
+    Metrics,
+    masked_loss,
+    softmax_cross_entropy,
+    weighted_loss,
+)
 from ._precise_bn import PRECISE_BN_EXAMPLES
 from ._precision import (
     Precision,
@@ -74,6 +81,32 @@ def loss_and_metrics(
     labels, mask = jnp.asarray(batch.labels), jnp.asarray(batch.mask)
     loss, metrics = masked_loss(loss_fn, logits, labels, mask)
     return loss, (new_state if new_state is not None else state, metrics)
+
+
+def weighted_loss_and_totals(
+    model: AbstractModel | eqx.Module,
+    state: eqx.nn.State | None,
+    batch: Batch,
+    weights: Float[Array, " batch"],
+    key: PRNGKeyArray | None,
+    loss_fn: LossFn = softmax_cross_entropy,
+    precision: Precision = "float32",
+) -> tuple[Float[Array, ""], tuple[eqx.nn.State | None, ExampleTotals]]:
+    """What the training step differentiates: ``loss_and_metrics``
+    with the mean's weights ``mask / count`` given (``weighted_loss``) and
+    each example's terms of the metrics, summed by the step after its steps."""
+    inputs = cast_inputs(prepare_inputs(model, jnp.asarray(batch.inputs)), precision)
+    logits, new_state = apply(cast_model(model, precision), inputs, state, key=key)
+    logits = logits.astype(at_least_float32(logits.dtype))
+    labels, mask = jnp.asarray(batch.labels), jnp.asarray(batch.mask)
+    loss, totals = weighted_loss(loss_fn, logits, labels, mask, weights)
+    return loss, (new_state if new_state is not None else state, totals)
+
+
+def mean_weights(mask: Bool[Array, "*steps batch"]) -> Float[Array, "*steps batch"]:
+    """``mask / max(count, 1)`` per batch: the weights of a masked mean."""
+    count = jnp.sum(mask, axis=-1, dtype=jnp.int32, keepdims=True)
+    return mask.astype(jnp.float32) / jnp.maximum(count, 1).astype(jnp.float32)
 
 
 class LoweredStep(Protocol):
@@ -224,18 +257,20 @@ def traced_gradient(
     frozen: Any,
     state: eqx.nn.State | None,
     batch: Batch,
+    weights: Float[Array, " batch"],
     key: PRNGKeyArray,
     precision: Precision = "float32",
 ) -> tuple[ClosedJaxpr, Callable]:
     """One gradient step's jaxpr, traced once per model and shapes, and a
-    function replaying it on ``(params, frozen, state, batch, key)``.
+    function replaying it on ``(params, frozen, state, batch, weights, key)``.
 
-    The replay returns ``(grads, (new_state, metrics))``. ``static`` is the
+    The replay returns ``(grads, (new_state, totals))`` (``ExampleTotals``);
+    ``weights`` are the batch's ``mean_weights``. ``static`` is the
     model's non-array part, ``params`` its trainable arrays and ``frozen`` the
     others. ``steps_per_call`` (the cost) and every chunk length of the
     training step share the one trace: the model's Python runs once per fit.
     """
-    args = (params, frozen, state, batch, key)
+    args = (params, frozen, state, batch, weights, key)
     static_leaves, static_def = jax.tree.flatten(static)
     cache_key: Any = (loss, precision, static_def, *static_leaves, _signature(args))
     try:
@@ -247,10 +282,17 @@ def traced_gradient(
         return _GRADIENT_TRACES[cache_key]
 
     def trainable_loss(
-        params: Any, frozen: Any, state: Any, batch: Batch, key: PRNGKeyArray
+        params: Any,
+        frozen: Any,
+        state: Any,
+        batch: Batch,
+        weights: Array,
+        key: PRNGKeyArray,
     ) -> Any:
         model = eqx.combine(params, frozen, static)
-        return loss_and_metrics(model, state, batch, key, loss, precision)
+        return weighted_loss_and_totals(
+            model, state, batch, weights, key, loss, precision
+        )
 
     grad = eqx.filter_grad(trainable_loss, has_aux=True)
     traced = _trace_once(grad, *abstract_values(args))
@@ -343,23 +385,27 @@ def make_train_step(
         if not isinstance(chunk, Chunk):  # completed here: gathered, augmented
             chunk = chunk.gather()
 
-        def one_step(carry: Any, xs: tuple[Batch, jax.Array]) -> tuple[Any, None]:
+        def one_step(carry: Any, xs: tuple[Batch, Array, Array]) -> tuple[Any, None]:
             params, state, opt_state, total = carry
-            batch, i = xs
+            batch, weights, i = xs
             key = jax.random.fold_in(ts.key, ts.step + i)
-            args = (params, frozen, state, batch, key)
+            args = (params, frozen, state, batch, weights, key)
             _, gradient = traced_gradient(loss, static, *args, precision)
-            grads, (state, metrics) = gradient(*args)
+            grads, (state, totals) = gradient(*args)
             # optax mixes Python floats with int32 counters (adam's bias
             # correction), which strict dtype promotion would refuse.
             with jax.numpy_dtype_promotion("standard"):
                 updates, opt_state = optimizer.update(grads, opt_state, params)
             params = eqx.apply_updates(params, updates)
-            return (params, state, opt_state, total + metrics), None
+            return (params, state, opt_state, total + totals), None
 
-        carry = (params, ts.model_state, ts.opt_state, Metrics.zero())
-        steps = chunk.steps
-        xs = (Batch(*chunk), jnp.arange(steps, dtype=jnp.int32))
+        steps, batch_size = chunk.labels.shape
+        # Sums over the batch wait until after the steps: a step only adds
+        # elementwise, and the weights of its masked mean come precomputed.
+        zero = ExampleTotals.zero(batch_size)
+        carry = (params, ts.model_state, ts.opt_state, zero)
+        indices = jnp.arange(steps, dtype=jnp.int32)
+        xs = (Batch(*chunk), mean_weights(jnp.asarray(chunk.mask)), indices)
         # Trace the step's Python once; the loop replays its jaxpr.
         jaxpr, body = _trace_once(one_step, carry, jax.tree.map(lambda x: x[0], xs))
         unrolled = unrolls_steps(jaxpr) if unroll is None else unroll
@@ -377,7 +423,7 @@ def make_train_step(
             ts.key,
             ts.step + steps,
         )
-        return new, total
+        return new, total.metrics(jnp.sum(chunk.mask, dtype=jnp.int32))
 
     return TrainStep(
         train_chunk, optimizer, loss, trainable, batch_norm_examples, precision

@@ -79,7 +79,8 @@ def step_cost(
         jax.ShapeDtypeStruct((batch_size,), jnp.bool_),  # pyright: ignore[reportArgumentType]
     )
     params, frozen, static = split_model(model, trainable)
-    args = (params, frozen, state, batch, jax.random.key(0))
+    weights: Any = jax.ShapeDtypeStruct((batch_size,), jnp.float32)
+    args = (params, frozen, state, batch, weights, jax.random.key(0))
     jaxpr, gradient = traced_gradient(loss, static, *args)
     lowered = jax.jit(gradient).trace(*abstract_values(args)).lower()
     cost = lowered.cost_analysis()
