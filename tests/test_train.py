@@ -115,6 +115,15 @@ def test_a_short_run_fuses_fewer_steps():
         )  # fmt: skip
 
     assert k(16) == 1
+    # ... decided before the step's cost is asked for: nothing is traced (an
+    # example the model would refuse goes unnoticed until fit checks it).
+    wrong = np.zeros((3, 5, 5), np.uint8)
+    assert (
+        tuning.steps_per_call(
+            model, state, wrong, batch_size=128, steps_per_epoch=16, total_steps=63
+        )
+        == 1
+    )
     assert k(4 * 32) == 4
     assert k(10 * 468) == k(None) == 8
 

@@ -9,6 +9,7 @@ import optax
 from jaxtyping import Array, Bool, Float, Int
 
 from .._checks import checked
+from .._compiler_options import initialiser_options, jit_with_options
 from ._parallel import local_copy
 
 
@@ -31,7 +32,7 @@ class Metrics(NamedTuple):
     def __add__(self, other: object) -> "Metrics":  # pyright: ignore[reportIncompatibleMethodOverride]
         if not isinstance(other, Metrics):
             return NotImplemented
-        return Metrics(*(a + b for a, b in zip(self, other, strict=True)))
+        return Metrics(*_add_totals(tuple(self), tuple(other)))
 
     def summary(self) -> dict[str, float]:
         """Host-side ``{"loss", "accuracy", "count"}`` (one device sync)."""
@@ -45,6 +46,13 @@ class Metrics(NamedTuple):
             "accuracy": float(correct) / count,
             "count": count,
         }
+
+
+@jit_with_options(initialiser_options)
+def _add_totals(a: tuple[Array, ...], b: tuple[Array, ...]) -> tuple[Array, ...]:
+    """Sums of totals, field by field: one program for all three, quick to
+    compile (adding them one by one compiles one program per dtype)."""
+    return tuple(x + y for x, y in zip(a, b, strict=True))
 
 
 LossFn = Callable[[Float[Array, "batch classes"], Int[Array, " batch"]], Array]

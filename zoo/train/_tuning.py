@@ -157,6 +157,8 @@ def steps_per_call(
     ``FitResult.steps_per_call``. With ``total_steps`` (the run's), a short
     run fuses fewer steps, at most ``total_steps // CALLS_PER_RUN``.
     """
+    if total_steps is not None and total_steps // CALLS_PER_RUN <= 1:
+        return 1  # a run this short fuses no steps, whatever they cost
     cost = step_cost(model, state, example, batch_size, loss, trainable)
     wanted = default_steps_per_call(
         cost.flops,
