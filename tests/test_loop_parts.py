@@ -204,6 +204,33 @@ def test_feed_keeps_chunks_long_and_ends_them_at_epoch_ends(small_train):
     assert feed.data_state == {"next_index": 32}
 
 
+def test_feed_prefetch_holds_the_next_chunk_and_keeps_the_position(small_train):
+    def feed():
+        pipeline = train_pipeline(
+            small_train, batch_size=64, seed=0, num_epochs=2, prefetch=0
+        )
+        return DeviceFeed(iter(pipeline), steps_per_call=6, steps_per_epoch=16)
+
+    plain = feed()
+    expected = [(np.asarray(c.inputs), plain.step, plain.data_state) for c in plain]
+    ahead, got = feed(), []
+    while True:
+        position = (ahead.step, ahead.data_state)
+        ahead.prefetch()
+        ahead.prefetch()  # holds one chunk, however often asked
+        assert (ahead.step, ahead.data_state) == position
+        chunk = next(ahead, None)
+        if chunk is None:
+            break
+        got.append((np.asarray(chunk.inputs), ahead.step, ahead.data_state))
+    assert len(got) == len(expected) == 6
+    for (inputs, step, state), (want, want_step, want_state) in zip(
+        got, expected, strict=True
+    ):
+        np.testing.assert_array_equal(inputs, want)
+        assert (step, state) == (want_step, want_state)
+
+
 def test_feed_takes_chunks_from_the_pipeline_at_once(small_train):
     def pipeline():
         return train_pipeline(

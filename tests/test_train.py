@@ -115,17 +115,22 @@ def test_a_short_run_fuses_fewer_steps():
         )  # fmt: skip
 
     assert k(16) == 1
-    # ... decided before the step's cost is asked for: nothing is traced (an
-    # example the model would refuse goes unnoticed until fit checks it).
-    wrong = np.zeros((3, 5, 5), np.uint8)
-    assert (
-        tuning.steps_per_call(
-            model, state, wrong, batch_size=128, steps_per_epoch=16, total_steps=63
-        )
-        == 1
-    )
+    assert k(63) == 1
     assert k(4 * 32) == 4
     assert k(10 * 468) == k(None) == 8
+    # Steps in a rolled loop (the MLP) compile in the same time for any K: the
+    # run's length never cuts them; a short run takes as many as its epoch
+    # allows, with no need of the step's cost.
+    mlp, mlp_state = zoo.create_model("mlp", key=jax.random.key(0))
+
+    def rolled(total):
+        return tuning.steps_per_call(
+            mlp, mlp_state, example, batch_size=128, steps_per_epoch=468,
+            total_steps=total,
+        )  # fmt: skip
+
+    assert rolled(16) == rolled(63) == 234  # 468 / 2: at most 256 a call
+    assert rolled(64) == rolled(10 * 468) == rolled(None) == 117
 
 
 def test_steps_per_call_never_collapse_on_awkward_epoch_lengths():

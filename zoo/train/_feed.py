@@ -13,6 +13,7 @@ while chunk ``k`` trains::
         train_state, metrics = step(train_state, chunk)
 """
 
+import contextlib
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
@@ -120,6 +121,7 @@ class DeviceFeed:
         self.augment = augment
         self.key = key if augment is not None else None
         self._data_state: dict[str, Any] | None = None
+        self._pending: tuple[AnyChunk, dict[str, Any] | None] | None = None
 
     @property
     def data_state(self) -> dict[str, Any] | None:
@@ -134,11 +136,28 @@ class DeviceFeed:
         return self
 
     def __next__(self) -> AnyChunk:
+        chunk, self._data_state = self._pending or self._next_chunk()
+        self._pending = None
+        self.step += chunk.steps
+        return chunk
+
+    def prefetch(self) -> None:
+        """Take the next chunk now and hold it for ``next``; nothing at the end.
+
+        A loop about to wait for the device (an epoch's metrics) calls this
+        first, so the next chunk is gathered while the last one trains.
+        ``step`` and ``data_state`` still describe the chunks ``next`` gave.
+        """
+        if self._pending is None:
+            with contextlib.suppress(StopIteration):
+                self._pending = self._next_chunk()
+
+    def _next_chunk(self) -> tuple[AnyChunk, dict[str, Any] | None]:
+        """The chunk that starts at ``step``, and the pipeline's state after it."""
         chunk = self._take(self.chunk_steps(self.step))
         get_state = getattr(self.batches, "get_state", None)
-        self._data_state = get_state() if get_state is not None else None
-        first_step, self.step = self.step, self.step + chunk.steps
-        return self.augmented(chunk, first_step)
+        state = get_state() if get_state is not None else None
+        return self.augmented(chunk, self.step), state
 
     def augmented(self, chunk: Chunk | IndexedChunk, first_step: int) -> AnyChunk:
         """``chunk``, wrapped to be augmented on the device if ``augment``."""

@@ -261,6 +261,7 @@ def fit(
                     )  # fmt: skip
                     for cb in cbs:
                         cb.on_chunk_end(event)
+                feed.prefetch()  # the next epoch's first chunk, while this one ends
                 train = metrics.summary()  # waits for the epoch's last step
                 seconds = time.perf_counter() - t0
                 if test_data is not None and step_fn.batch_norm_examples:

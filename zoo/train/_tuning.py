@@ -6,12 +6,14 @@ The measurements behind the constants are on the Benchmarks page.
 """
 
 import math
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.extend.core import ClosedJaxpr
 
 from ..data import Batch
 from ..models import AbstractModel
@@ -39,10 +41,12 @@ XLA:CPU's compile time grows with each."""
 MAX_ROLLED_STEPS_PER_CALL = 256
 """Rolled steps per call at most (the chunk of batches waits on the host)."""
 CALLS_PER_RUN = 32
-"""A run of ``S`` steps fuses at most ``S // CALLS_PER_RUN`` steps per call (at
-least 1): a fused program compiles slower than one step (unrolled steps about
-``K`` times slower), and only many calls pay that back. Recipes of a few
-epochs are long enough never to meet this bound; a small job is not."""
+"""A run of ``S`` unrolled steps fuses at most ``S // CALLS_PER_RUN`` steps per
+call (at least 1): unrolled steps compile about ``K`` times slower than one,
+and only many calls pay that back. Recipes of a few epochs are long enough
+never to meet this bound; a small job is not. A rolled loop compiles in about
+the same time for any ``K``: only a run of fewer than ``2 * CALLS_PER_RUN``
+steps keeps it to one step per call."""
 MAX_CHUNK_BYTES = 256 * 2**20
 """Input bytes of one chunk at most (two are alive: the one training and the
 next); this bound wins over ``MIN_STEPS_PER_CALL``, never going below 1."""
@@ -59,6 +63,29 @@ class StepCost(NamedTuple):
     """Convolution primitives in one gradient step (forward and backward)."""
 
 
+def _traced_step(
+    model: AbstractModel | eqx.Module,
+    state: eqx.nn.State | None,
+    example: Any,
+    batch_size: int,
+    loss: LossFn,
+    trainable: FilterSpec,
+) -> tuple[ClosedJaxpr, Callable[..., Any], tuple[Any, ...]]:
+    """One gradient step's trace (shared with the training step), its replay,
+    and the abstract arguments it was traced at."""
+    example = np.asarray(example)
+    batch = Batch(  # a batch's inputs, labels and mask: nothing runs on the device
+        jax.ShapeDtypeStruct((batch_size, *example.shape), example.dtype),  # pyright: ignore[reportArgumentType]
+        jax.ShapeDtypeStruct((batch_size,), jnp.int32),  # pyright: ignore[reportArgumentType]
+        jax.ShapeDtypeStruct((batch_size,), jnp.bool_),  # pyright: ignore[reportArgumentType]
+    )
+    params, frozen, static = split_model(model, trainable)
+    weights: Any = jax.ShapeDtypeStruct((batch_size,), jnp.float32)
+    args = (params, frozen, state, batch, weights, jax.random.key(0))
+    jaxpr, gradient = traced_gradient(loss, static, *args)
+    return jaxpr, gradient, abstract_values(args)
+
+
 def step_cost(
     model: AbstractModel | eqx.Module,
     state: eqx.nn.State | None,
@@ -72,18 +99,10 @@ def step_cost(
     Its trace is the one the training step replays (``traced_gradient``), so
     the model's Python runs once for the cost and every compiled chunk.
     """
-    example = np.asarray(example)
-    batch = Batch(  # a batch's inputs, labels and mask: nothing runs on the device
-        jax.ShapeDtypeStruct((batch_size, *example.shape), example.dtype),  # pyright: ignore[reportArgumentType]
-        jax.ShapeDtypeStruct((batch_size,), jnp.int32),  # pyright: ignore[reportArgumentType]
-        jax.ShapeDtypeStruct((batch_size,), jnp.bool_),  # pyright: ignore[reportArgumentType]
+    jaxpr, gradient, args = _traced_step(
+        model, state, example, batch_size, loss, trainable
     )
-    params, frozen, static = split_model(model, trainable)
-    weights: Any = jax.ShapeDtypeStruct((batch_size,), jnp.float32)
-    args = (params, frozen, state, batch, weights, jax.random.key(0))
-    jaxpr, gradient = traced_gradient(loss, static, *args)
-    lowered = jax.jit(gradient).trace(*abstract_values(args)).lower()
-    cost = lowered.cost_analysis()
+    cost = jax.jit(gradient).trace(*args).lower().cost_analysis()
     if isinstance(cost, list | tuple):  # older JAX: one dict per device
         cost = cost[0] if cost else {}
     flops = float((cost or {}).get("flops", 0.0))
@@ -155,17 +174,24 @@ def steps_per_call(
     step's; its trace is the one the step replays, so asking first costs
     ``fit`` no second trace. ``fit`` reports its choice as
     ``FitResult.steps_per_call``. With ``total_steps`` (the run's), a short
-    run fuses fewer steps, at most ``total_steps // CALLS_PER_RUN``.
+    run of unrolled steps fuses fewer, at most ``total_steps // CALLS_PER_RUN``.
     """
+    batch_bytes = np.asarray(example).nbytes * batch_size
     if total_steps is not None and total_steps // CALLS_PER_RUN <= 1:
-        return 1  # a run this short fuses no steps, whatever they cost
+        # Too short a run to fuse unrolled steps; rolled ones, as many as the
+        # bytes allow. Either way the step's cost is not needed.
+        jaxpr, _, _ = _traced_step(model, state, example, batch_size, loss, trainable)
+        if unrolls_steps(jaxpr):
+            return 1
+        wanted = default_steps_per_call(0.0, unrolled=False, batch_bytes=batch_bytes)
+        return fit_to_epoch(steps_per_epoch, wanted)
     cost = step_cost(model, state, example, batch_size, loss, trainable)
     wanted = default_steps_per_call(
         cost.flops,
         unrolled=cost.unrolled,
-        batch_bytes=np.asarray(example).nbytes * batch_size,
+        batch_bytes=batch_bytes,
         convolutions=cost.convolutions,
     )
-    if total_steps is not None:
-        wanted = min(wanted, max(1, total_steps // CALLS_PER_RUN))
+    if total_steps is not None and cost.unrolled:
+        wanted = min(wanted, total_steps // CALLS_PER_RUN)
     return fit_to_epoch(steps_per_epoch, wanted)
