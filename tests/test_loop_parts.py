@@ -211,8 +211,12 @@ def test_feed_prefetch_holds_the_next_chunk_and_keeps_the_position(small_train):
         )
         return DeviceFeed(iter(pipeline), steps_per_call=6, steps_per_epoch=16)
 
+    def inputs(chunk):
+        assert isinstance(chunk, Chunk)  # not augmented
+        return np.asarray(chunk.inputs)
+
     plain = feed()
-    expected = [(np.asarray(c.inputs), plain.step, plain.data_state) for c in plain]
+    expected = [(inputs(c), plain.step, plain.data_state) for c in plain]
     ahead, got = feed(), []
     while True:
         position = (ahead.step, ahead.data_state)
@@ -222,12 +226,12 @@ def test_feed_prefetch_holds_the_next_chunk_and_keeps_the_position(small_train):
         chunk = next(ahead, None)
         if chunk is None:
             break
-        got.append((np.asarray(chunk.inputs), ahead.step, ahead.data_state))
+        got.append((inputs(chunk), ahead.step, ahead.data_state))
     assert len(got) == len(expected) == 6
-    for (inputs, step, state), (want, want_step, want_state) in zip(
+    for (x, step, state), (want, want_step, want_state) in zip(
         got, expected, strict=True
     ):
-        np.testing.assert_array_equal(inputs, want)
+        np.testing.assert_array_equal(x, want)
         assert (step, state) == (want_step, want_state)
 
 
