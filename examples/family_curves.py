@@ -8,6 +8,7 @@ preset. The figures in ``docs/img/`` come from it.
 Run (after the runs of the cards, see docs/pretrained.md):
     python examples/family_curves.py                 # into docs/img/
     python examples/family_curves.py --out figures   # elsewhere
+    python examples/family_curves.py --family ViT    # one family's figure
 """
 
 import argparse
@@ -64,6 +65,9 @@ def main(argv: Sequence[str] | None = None) -> list[pathlib.Path]:
     """Write ``<family>_curves.png`` for every family with weights; return paths."""
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--out", type=pathlib.Path, default=REPO / "docs" / "img")
+    parser.add_argument(
+        "--family", default=None, help="only this family's figure, e.g. ViT"
+    )
     args = parser.parse_args(argv)
     from matplotlib.figure import Figure  # the plot extra
 
@@ -75,7 +79,10 @@ def main(argv: Sequence[str] | None = None) -> list[pathlib.Path]:
     ]
     families: dict[str, list[zoo.models.ModelCard]] = {}
     for card in cards:
-        families.setdefault(card.config["family"], []).append(card)
+        if args.family in (None, card.config["family"]):
+            families.setdefault(card.config["family"], []).append(card)
+    if not families:
+        sys.exit(f"error: no shipped weights of a family named {args.family!r}")
     written = []
     for family, members in families.items():
         figure = Figure(figsize=(10, 4), layout="constrained")

@@ -52,6 +52,11 @@ def test_one_figure_per_family_from_the_runs_of_the_cards(
     assert {"mlp", "cnn"} <= families
     for path in written:
         assert path.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    # One family alone: only its figure, and only its runs are read.
+    only = example.main(["--out", str(tmp_path / "one"), "--family", "ViT"])
+    assert [path.name for path in only] == ["vit_curves.png"]
+    with pytest.raises(SystemExit, match="no shipped weights of a family named"):
+        example.main(["--out", str(tmp_path / "none"), "--family", "Nope"])
 
 
 def test_a_missing_run_names_the_command_that_makes_it(example, tmp_path, monkeypatch):
