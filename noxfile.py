@@ -426,6 +426,7 @@ GPU_CHECK = (
 # seconds to 99 % on MNIST in fresh processes.
 GPU_BENCHMARKS = (
     ("host_work.py", ()),
+    ("fit_floor.py", ()),
     ("cnn.py", ()),
     ("time_to_accuracy.py", ("--epochs", "2", "--batch-sizes", "128")),
 )

@@ -21,7 +21,7 @@ import platform
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import equinox as eqx
 import jax
@@ -297,7 +297,8 @@ class ZooContenders:
       the previous round's model, with fit's default callbacks less the
       progress bar and the log (the NaN guard stays); the seconds are
       ``history[0].train_seconds``. One ``make_train_step(optimizer)`` is
-      passed to every call, so only the first call compiles.
+      passed to every call, so only the first call compiles; its
+      ``precision`` is ``float32`` unless given.
     * ``zoo_step_on_device``: the same compiled step called on chunks already on
       the device, with no pipeline and no ``fit`` loop: it splits the gap to the
       floor into "the step's program" and "everything around it".
@@ -315,13 +316,14 @@ class ZooContenders:
         steps: int,
         steps_per_call: int,
         scale: float,
+        precision: Literal["float32", "bfloat16"] = "float32",
     ) -> None:
         self.model, self.state = model, state
         self.optimizer = optimizer
         self.data = data
         self.k = steps_per_call
         self.scale = scale
-        self.step = zoo.train.make_train_step(optimizer)
+        self.step = zoo.train.make_train_step(optimizer, precision=precision)
         # Warm up on one chunk: compiles the fused step and fit's small eager ops.
         warm = self._fit(data.take(self.k * BATCH_SIZE), seed=0)
         self.compile_seconds = warm.compile_seconds

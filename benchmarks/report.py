@@ -341,6 +341,22 @@ def host_work_table(runs: list[Run]) -> str:
     return table(["ratio (fastest rounds)", "value", "target", ""], rows)
 
 
+def fit_floor_table(runs: list[Run]) -> str:
+    (run,) = runs
+    results = need(run, "fit_floor")["runs"]
+    rows = [
+        [code(name.replace("_", " ")), r["seconds_per_epoch"]["zoo_fit"],
+         r["seconds_per_epoch"]["floor"], bold(r["zoo_over_floor"]),
+         ratio(r["zoo_step_on_device_over_floor"]), r["steps_per_call"]]
+        for name, r in results.items()
+    ]  # fmt: skip
+    header = [
+        "preset, precision", "`fit` s / epoch", "floor s / epoch", "`fit` / floor",
+        "zoo step / floor", "steps / call",
+    ]  # fmt: skip
+    return table(header, rows)
+
+
 CACHE_STATES = ["off", "cold", "warm"]
 
 
@@ -457,6 +473,7 @@ TABLES: dict[str, Callable] = {
     "startup": startup_table,
     "small-job": small_job_table,
     "host-work": host_work_table,
+    "fit-floor": fit_floor_table,
     "checks": checks_table,
     "allocator": allocator_table,
     "conv-kernels": steps_table("conv_kernels", ["ynnpack", "xla"], "xla_over_ynnpack"),

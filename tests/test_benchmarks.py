@@ -8,6 +8,7 @@ used. The PyTorch contenders run where torch is installed (the ``bench``
 group) and are left out by the scripts where it is not.
 """
 
+import importlib.util
 import json
 import os
 import pathlib
@@ -80,3 +81,22 @@ def test_no_tune_is_reported(data_dir: pathlib.Path, tmp_path):
         "allocator_tuned": False,
         "compilation_cache": None,
     }
+
+
+def test_fit_floor_line_becomes_the_docs_table(data_dir: pathlib.Path, tmp_path):
+    """The GPU's figures of record (``fit_floor.py``): one row per preset and
+    precision, in the table ``report.py`` writes for them."""
+    result = run_benchmark(
+        "fit_floor.py", tmp_path, *SMOKE, "--data-dir", str(data_dir)
+    )  # fmt: skip
+    assert set(result["runs"]) == {"mlp_float32", "mlp_bfloat16"}
+    spec = importlib.util.spec_from_file_location("report", BENCHMARKS / "report.py")
+    assert spec is not None and spec.loader is not None
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+    lines = report.TABLES["fit-floor"]([{"fit_floor": result}]).splitlines()
+    assert lines[0].startswith("| preset, precision | `fit` s / epoch |")
+    assert [line.split(" | ")[0] for line in lines[2:]] == [
+        "| `mlp float32`",
+        "| `mlp bfloat16`",
+    ]
