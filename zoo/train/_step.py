@@ -61,28 +61,6 @@ def prepare_inputs(
     return model_inputs(model, inputs, batched=True)
 
 
-def loss_and_metrics(
-    model: AbstractModel | eqx.Module,
-    state: eqx.nn.State | None,
-    batch: Batch,
-    key: PRNGKeyArray | None,
-    loss_fn: LossFn = softmax_cross_entropy,
-    precision: Precision = "float32",
-) -> tuple[Float[Array, ""], tuple[eqx.nn.State | None, Metrics]]:
-    """The masked mean loss of one batch, and ``(new_state, metrics)``.
-
-    This is the function the training step differentiates. Under
-    ``precision="bfloat16"`` the model and inputs are cast for the forward
-    pass and the logits cast back to float32 for the loss.
-    """
-    inputs = cast_inputs(prepare_inputs(model, jnp.asarray(batch.inputs)), precision)
-    logits, new_state = apply(cast_model(model, precision), inputs, state, key=key)
-    logits = logits.astype(at_least_float32(logits.dtype))
-    labels, mask = jnp.asarray(batch.labels), jnp.asarray(batch.mask)
-    loss, metrics = masked_loss(loss_fn, logits, labels, mask)
-    return loss, (new_state if new_state is not None else state, metrics)
-
-
 def weighted_loss_and_totals(
     model: AbstractModel | eqx.Module,
     state: eqx.nn.State | None,
@@ -92,9 +70,13 @@ def weighted_loss_and_totals(
     loss_fn: LossFn = softmax_cross_entropy,
     precision: Precision = "float32",
 ) -> tuple[Float[Array, ""], tuple[eqx.nn.State | None, ExampleTotals]]:
-    """What the training step differentiates: ``loss_and_metrics``
-    with the mean's weights ``mask / count`` given (``weighted_loss``) and
-    each example's terms of the metrics, summed by the step after its steps."""
+    """What the training step differentiates: the masked mean loss of one
+    batch, its weights ``mask / count`` given (``weighted_loss``), and
+    ``(new_state, totals)``, each example's terms of the metrics.
+
+    Under ``precision="bfloat16"`` the model and inputs are cast for the
+    forward pass and the logits cast back to float32 for the loss.
+    """
     inputs = cast_inputs(prepare_inputs(model, jnp.asarray(batch.inputs)), precision)
     logits, new_state = apply(cast_model(model, precision), inputs, state, key=key)
     logits = logits.astype(at_least_float32(logits.dtype))
