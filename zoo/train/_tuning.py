@@ -45,8 +45,7 @@ CALLS_PER_RUN = 32
 call (at least 1): unrolled steps compile about ``K`` times slower than one,
 and only many calls pay that back. Recipes of a few epochs are long enough
 never to meet this bound; a small job is not. A rolled loop compiles in about
-the same time for any ``K``: only a run of fewer than ``2 * CALLS_PER_RUN``
-steps keeps it to one step per call."""
+the same time for any ``K``, so it has no such bound."""
 MAX_CHUNK_BYTES = 256 * 2**20
 """Input bytes of one chunk at most (two are alive: the one training and the
 next); this bound wins over ``MIN_STEPS_PER_CALL``, never going below 1."""
