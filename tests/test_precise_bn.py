@@ -160,3 +160,38 @@ def test_the_step_can_turn_it_off(mnist_train, mnist_test):
         strict=True,
     ):
         np.testing.assert_array_equal(a, b)
+
+
+def test_it_stops_after_the_first_steps(mnist_train, mnist_test):
+    # Past batch_norm_steps the running averages are kept: bitwise the state
+    # of a run with precise BN off.
+    model, state = zoo.create_model("cnn", key=jax.random.key(0))
+    train, test = mnist_train.take(256), mnist_test.take(500)
+
+    def run(**kw):
+        step = zoo.train.make_train_step(optax.adam(1e-3), **kw)
+        return zoo.fit(
+            model, state, train, step, epochs=1, batch_size=128, seed=0,
+            test_data=test, callbacks=[],
+        )  # fmt: skip
+
+    runs = [run(batch_norm_steps=1), run(batch_norm_examples=0), run()]
+    late, off, default = (r.train_state.model_state for r in runs)
+    for a, b in zip(jax.tree.leaves(late), jax.tree.leaves(off), strict=True):
+        np.testing.assert_array_equal(a, b)
+    # Within them (2 steps <= 500 by default) the statistics are re-estimated.
+    assert any(
+        not np.array_equal(a, b)
+        for a, b in zip(jax.tree.leaves(default), jax.tree.leaves(off), strict=True)
+    )
+
+
+def test_which_evaluations_re_estimate():
+    step = zoo.train.make_train_step(optax.adam(1e-3))
+    assert step.batch_norm_steps == 500
+    assert step.recomputes_batch_norm(32) and step.recomputes_batch_norm(500)
+    assert not step.recomputes_batch_norm(501)
+    off = zoo.train.make_train_step(optax.adam(1e-3), batch_norm_examples=0)
+    assert not off.recomputes_batch_norm(1)
+    with pytest.raises(ValueError, match="batch_norm_steps must be 0"):
+        zoo.train.make_train_step(optax.adam(1e-3), batch_norm_steps=-1)

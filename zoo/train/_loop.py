@@ -264,7 +264,7 @@ def fit(
                 feed.prefetch()  # the next epoch's first chunk, while this one ends
                 train = metrics.summary()  # waits for the epoch's last step
                 seconds = time.perf_counter() - t0
-                if test_data is not None and step_fn.batch_norm_examples:
+                if test_data is not None and step_fn.recomputes_batch_norm(feed.step):
                     ts = _precise_batch_norm(ts, train_data, step_fn, batch_size, seed)
                     ts = ts if mesh is None else replicate(ts, mesh)
                 test = {} if test_data is None else evaluate(
