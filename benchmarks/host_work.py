@@ -6,8 +6,9 @@ MNIST through ``zoo.fit`` against a floor, one jitted ``lax.scan`` of a plain
 Equinox step over the same number of batches already on the device (``uint8``,
 scaled in the step as ``fit`` does). Contenders, interleaved:
 
-* ``fit_b128`` / ``floor_b128`` and ``fit_b32`` / ``floor_b32`` (``fit``
-  keeps MNIST on the device and gathers the batches in its compiled step);
+* ``fit_b128`` / ``floor_b128`` and ``fit_b32`` / ``floor_b32`` (on a CPU
+  ``fit`` gathers each chunk on the host while the previous one trains; on
+  an accelerator it keeps MNIST on the device and gathers in the step);
 * ``fit_b128_device_shift``: ``fit(..., augment=zoo.data.DeviceShift(2))``,
   shifted inside the compiled step, against the unaugmented ``floor_b128``;
 * ``fit_b128_host_shift`` (diagnostic): ``fit`` with ``RandomShift(2)`` in

@@ -254,6 +254,9 @@ def fit(
                     settled, settled_step = metrics, feed.step
                     chunk = next(feed)
                     ts, chunk_metrics = programs[chunk.steps](ts, chunk)
+                    # Gather the next chunk while this one trains: adding its
+                    # metrics waits for the step.
+                    feed.prefetch()
                     metrics = metrics + chunk_metrics
                     event = ChunkEnd(
                         run, epoch, epoch_start, feed.step, ts, metrics, settled,
@@ -261,7 +264,6 @@ def fit(
                     )  # fmt: skip
                     for cb in cbs:
                         cb.on_chunk_end(event)
-                feed.prefetch()  # the next epoch's first chunk, while this one ends
                 train = metrics.summary()  # waits for the epoch's last step
                 seconds = time.perf_counter() - t0
                 if test_data is not None and step_fn.recomputes_batch_norm(feed.step):
