@@ -88,8 +88,8 @@ class ChunkEnd:
     """A chunk of steps has been handed to the device (it may still be running).
 
     Reading ``settled_metrics`` costs no waiting: it sums the chunks before this
-    one, which are done or nearly. Reading ``epoch_metrics`` or the train state
-    waits for this chunk to finish.
+    one, which are done or nearly. Reading ``epoch_metrics``,
+    ``chunk_metrics`` or the train state waits for this chunk to finish.
 
     Attributes:
         run: the run's fixed facts.
@@ -97,7 +97,7 @@ class ChunkEnd:
         epoch_start_step: the step this epoch started at.
         step: steps taken once this chunk is done.
         train_state: the state after this chunk.
-        epoch_metrics: the epoch's summed metrics, this chunk included.
+        chunk_metrics: this chunk's summed metrics.
         settled_metrics: the epoch's summed metrics before this chunk.
         settled_step: the step that ``settled_metrics`` reach.
         seconds: wall-clock seconds since the epoch started.
@@ -109,11 +109,16 @@ class ChunkEnd:
     epoch_start_step: int
     step: int
     train_state: TrainState
-    epoch_metrics: Metrics
+    chunk_metrics: Metrics
     settled_metrics: Metrics
     settled_step: int
     seconds: float
     data_state: dict[str, Any] | None
+
+    @property
+    def epoch_metrics(self) -> Metrics:
+        """The epoch's summed metrics, this chunk included (waits for it)."""
+        return self.settled_metrics + self.chunk_metrics
 
 
 @dataclasses.dataclass(frozen=True)

@@ -248,22 +248,27 @@ def fit(
         stop_reason = None
         try:
             while feed.step < run.total_steps:
-                epoch, epoch_start, metrics = feed.step // spe, feed.step, partial
+                epoch, epoch_start, settled = feed.step // spe, feed.step, partial
                 partial, t0 = Metrics.zero(), time.perf_counter()
+                last: Metrics | None = None  # the metrics of the chunk in flight
                 while feed.step < (epoch + 1) * spe:
-                    settled, settled_step = metrics, feed.step
+                    settled_step = feed.step
                     chunk = next(feed)
                     ts, chunk_metrics = programs[chunk.steps](ts, chunk)
-                    # Gather the next chunk while this one trains: adding its
-                    # metrics waits for the step.
+                    # With this chunk queued, gather the next one and add the
+                    # last one's metrics (which waits for its step only): on a
+                    # CPU, where adding waits, the device never idles.
                     feed.prefetch()
-                    metrics = metrics + chunk_metrics
+                    settled = settled if last is None else settled + last
+                    last = chunk_metrics
                     event = ChunkEnd(
-                        run, epoch, epoch_start, feed.step, ts, metrics, settled,
-                        settled_step, time.perf_counter() - t0, feed.data_state,
+                        run, epoch, epoch_start, feed.step, ts, chunk_metrics,
+                        settled, settled_step, time.perf_counter() - t0,
+                        feed.data_state,
                     )  # fmt: skip
                     for cb in cbs:
                         cb.on_chunk_end(event)
+                metrics = settled if last is None else settled + last
                 train = metrics.summary()  # waits for the epoch's last step
                 seconds = time.perf_counter() - t0
                 if test_data is not None and step_fn.recomputes_batch_norm(feed.step):
