@@ -316,6 +316,40 @@ def test_a_custom_callback_stops_training_early(small_train, small_test):
     assert recorder.events == ["epoch 0", "epoch 1", "end"]  # stopped at epoch 2
 
 
+def test_chunk_events_sum_to_the_epochs_metrics(small_train):
+    # settled_metrics sums the chunks before this one, epoch_metrics adds this
+    # one's; the last chunk's epoch_metrics is the epoch's record.
+    class Sums(Callback):
+        def __init__(self):
+            self.seen: list[tuple[int, int, int, int]] = []
+
+        def on_chunk_end(self, event) -> None:
+            settled = int(event.settled_metrics.examples)
+            chunk = int(event.chunk_metrics.examples)
+            total = int(event.epoch_metrics.examples)
+            self.seen.append((event.settled_step, event.step, settled, total))
+            assert total == settled + chunk
+            loss = float(event.epoch_metrics.loss_sum)
+            assert loss == float(
+                event.settled_metrics.loss_sum + event.chunk_metrics.loss_sum
+            )
+
+    sums = Sums()
+    model, state = small_mlp()
+    result = fit(
+        model, state, small_train, optax.sgd(0.1), epochs=2, batch_size=64,
+        steps_per_call=3, callbacks=[sums],
+    )  # fmt: skip
+    spe = len(small_train) // 64
+    for settled_step, step, settled, total in sums.seen:
+        start = settled_step - settled_step % spe
+        assert settled == (settled_step - start) * 64
+        assert total == (step - start) * 64
+    last_of_epoch = [s for s in sums.seen if s[1] % spe == 0]
+    assert [s[3] for s in last_of_epoch] == [spe * 64] * 2
+    assert len(result.history) == 2
+
+
 def _tensorboard_scalars(logdir: pathlib.Path) -> dict[str, list[tuple[int, float]]]:
     """Scalars of every event file in ``logdir``, read from the TFRecord framing."""
     from tensorboardX.proto import event_pb2
