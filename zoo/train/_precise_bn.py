@@ -24,12 +24,10 @@ from ._precision import Precision, cast_inputs, cast_model
 PRECISE_BN_EXAMPLES = 1024
 """Training examples over which ``fit`` re-estimates BatchNorm statistics."""
 PRECISE_BN_STEPS = 500
-"""``fit`` re-estimates BatchNorm statistics at evaluations within this many
-steps of the run's start. There the weights move fast and the running averages
-(over the last ~20 batches at momentum 0.9) lag them: one epoch of ``cnn`` on
-4,096 images (32 steps) scored 36 % with them and 92 % re-estimated. After a
-full recipe (936 steps or more) they had settled and read 1 to 10 test images
-higher than the re-estimate, so later evaluations keep them."""
+"""``fit`` re-estimates BatchNorm statistics only at evaluations within this
+many steps of the run's start, where the weights move fast and the running
+averages (the last ~20 batches at momentum 0.9) lag them; later evaluations
+keep the running averages (measured on the Benchmarks page)."""
 
 
 def _norms(model: Any) -> list[eqx.nn.BatchNorm]:
