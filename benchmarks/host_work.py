@@ -17,7 +17,9 @@ scaled in the step as ``fit`` does). Contenders, interleaved:
   applied inside its scan, every batch's draws made before the scan
   (``zoo.data.draw_batch``): what moving the shift onto the device gives;
   ``floor_b128_device_shift_drawn_in_step`` (diagnostic) draws inside each
-  step instead, as ``augment_batch`` in the step would;
+  step instead, as ``augment_batch`` in the step would, and
+  ``floor_b128_device_shift_draws_given`` (diagnostic) takes the draws as an
+  input, made before it is timed: the copy alone;
 * ``zoo_step_b128`` / ``zoo_step_b32`` (diagnostic): ``fit``'s own compiled
   step called on its chunks already on the device, which splits a gap to the
   floor into the step's program and the host's work around it.
@@ -62,12 +64,13 @@ def make_floor(
     augment: zoo.data.AbstractDeviceAugment | None,
     *,
     draw_first: bool = True,
-) -> Callable[[Carry, jax.Array, jax.Array, jax.Array], Carry]:
-    """``floor(carry, xs (S, B, C, H, W) uint8, ys (S, B), key) -> carry``: one
-    SGD step per batch in a rolled ``lax.scan``. With ``augment``, batch ``i``
-    is augmented on the device as ``augment_batch(augment, fold_in(key, i), x)``
-    would: its draws made for every batch before the scan (``draw_first``), or
-    inside the step."""
+) -> Callable[..., Carry]:
+    """``floor(carry, xs (S, B, C, H, W) uint8, ys (S, B), key, draws=None)
+    -> carry``: one SGD step per batch in a rolled ``lax.scan``. With
+    ``augment``, batch ``i`` is augmented on the device as
+    ``augment_batch(augment, fold_in(key, i), x)`` would: its draws given,
+    made for every batch before the scan (``draw_first``), or inside the
+    step."""
 
     def loss(params: Any, x: jax.Array, y: jax.Array) -> jax.Array:
         logits = jax.vmap(eqx.combine(params, static))(x)
@@ -88,16 +91,24 @@ def make_floor(
     options = zoo.train.compiler_options() or None
 
     @functools.partial(jax.jit, compiler_options=options)
-    def floor(carry: Carry, xs: jax.Array, ys: jax.Array, key: jax.Array) -> Carry:
+    def floor(
+        carry: Carry, xs: jax.Array, ys: jax.Array, key: jax.Array, draws: Any = None
+    ) -> Carry:
         steps = jnp.arange(xs.shape[0])
         keys = jax.vmap(functools.partial(jax.random.fold_in, key))(steps)
-        draws = None
-        if augment is not None and draw_first:
-            draw = functools.partial(zoo.data.draw_batch, augment, shape=xs.shape[1:])
-            draws = jax.vmap(draw)(keys)
+        if augment is not None and draw_first and draws is None:
+            draws = all_draws(augment, keys, xs.shape[1:])
         return jax.lax.scan(body, carry, (xs, ys, keys, draws))[0]
 
     return floor
+
+
+def all_draws(
+    augment: zoo.data.AbstractDeviceAugment, keys: jax.Array, shape: tuple[int, ...]
+) -> Any:
+    """Every batch's draws, batch ``i`` from ``keys[i]``."""
+    draw = functools.partial(zoo.data.draw_batch, augment, shape=shape)
+    return jax.vmap(draw)(keys)
 
 
 class Setup:
@@ -173,18 +184,27 @@ class Setup:
         return run
 
     def floor(
-        self, augment: Any = None, *, draw_first: bool = True
+        self, augment: Any = None, *, draw_first: bool = True, given: bool = False
     ) -> Callable[[int], float]:
-        """The floor over the same batches; compiled before it is timed."""
+        """The floor over the same batches; compiled before it is timed. With
+        ``given``, the augmentation's draws are made first and passed in."""
         params, static = eqx.partition(self.model, eqx.is_inexact_array)
         carry = (params, self.optimizer.init(params))
         key = jax.random.key(1)
+        draws = None
+        if given:
+            keys = jax.vmap(functools.partial(jax.random.fold_in, key))(
+                jnp.arange(self.xs.shape[0])
+            )
+            draws = h.block(jax.jit(all_draws, static_argnums=(0, 2))(
+                augment, keys, self.xs.shape[1:]
+            ))  # fmt: skip
         fn: Any = make_floor(static, self.optimizer, augment, draw_first=draw_first)
-        program = fn.lower(carry, self.xs, self.ys, key).compile()
+        program = fn.lower(carry, self.xs, self.ys, key, draws).compile()
 
         def run(r: int) -> float:
             del r
-            return h.timed(lambda: program(carry, self.xs, self.ys, key))[1]
+            return h.timed(lambda: program(carry, self.xs, self.ys, key, draws))[1]
 
         return run
 
@@ -213,6 +233,7 @@ def main() -> None:
         "fit_b128_host_shift": b128.fit(zoo.data.RandomShift(MAX_SHIFT)),
         "floor_b128_device_shift": b128.floor(shift),
         "floor_b128_device_shift_drawn_in_step": b128.floor(shift, draw_first=False),
+        "floor_b128_device_shift_draws_given": b128.floor(shift, given=True),
     }
     start = time.perf_counter()
     times = h.run_rounds(contenders, args.epochs)
@@ -235,6 +256,7 @@ def main() -> None:
             ("fit_b128_host_shift", "floor_b128"),
             ("fit_b128_device_shift", "floor_b128_device_shift"),
             ("floor_b128_device_shift_drawn_in_step", "floor_b128"),
+            ("floor_b128_device_shift_draws_given", "floor_b128"),
         ]
     }
     h.emit(
