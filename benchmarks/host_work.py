@@ -94,13 +94,17 @@ def make_floor(
     def floor(
         carry: Carry, xs: jax.Array, ys: jax.Array, key: jax.Array, draws: Any = None
     ) -> Carry:
-        steps = jnp.arange(xs.shape[0])
-        keys = jax.vmap(functools.partial(jax.random.fold_in, key))(steps)
+        keys = step_keys(key, xs.shape[0])
         if augment is not None and draw_first and draws is None:
             draws = all_draws(augment, keys, xs.shape[1:])
         return jax.lax.scan(body, carry, (xs, ys, keys, draws))[0]
 
     return floor
+
+
+def step_keys(key: jax.Array, steps: int) -> jax.Array:
+    """Batch ``i``'s key, ``fold_in(key, i)``, for ``i < steps``."""
+    return jax.vmap(functools.partial(jax.random.fold_in, key))(jnp.arange(steps))
 
 
 def all_draws(
@@ -193,12 +197,9 @@ class Setup:
         key = jax.random.key(1)
         draws = None
         if given:
-            keys = jax.vmap(functools.partial(jax.random.fold_in, key))(
-                jnp.arange(self.xs.shape[0])
-            )
-            draws = h.block(jax.jit(all_draws, static_argnums=(0, 2))(
-                augment, keys, self.xs.shape[1:]
-            ))  # fmt: skip
+            keys = step_keys(key, self.xs.shape[0])
+            draw = jax.jit(all_draws, static_argnums=(0, 2))
+            draws = h.block(draw(augment, keys, self.xs.shape[1:]))
         fn: Any = make_floor(static, self.optimizer, augment, draw_first=draw_first)
         program = fn.lower(carry, self.xs, self.ys, key, draws).compile()
 
