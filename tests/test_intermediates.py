@@ -74,8 +74,9 @@ def _rest_of_network(model: zoo.AbstractModel, last: jax.Array) -> jax.Array:
         return h
     if family == "ResNet":
         return jnp.mean(last, axis=(1, 2))
-    if family == "ViT":  # the final LayerNorm of the class token
-        return model.norm(last[0])  # pyright: ignore[reportAttributeAccessIssue]
+    if family == "ViT":  # the final LayerNorm of the class token or the mean
+        assert isinstance(model, zoo.ViT)
+        return model.pool_tokens(last)
     raise AssertionError(f"no rest-of-network for family {family!r}")
 
 
@@ -101,10 +102,11 @@ def test_stages_of_every_preset_have_their_shapes_and_give_the_logits(name: str)
             stride = config["strides"][i]
             assert maps[i].shape[2:] == (math.ceil(h / stride), math.ceil(w / stride))
         assert maps[-1].shape[1] == features.shape[1]
-    if config["family"] == "ViT":  # (tokens, dim): the class token, then patches
+    if config["family"] == "ViT":  # (tokens, dim): any class token, then patches
         patch = config["patch_size"]
         height, width = config["image_size"]
-        tokens = 1 + (height // patch) * (width // patch)
+        class_tokens = 1 if config["pool"] == "token" else 0
+        tokens = class_tokens + (height // patch) * (width // patch)
         assert {m.shape[1:] for m in maps} == {(tokens, features.shape[1])}
     # The last stage, through the rest of the network: the features, then
     # through the head: the logits of the full forward.

@@ -66,7 +66,11 @@ def test_the_patch_embedding_is_the_convolution():
     by_conv = model.patch_embed(x).reshape(model.dim, -1).T
     tokens = model.embed(x)
     assert_close(tokens[1:], by_conv + model.pos_embed[1:], rtol=1e-5)
+    assert model.cls_token is not None
     np.testing.assert_array_equal(tokens[0], model.cls_token + model.pos_embed[0])
+    pooled, _ = _small(pool="avg")
+    assert pooled.cls_token is None and pooled.num_tokens == 16
+    assert_close(pooled.embed(x), by_conv + pooled.pos_embed, rtol=1e-5)
 
 
 def test_self_attention_is_scaled_dot_product_attention_per_head():
@@ -100,6 +104,22 @@ def test_intermediates_are_the_blocks_in_the_order_asked():
             model.intermediates(x, state, indices=[bad])
 
 
+def test_avg_pool_gives_the_head_the_tokens_mean_after_the_final_norm():
+    model, state = _small(pool="avg")
+    x = jax.random.normal(jax.random.key(4), (3, 16, 16))
+    (last,), _ = model.intermediates(x, state, indices=[-1])
+    assert last.shape == (16, 16)
+    logits, _ = model(x, state)
+    expected = model.output(model.norm(jnp.mean(last, axis=0)))
+    assert_close(logits, expected, rtol=1e-6)
+    # The class-token model, given the same weights, pools another value.
+    token_model, _ = _small()
+    assert token_model.pos_embed.shape == (17, 16)
+    assert model.config()["pool"] == "avg"
+    again, _ = zoo.models.build_model(model.config(), key=jax.random.key(0))
+    assert bool(eqx.tree_equal(again, model))
+
+
 def test_no_head_returns_the_pooled_features():
     model, state = _small()
     headless, headless_state = _small(out_size=0)
@@ -116,6 +136,39 @@ def test_no_head_returns_the_pooled_features():
         zoo.head_only(headless)
 
 
+def test_avg_pool_gradients_match_finite_differences():
+    with jax.enable_x64(True):
+        model, state = _small(pool="avg", dtype="float64")
+        x = jax.random.normal(jax.random.key(5), (3, 16, 16), jnp.float64)
+        weights = jax.random.normal(jax.random.key(6), (5,), jnp.float64)
+        params, static = eqx.partition(model, eqx.is_inexact_array)
+
+        def objective(p):
+            return jnp.dot(eqx.combine(p, static)(x, state)[0], weights)
+
+        leaves, treedef = jax.tree.flatten(params)
+        keys = jax.random.split(jax.random.key(7), len(leaves))
+        direction = jax.tree.unflatten(
+            treedef,
+            [
+                jax.random.normal(k, a.shape, a.dtype)
+                for k, a in zip(keys, leaves, strict=True)
+            ],
+        )
+        grads = jax.grad(objective)(params)
+        analytic = sum(
+            jnp.vdot(g, v)
+            for g, v in zip(
+                jax.tree.leaves(grads), jax.tree.leaves(direction), strict=True
+            )
+        )
+        eps = 1e-6
+        step = jax.tree.map(lambda v: eps * v, direction)
+        plus = objective(jax.tree.map(jnp.add, params, step))
+        minus = objective(jax.tree.map(jnp.subtract, params, step))
+        assert_close(analytic, (plus - minus) / (2 * eps), rtol=1e-6)
+
+
 @pytest.mark.parametrize(
     ("overrides", "match"),
     [
@@ -126,6 +179,7 @@ def test_no_head_returns_the_pooled_features():
         ({"dropout": 1.0}, "dropout"),
         ({"mlp_ratio": 0.01}, "mlp_ratio"),
         ({"activation": "swish"}, "Unknown activation"),
+        ({"pool": "max"}, "pool"),
     ],
 )
 def test_impossible_configurations_fail_at_construction(overrides, match):
@@ -167,3 +221,10 @@ def test_the_summary_has_a_row_per_block_with_its_tokens():
     ]
     assert rows[0].parameters == 16 * 64 + 64 + 64 + 50 * 64
     assert sum(r.parameters for r in rows) == 205_962
+    pooled, _ = zoo.create_model("vit_patch4_28", pool="avg", key=jax.random.key(0))
+    rows = zoo.summary(pooled, state).layers
+    assert [(r.name, r.output_shape) for r in rows][::7] == [
+        ("embedding", (49, 64)),
+        ("norm (mean token)", (64,)),
+    ]
+    assert rows[0].parameters == 16 * 64 + 64 + 49 * 64

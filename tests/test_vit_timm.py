@@ -61,6 +61,14 @@ def test_the_layout_names_every_timm_key_once_and_fills_every_array():
     assert sorted(targets) == sorted(named_arrays(model, state))
     headless, _ = _small(out_size=0)
     assert [e.key for e in timm_layout(headless)] == keys[:-2]
+    # Mean-pooled: no class token, and the final norm is timm's fc_norm.
+    pooled, pooled_state = _small(pool="avg")
+    pooled_keys = [entry.key for entry in timm_layout(pooled)]
+    assert pooled_keys[0] == "pos_embed" and "cls_token" not in pooled_keys
+    assert pooled_keys[-4:-2] == ["fc_norm.weight", "fc_norm.bias"]
+    assert "norm.weight" not in pooled_keys
+    targets = [t for entry in timm_layout(pooled) for t in entry.targets]
+    assert sorted(targets) == sorted(named_arrays(pooled, pooled_state))
 
 
 def test_timm_weights_load_into_every_array():
@@ -158,6 +166,31 @@ def test_logits_and_tokens_match_timm(name, tmp_path):
     (tokens,) = zoo.models.intermediates(model, x, state, indices=[5])
     theirs = np.concatenate([prefix.numpy(), patches.numpy()], axis=1)
     assert _relative(tokens, theirs) <= PARITY
+
+
+@pytest.mark.interop
+def test_a_mean_pooled_vit_matches_timms_avg_pooled_vision_transformer(tmp_path):
+    timm, torch = helpers.require("timm"), helpers.require("torch")
+    safetensors_torch = helpers.require("safetensors.torch")
+    torch.manual_seed(0)
+    reference = timm.models.vision_transformer.VisionTransformer(
+        img_size=28, patch_size=4, in_chans=1, num_classes=10, embed_dim=64,
+        depth=6, num_heads=4, mlp_ratio=2.0, global_pool="avg", class_token=False,
+    ).eval()  # fmt: skip
+    with torch.no_grad():
+        for parameter in reference.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    path = tmp_path / "model.safetensors"
+    safetensors_torch.save_file(reference.state_dict(), str(path))
+    model, state = zoo.create_model(
+        "vit_patch4_28", pretrained=path, pool="avg", key=jax.random.key(0)
+    )
+    x = np.random.default_rng(2).uniform(size=(2, 1, 28, 28)).astype(np.float32)
+    with torch.no_grad():
+        expected = reference(torch.from_numpy(x)).numpy()
+    error = _relative(_infer(model, x, state), expected)
+    print(f"vit_patch4_28, pool='avg': relative error {error:.2e}")
+    assert error <= PARITY, error
 
 
 @pytest.mark.interop

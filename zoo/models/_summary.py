@@ -201,7 +201,11 @@ def _stages(model: Any) -> list[Stage] | None:
         ]
         return [
             *stages,
-            ("norm (class token)", model.norm, lambda x, s: (model.norm(x[0]), s)),
+            (
+                "norm (class token)" if model.pool == "token" else "norm (mean token)",
+                model.norm,
+                lambda x, s: (model.pool_tokens(x), s),
+            ),
             ("output", model.output, lambda x, s: (model.output(x), s)),
         ]
     return None

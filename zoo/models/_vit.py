@@ -23,6 +23,8 @@ LAYER_NORM_EPS = 1e-6
 """The LayerNorm epsilon of timm's ``vit_*`` models."""
 POS_EMBED_STD = 0.02
 """Standard deviation of the initial position embedding (as timm)."""
+POOLS = ("token", "avg")
+"""How a [`ViT`][zoo.ViT] pools its tokens for the head, as timm's ``global_pool``."""
 _lecun_normal = jax.nn.initializers.lecun_normal(in_axis=-1, out_axis=-2)
 
 
@@ -141,9 +143,12 @@ class ViT(AbstractImageClassifier):
     pre-norm [`TransformerBlock`][zoo.models.TransformerBlock]s (multi-head
     self-attention and an MLP of ``mlp_ratio * dim`` units, each with a
     residual), a final LayerNorm, and the class token's ``dim`` values go to
-    the linear ``output`` layer. LayerNorms use ``eps=1e-6``; the MLP's
-    activation is by default the exact (erf) GELU. ``out_size=0`` leaves the
-    head out: the call returns the ``dim`` pooled features.
+    the linear ``output`` layer. With ``pool="avg"`` there is no class token:
+    the mean of the patch tokens goes through the final LayerNorm to the head
+    (timm's ``global_pool="avg", class_token=False`` with its ``fc_norm``).
+    LayerNorms use ``eps=1e-6``; the MLP's activation is by default the exact
+    (erf) GELU. ``out_size=0`` leaves the head out: the call returns the
+    ``dim`` pooled features.
 
     There is no BatchNorm: the state is empty and passed through unchanged,
     so the model is called like every image classifier of zoo,
@@ -161,7 +166,7 @@ class ViT(AbstractImageClassifier):
     """
 
     patch_embed: eqx.nn.Conv2d
-    cls_token: Float[Array, " dim"]
+    cls_token: Float[Array, " dim"] | None
     pos_embed: Float[Array, "tokens dim"]
     blocks: tuple[TransformerBlock, ...]
     norm: eqx.nn.LayerNorm
@@ -176,6 +181,7 @@ class ViT(AbstractImageClassifier):
     num_heads: int = eqx.field(static=True)
     mlp_ratio: float = eqx.field(static=True)
     activation: str = eqx.field(static=True)
+    pool: str = eqx.field(static=True)
     dtype: str | None = eqx.field(static=True)
 
     stateful: ClassVar[bool] = True
@@ -193,6 +199,7 @@ class ViT(AbstractImageClassifier):
         mlp_ratio: float = 4.0,
         dropout: float = 0.0,
         activation: str = "gelu_exact",
+        pool: str = "token",
         dtype: Any = None,
         key: PRNGKeyArray,
     ):
@@ -213,6 +220,9 @@ class ViT(AbstractImageClassifier):
                 block (see [`TransformerBlock`][zoo.models.TransformerBlock]),
                 in ``[0, 1)``.
             activation: the MLP's activation (see ``zoo.models.ACTIVATION_NAMES``).
+            pool: what the head sees: ``"token"``, a class token's final
+                values (timm's default); ``"avg"``, no class token and the
+                mean of the patch tokens.
             dtype: parameter dtype (``None``: JAX's default float).
             key: PRNG key for the initial parameters: linear weights
                 LeCun-normal (truncated at two standard deviations, variance
@@ -262,6 +272,8 @@ class ViT(AbstractImageClassifier):
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"ViT `dropout` must be in [0, 1), got {dropout}.")
         get_activation(activation)
+        if pool not in POOLS:
+            raise ValueError(f"ViT `pool` must be one of {POOLS}, got {pool!r}.")
         self.dtype = parse_dtype(dtype)
         param_dtype = None if self.dtype is None else DTYPES[self.dtype]
 
@@ -275,8 +287,9 @@ class ViT(AbstractImageClassifier):
             key=kpatch,
         )
         float_dtype = self.patch_embed.weight.dtype
-        tokens = 1 + (height // patch_size) * (width // patch_size)
-        self.cls_token = jnp.zeros((dim,), float_dtype)
+        class_tokens = 1 if pool == "token" else 0
+        tokens = class_tokens + (height // patch_size) * (width // patch_size)
+        self.cls_token = jnp.zeros((dim,), float_dtype) if class_tokens else None
         self.pos_embed = POS_EMBED_STD * jax.random.truncated_normal(
             kpos, -2.0, 2.0, (tokens, dim), float_dtype
         )
@@ -300,17 +313,21 @@ class ViT(AbstractImageClassifier):
         self.num_heads = num_heads
         self.mlp_ratio = mlp_ratio
         self.activation = activation
+        self.pool = pool
 
     @property
     def num_tokens(self) -> int:
-        """Tokens of a sequence: the class token and one per patch."""
+        """Tokens of a sequence: the class token (``pool="token"``) and one per
+        patch."""
         height, width = self.image_size
-        return 1 + (height // self.patch_size) * (width // self.patch_size)
+        patches = (height // self.patch_size) * (width // self.patch_size)
+        return patches + (self.cls_token is not None)
 
     def embed(
         self, x: Float[Array, "channels height width"]
     ) -> Float[Array, "tokens dim"]:
-        """The class token and the patch embeddings, plus the position embedding.
+        """The class token (if any) and the patch embeddings, plus the position
+        embedding.
 
         The convolution ``patch_embed`` over non-overlapping patches is
         computed as the equivalent matrix product of each flattened patch.
@@ -324,8 +341,9 @@ class ViT(AbstractImageClassifier):
         bias = self.patch_embed.bias
         if bias is not None:
             embedded = embedded + bias.reshape(1, self.dim)
-        tokens = jnp.concatenate([self.cls_token[None], embedded])
-        return tokens + self.pos_embed
+        if self.cls_token is not None:
+            embedded = jnp.concatenate([self.cls_token[None], embedded])
+        return embedded + self.pos_embed
 
     def _tokens(
         self, x: Array, key: PRNGKeyArray | None, stop: int
@@ -359,8 +377,12 @@ class ViT(AbstractImageClassifier):
         calling convention and errors.
         """
         tokens, _ = self._tokens(x, key, self.depth)
-        pooled = self.norm(tokens[0])
-        return self.output(pooled), state
+        return self.output(self.pool_tokens(tokens)), state
+
+    def pool_tokens(self, tokens: Float[Array, "tokens dim"]) -> Float[Array, " dim"]:
+        """What the head sees: the final LayerNorm of the class token
+        (``pool="token"``) or of the tokens' mean (``pool="avg"``)."""
+        return self.norm(tokens[0] if self.pool == "token" else tokens.mean(0))
 
     @checked_model_call
     def intermediates(
@@ -382,7 +404,7 @@ class ViT(AbstractImageClassifier):
 
         Returns:
             ``(tokens, state)``: one ``(num_tokens, dim)`` array per index, in
-            the order given, the class token in row 0.
+            the order given, the class token (if any) in row 0.
 
         Raises:
             ValueError: an index outside ``-depth .. depth - 1``, or not an int.
@@ -406,5 +428,6 @@ class ViT(AbstractImageClassifier):
             "mlp_ratio": self.mlp_ratio,
             "dropout": self.dropout.p,
             "activation": self.activation,
+            "pool": self.pool,
             "dtype": self.dtype,
         }

@@ -15,10 +15,14 @@ def vit_layout(model: ViT) -> list[TimmTensor]:
     with ``norm1``, ``attn.qkv``, ``attn.proj``, ``norm2``, ``mlp.fc1`` and
     ``mlp.fc2``; ``norm`` is the final LayerNorm and ``head`` the classifier,
     absent with ``out_size=0``. Linear weights are ``(out, in)`` in both.
+    With ``pool="avg"`` there is no ``cls_token`` and the final LayerNorm is
+    timm's ``fc_norm`` (applied after pooling).
     """
     dim = model.dim
-    layout = [
-        TimmTensor("cls_token", ("cls_token",), lambda a: a.reshape(dim)),
+    layout = []
+    if model.cls_token is not None:
+        layout.append(TimmTensor("cls_token", ("cls_token",), lambda a: a.reshape(dim)))
+    layout += [
         TimmTensor("pos_embed", ("pos_embed",), lambda a: a.reshape(-1, dim)),
         tensor("patch_embed.proj.weight", "patch_embed.weight"),
         TimmTensor(
@@ -37,7 +41,7 @@ def vit_layout(model: ViT) -> list[TimmTensor]:
             *weight_and_bias(f"{timm}.mlp.fc1", f"{zoo}.fc1"),
             *weight_and_bias(f"{timm}.mlp.fc2", f"{zoo}.fc2"),
         ]
-    layout += weight_and_bias("norm", "norm")
+    layout += weight_and_bias("norm" if model.pool == "token" else "fc_norm", "norm")
     if isinstance(model.output, eqx.nn.Linear):
         layout += weight_and_bias("head", "output")
     return layout
