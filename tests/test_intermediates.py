@@ -105,7 +105,7 @@ def test_stages_of_every_preset_have_their_shapes_and_give_the_logits(name: str)
     if config["family"] == "ViT":  # (tokens, dim): any class token, then patches
         patch = config["patch_size"]
         height, width = config["image_size"]
-        class_tokens = 1 if config["pool"] == "token" else 0
+        class_tokens = 1 if config.get("pool", "token") == "token" else 0
         tokens = class_tokens + (height // patch) * (width // patch)
         assert {m.shape[1:] for m in maps} == {(tokens, features.shape[1])}
     # The last stage, through the rest of the network: the features, then

@@ -116,6 +116,8 @@ def test_avg_pool_gives_the_head_the_tokens_mean_after_the_final_norm():
     token_model, _ = _small()
     assert token_model.pos_embed.shape == (17, 16)
     assert model.config()["pool"] == "avg"
+    # The default is left out, so configs written before `pool` stay the same.
+    assert "pool" not in token_model.config()
     again, _ = zoo.models.build_model(model.config(), key=jax.random.key(0))
     assert bool(eqx.tree_equal(again, model))
 

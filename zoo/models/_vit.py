@@ -415,7 +415,13 @@ class ViT(AbstractImageClassifier):
         return tuple(after[i] for i in wanted), state
 
     def config(self) -> dict[str, Any]:
-        """The JSON constructor arguments, with ``"family": "ViT"``."""
+        """The JSON constructor arguments, with ``"family": "ViT"``.
+
+        ``pool`` is there only when it is not the default ``"token"``: a config
+        written before the argument existed (a shipped card, the metadata of
+        a weight file, a checkpoint) is the same config, byte for byte.
+        """
+        pooling = {} if self.pool == "token" else {"pool": self.pool}
         return {
             "family": "ViT",
             "in_channels": self.in_channels,
@@ -428,6 +434,6 @@ class ViT(AbstractImageClassifier):
             "mlp_ratio": self.mlp_ratio,
             "dropout": self.dropout.p,
             "activation": self.activation,
-            "pool": self.pool,
+            **pooling,
             "dtype": self.dtype,
         }
