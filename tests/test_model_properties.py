@@ -129,6 +129,16 @@ def test_jit_equals_eager(name, seed, batch):
 @settings(max_examples=4)
 @given(seed=seeds)
 def test_gradient_matches_finite_differences(name, seed):
+    _check_gradient(name, seed)
+
+
+@settings(max_examples=4)
+@given(seed=seeds)
+def test_mean_pooled_vit_gradient_matches_finite_differences(seed):
+    _check_gradient("vit_patch4_28", seed, pool="avg")
+
+
+def _check_gradient(name: str, seed: int, **overrides) -> None:
     # Directional derivative along a random direction in parameter space, in
     # float64: grad(L) . v == (L(p + eps v) - L(p - eps v)) / (2 eps). ReLU's kink
     # makes finite differences meaningless wherever a unit sits within eps of
@@ -142,7 +152,7 @@ def test_gradient_matches_finite_differences(name, seed):
     )
     with jax.enable_x64(True):
         model, state = make_model(
-            name, seed, dtype="float64", activation="softplus", **smooth
+            name, seed, dtype="float64", activation="softplus", **smooth, **overrides
         )
         xs = random_inputs(model, 3, seed + 1, dtype=jnp.float64)
         labels = jax.random.randint(jax.random.key(seed + 2), (3,), 0, 2)

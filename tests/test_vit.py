@@ -112,7 +112,7 @@ def test_avg_pool_gives_the_head_the_tokens_mean_after_the_final_norm():
     logits, _ = model(x, state)
     expected = model.output(model.norm(jnp.mean(last, axis=0)))
     assert_close(logits, expected, rtol=1e-6)
-    # The class-token model, given the same weights, pools another value.
+    # The class-token model has one more token.
     token_model, _ = _small()
     assert token_model.pos_embed.shape == (17, 16)
     assert model.config()["pool"] == "avg"
@@ -136,39 +136,6 @@ def test_no_head_returns_the_pooled_features():
     assert bool(eqx.tree_equal(again, headless))
     with pytest.raises(ValueError, match="out_size=0"):
         zoo.head_only(headless)
-
-
-def test_avg_pool_gradients_match_finite_differences():
-    with jax.enable_x64(True):
-        model, state = _small(pool="avg", dtype="float64")
-        x = jax.random.normal(jax.random.key(5), (3, 16, 16), jnp.float64)
-        weights = jax.random.normal(jax.random.key(6), (5,), jnp.float64)
-        params, static = eqx.partition(model, eqx.is_inexact_array)
-
-        def objective(p):
-            return jnp.dot(eqx.combine(p, static)(x, state)[0], weights)
-
-        leaves, treedef = jax.tree.flatten(params)
-        keys = jax.random.split(jax.random.key(7), len(leaves))
-        direction = jax.tree.unflatten(
-            treedef,
-            [
-                jax.random.normal(k, a.shape, a.dtype)
-                for k, a in zip(keys, leaves, strict=True)
-            ],
-        )
-        grads = jax.grad(objective)(params)
-        analytic = sum(
-            jnp.vdot(g, v)
-            for g, v in zip(
-                jax.tree.leaves(grads), jax.tree.leaves(direction), strict=True
-            )
-        )
-        eps = 1e-6
-        step = jax.tree.map(lambda v: eps * v, direction)
-        plus = objective(jax.tree.map(jnp.add, params, step))
-        minus = objective(jax.tree.map(jnp.subtract, params, step))
-        assert_close(analytic, (plus - minus) / (2 * eps), rtol=1e-6)
 
 
 @pytest.mark.parametrize(
