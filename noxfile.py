@@ -175,7 +175,7 @@ def interop(session: nox.Session) -> None:
     """The tests against other libraries: timm parity, the Hub, ONNX.
 
     Installs the ``hub`` and ``onnx`` extras and the ``interop`` group (timm
-    with a CUDA build of torch, which runs on the CPU: about 5.5 GB). Here a
+    with a CUDA build of torch, which runs on the CPU: about 6.5 GB). Here a
     missing library fails its test instead of skipping it.
     """
     _install(session, "dev", "interop", extras="hub,onnx")
