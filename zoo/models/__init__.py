@@ -52,3 +52,4 @@ from ._vit import (
     TransformerBlock as TransformerBlock,
     ViT as ViT,
 )
+from ._vit_stem import ConvStem as ConvStem

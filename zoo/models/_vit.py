@@ -18,6 +18,7 @@ from ._abstract import (
     parse_dtype,
     stage_indices,
 )
+from ._vit_stem import ConvStem, conv_stem_widths
 
 LAYER_NORM_EPS = 1e-6
 """The LayerNorm epsilon of timm's ``vit_*`` models."""
@@ -25,6 +26,9 @@ POS_EMBED_STD = 0.02
 """Standard deviation of the initial position embedding (as timm)."""
 POOLS = ("token", "avg")
 """How a [`ViT`][zoo.ViT] pools its tokens for the head, as timm's ``global_pool``."""
+STEMS = ("patch", "conv")
+"""How a [`ViT`][zoo.ViT] embeds the image: one patch convolution (timm's) or a
+[`ConvStem`][zoo.models.ConvStem]."""
 _lecun_normal = jax.nn.initializers.lecun_normal(in_axis=-1, out_axis=-2)
 
 
@@ -146,6 +150,10 @@ class ViT(AbstractImageClassifier):
     the linear ``output`` layer. With ``pool="avg"`` there is no class token:
     the mean of the patch tokens goes through the final LayerNorm to the head
     (timm's ``global_pool="avg", class_token=False`` with its ``fc_norm``).
+    With ``stem="conv"`` the patch embedding is a
+    [`ConvStem`][zoo.models.ConvStem] of strided 3x3 convolutions, which gives
+    as many tokens but lets neighbouring patches overlap (no timm
+    counterpart).
     LayerNorms use ``eps=1e-6``; the MLP's activation is by default the exact
     (erf) GELU. ``out_size=0`` leaves the head out: the call returns the
     ``dim`` pooled features.
@@ -165,7 +173,7 @@ class ViT(AbstractImageClassifier):
         (10,)
     """
 
-    patch_embed: eqx.nn.Conv2d
+    patch_embed: eqx.nn.Conv2d | ConvStem
     cls_token: Float[Array, " dim"] | None
     pos_embed: Float[Array, "tokens dim"]
     blocks: tuple[TransformerBlock, ...]
@@ -182,6 +190,7 @@ class ViT(AbstractImageClassifier):
     mlp_ratio: float = eqx.field(static=True)
     activation: str = eqx.field(static=True)
     pool: str = eqx.field(static=True)
+    stem: str = eqx.field(static=True)
     dtype: str | None = eqx.field(static=True)
 
     stateful: ClassVar[bool] = True
@@ -200,6 +209,7 @@ class ViT(AbstractImageClassifier):
         dropout: float = 0.0,
         activation: str = "gelu_exact",
         pool: str = "token",
+        stem: str = "patch",
         dtype: Any = None,
         key: PRNGKeyArray,
     ):
@@ -223,6 +233,10 @@ class ViT(AbstractImageClassifier):
             pool: what the head sees: ``"token"``, a class token's final
                 values (timm's default); ``"avg"``, no class token and the
                 mean of the patch tokens.
+            stem: how patches become tokens: ``"patch"``, one convolution
+                whose kernel and stride are the patch (timm's); ``"conv"``,
+                a [`ConvStem`][zoo.models.ConvStem] of ``log2(patch_size)``
+                strided 3x3 convolutions (``patch_size`` a power of two).
             dtype: parameter dtype (``None``: JAX's default float).
             key: PRNG key for the initial parameters: linear weights
                 LeCun-normal (truncated at two standard deviations, variance
@@ -274,19 +288,34 @@ class ViT(AbstractImageClassifier):
         get_activation(activation)
         if pool not in POOLS:
             raise ValueError(f"ViT `pool` must be one of {POOLS}, got {pool!r}.")
+        if stem not in STEMS:
+            raise ValueError(f"ViT `stem` must be one of {STEMS}, got {stem!r}.")
+        if stem == "conv":
+            conv_stem_widths(dim, patch_size)
         self.dtype = parse_dtype(dtype)
         param_dtype = None if self.dtype is None else DTYPES[self.dtype]
 
         kpatch, kpos, kblocks, khead = jax.random.split(key, 4)
-        self.patch_embed = eqx.nn.Conv2d(
-            in_channels,
-            dim,
-            patch_size,
-            stride=patch_size,
-            dtype=param_dtype,
-            key=kpatch,
-        )
-        float_dtype = self.patch_embed.weight.dtype
+        if stem == "conv":
+            self.patch_embed = ConvStem(
+                in_channels,
+                dim,
+                patch_size,
+                activation=activation,
+                dtype=param_dtype,
+                key=kpatch,
+            )
+            float_dtype = self.patch_embed.convs[0].weight.dtype
+        else:
+            self.patch_embed = eqx.nn.Conv2d(
+                in_channels,
+                dim,
+                patch_size,
+                stride=patch_size,
+                dtype=param_dtype,
+                key=kpatch,
+            )
+            float_dtype = self.patch_embed.weight.dtype
         class_tokens = 1 if pool == "token" else 0
         tokens = class_tokens + (height // patch_size) * (width // patch_size)
         self.cls_token = jnp.zeros((dim,), float_dtype) if class_tokens else None
@@ -314,6 +343,7 @@ class ViT(AbstractImageClassifier):
         self.mlp_ratio = mlp_ratio
         self.activation = activation
         self.pool = pool
+        self.stem = stem
 
     @property
     def num_tokens(self) -> int:
@@ -330,17 +360,21 @@ class ViT(AbstractImageClassifier):
         embedding.
 
         The convolution ``patch_embed`` over non-overlapping patches is
-        computed as the equivalent matrix product of each flattened patch.
+        computed as the equivalent matrix product of each flattened patch; a
+        [`ConvStem`][zoo.models.ConvStem] is called as it is.
         """
-        p = self.patch_size
-        c, h, w = x.shape
-        patches = x.reshape(c, h // p, p, w // p, p)
-        weight = self.patch_embed.weight
-        embedded = jnp.einsum("cipjq,dcpq->ijd", patches, weight)
-        embedded = embedded.reshape(-1, self.dim)
-        bias = self.patch_embed.bias
-        if bias is not None:
-            embedded = embedded + bias.reshape(1, self.dim)
+        if isinstance(self.patch_embed, ConvStem):
+            embedded = self.patch_embed(x)
+        else:
+            p = self.patch_size
+            c, h, w = x.shape
+            patches = x.reshape(c, h // p, p, w // p, p)
+            weight = self.patch_embed.weight
+            embedded = jnp.einsum("cipjq,dcpq->ijd", patches, weight)
+            embedded = embedded.reshape(-1, self.dim)
+            bias = self.patch_embed.bias
+            if bias is not None:
+                embedded = embedded + bias.reshape(1, self.dim)
         if self.cls_token is not None:
             embedded = jnp.concatenate([self.cls_token[None], embedded])
         return embedded + self.pos_embed
@@ -417,11 +451,13 @@ class ViT(AbstractImageClassifier):
     def config(self) -> dict[str, Any]:
         """The JSON constructor arguments, with ``"family": "ViT"``.
 
-        ``pool`` is there only when it is not the default ``"token"``: a config
-        written before the argument existed (a shipped card, the metadata of
-        a weight file, a checkpoint) is the same config, byte for byte.
+        ``pool`` and ``stem`` are there only when they are not the defaults
+        (``"token"``, ``"patch"``): a config written before the arguments
+        existed (a shipped card, the metadata of a weight file, a checkpoint)
+        is the same config, byte for byte.
         """
         pooling = {} if self.pool == "token" else {"pool": self.pool}
+        stem = {} if self.stem == "patch" else {"stem": self.stem}
         return {
             "family": "ViT",
             "in_channels": self.in_channels,
@@ -435,5 +471,6 @@ class ViT(AbstractImageClassifier):
             "dropout": self.dropout.p,
             "activation": self.activation,
             **pooling,
+            **stem,
             "dtype": self.dtype,
         }

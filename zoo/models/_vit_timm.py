@@ -18,6 +18,12 @@ def vit_layout(model: ViT) -> list[TimmTensor]:
     With ``pool="avg"`` there is no ``cls_token`` and the final LayerNorm is
     timm's ``fc_norm`` (applied after pooling).
     """
+    if model.stem != "patch":
+        raise ValueError(
+            f"timm's vit_* models embed patches with one convolution; a ViT "
+            f"with stem={model.stem!r} has no timm layout. Build it with "
+            "stem='patch' to load or export timm weights."
+        )
     dim = model.dim
     layout = []
     if model.cls_token is not None:
