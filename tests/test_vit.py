@@ -122,6 +122,55 @@ def test_avg_pool_gives_the_head_the_tokens_mean_after_the_final_norm():
     assert bool(eqx.tree_equal(again, model))
 
 
+def test_the_conv_stem_is_strided_3x3_convolutions_with_the_activation_between():
+    model, state = _small(stem="conv")
+    stem = model.patch_embed
+    assert isinstance(stem, zoo.models.ConvStem)
+    assert [c.weight.shape for c in stem.convs] == [(8, 3, 3, 3), (16, 8, 3, 3)]
+    x = jax.random.normal(jax.random.key(2), (3, 16, 16))
+
+    def conv(h, layer):  # NCHW, OIHW: the convolution written out with lax
+        out = jax.lax.conv_general_dilated(
+            h[None], layer.weight, (2, 2), ((1, 1), (1, 1))
+        )[0]
+        return out + layer.bias
+
+    first = conv(x, stem.convs[0])
+    expected = conv(jax.nn.gelu(first, approximate=False), stem.convs[1])
+    assert expected.shape == (16, 4, 4)  # 16 / 4 = 4 rows and columns of tokens
+    tokens = model.embed(x)
+    assert model.num_tokens == 17 and tokens.shape == (17, 16)
+    assert_close(
+        tokens[1:], expected.reshape(16, -1).T + model.pos_embed[1:], rtol=1e-5
+    )
+    logits, same = model(x, state)
+    assert logits.shape == (5,) and same is state
+    # A stem of 16x16 patches halves four times, widening 2, 4, 8, 16 channels.
+    deep, _ = _small(stem="conv", patch_size=16)
+    assert isinstance(deep.patch_embed, zoo.models.ConvStem)
+    assert [c.weight.shape[0] for c in deep.patch_embed.convs] == [2, 4, 8, 16]
+    assert deep.num_tokens == 2
+    with pytest.raises(ValueError, match="power of two"):
+        eqx.nn.make_with_state(zoo.ViT)(
+            1, 12, 5, patch_size=3, dim=16, depth=1, num_heads=2, stem="conv",
+            key=jax.random.key(0),
+        )  # fmt: skip
+
+
+def test_the_conv_stem_config_round_trips_and_has_no_timm_layout():
+    model, state = _small(stem="conv")
+    config = json.loads(json.dumps(model.config()))
+    assert config["stem"] == "conv"
+    assert "stem" not in _small()[0].config()  # the default is left out
+    again, _ = zoo.models.build_model(config, key=jax.random.key(0))
+    assert bool(eqx.tree_equal(again, model))
+    with pytest.raises(ValueError, match="stem='conv' has no timm layout"):
+        zoo.models.load_timm_weights(model, state, {})
+    rows = {row.name: row for row in zoo.models.summary(model, state).layers}
+    stem_parameters = (3 * 9 + 1) * 8 + (8 * 9 + 1) * 16
+    assert rows["embedding"].parameters == stem_parameters + 17 * 16 + 16
+
+
 def test_no_head_returns_the_pooled_features():
     model, state = _small()
     headless, headless_state = _small(out_size=0)
@@ -149,6 +198,8 @@ def test_no_head_returns_the_pooled_features():
         ({"mlp_ratio": 0.01}, "mlp_ratio"),
         ({"activation": "swish"}, "Unknown activation"),
         ({"pool": "max"}, "pool"),
+        ({"stem": "hybrid"}, "stem"),
+        ({"stem": "conv", "patch_size": 16, "dim": 18}, "divisible by 8"),
     ],
 )
 def test_impossible_configurations_fail_at_construction(overrides, match):

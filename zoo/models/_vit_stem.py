@@ -86,5 +86,16 @@ class ConvStem(eqx.Module):
         grid."""
         act = get_activation(self.activation)
         for i, conv in enumerate(self.convs):
-            x = conv(act(x) if i else x)
+            x = _strided_conv(conv, act(x) if i else x)
         return x.reshape(x.shape[0], -1).T
+
+
+def _strided_conv(
+    conv: eqx.nn.Conv2d, x: Float[Array, "channels height width"]
+) -> Float[Array, "out half_height half_width"]:
+    """``conv`` (3x3, stride 2, padding 1) on one image, written with
+    ``lax.conv_general_dilated``: the same function as calling the layer, and
+    a plain convolution to exporters (jax2onnx maps Equinox's ``Conv2d`` call
+    as a batched layer)."""
+    y = jax.lax.conv_general_dilated(x[None], conv.weight, (2, 2), ((1, 1), (1, 1)))
+    return y[0] if conv.bias is None else y[0] + conv.bias
