@@ -20,7 +20,6 @@ SMALL_PRESETS = [
     "resnet8",
     "resnet20",
     "vit_patch4_28",
-    "vit_convstem4_28",
 ]
 # The 224x224 presets' families, small: the same layers in the same layout.
 IMAGENET_FAMILIES = {

@@ -370,21 +370,3 @@ register_model(
     "pre-norm blocks of width 64 with 4 heads and MLPs of 128; about 0.2M "
     "parameters.",
 )
-register_model(
-    "vit_convstem4_28",
-    {
-        "family": "ViT",
-        "in_channels": 1,
-        "image_size": [28, 28],
-        "out_size": 10,
-        "patch_size": 4,
-        "dim": 64,
-        "depth": 6,
-        "num_heads": 4,
-        "mlp_ratio": 2.0,
-        "stem": "conv",
-    },
-    "vit_patch4_28 with a convolutional stem: two 3x3 stride-2 convolutions "
-    "(32, then 64 channels) make the 49 tokens, so neighbouring patches "
-    "overlap; about 0.2M parameters.",
-)
