@@ -231,6 +231,19 @@ def test_onnx_export_gives_zoo_logits_in_onnx_runtime(name: str, tmp_path):
 
 
 @pytest.mark.interop
+def test_onnx_export_of_a_vit_with_a_conv_stem_gives_zoo_logits(tmp_path):
+    helpers.require("jax2onnx")
+    model, state = zoo.create_model(
+        "vit_patch4_28", stem="conv", depth=2, key=jax.random.key(0)
+    )
+    path = zoo.export(model, state, tmp_path / "stem.onnx", format="onnx")
+    for batch in BATCHES:
+        x = _inputs(model, batch)
+        error = _relative_error(_onnx_run(path, x), _reference(model, state, x))
+        assert error <= ONNX_RTOL, (batch, error)
+
+
+@pytest.mark.interop
 def test_the_docs_onnx_block_runs(tmp_path, monkeypatch, capsys):
     helpers.require("jax2onnx")
     helpers.require("onnxruntime")
