@@ -12,8 +12,8 @@ from ._abstract import get_activation
 
 
 def conv_stem_widths(dim: int, patch_size: int) -> tuple[int, ...]:
-    """The output channels of a ``ConvStem``'s
-    convolutions: ``log2(patch_size)`` of them, doubling up to ``dim``.
+    """The output channels of a ``ConvStem``'s convolutions: ``log2(patch_size)``
+    of them, doubling up to ``dim``.
 
     Raises:
         ValueError: ``patch_size`` is not a power of two from 2, or ``dim`` does
@@ -40,12 +40,12 @@ class ConvStem(eqx.Module):
     activation between them (none after the last), as the patch embedding of a
     [`ViT`][zoo.ViT] built with ``stem="conv"``.
 
-    Each convolution halves the height and width and doubles the channels,
-    ending at ``dim`` (``dim / 2**(steps - 1)`` first):
-    an image ``(channels, height, width)`` becomes the same
-    ``(height / patch_size) * (width / patch_size)`` tokens of ``dim`` values,
-    in row-major order, as the patch embedding gives, but each token sees an
-    overlapping window of the image and not one patch alone.
+    Each convolution halves the height and width; the channels start at
+    ``dim / (patch_size / 2)`` and double up to ``dim``. An image
+    ``(channels, height, width)`` becomes the same ``(height / patch_size) *
+    (width / patch_size)`` tokens of ``dim`` values, in row-major order, as
+    the patch embedding gives, but each token sees an overlapping window of
+    the image and not one patch alone.
     """
 
     convs: tuple[eqx.nn.Conv2d, ...]
