@@ -18,7 +18,7 @@ from ._abstract import (
     parse_dtype,
     stage_indices,
 )
-from ._vit_stem import ConvStem, conv_stem_widths
+from ._vit_stem import ConvStem
 
 LAYER_NORM_EPS = 1e-6
 """The LayerNorm epsilon of timm's ``vit_*`` models."""
@@ -290,8 +290,6 @@ class ViT(AbstractImageClassifier):
             raise ValueError(f"ViT `pool` must be one of {POOLS}, got {pool!r}.")
         if stem not in STEMS:
             raise ValueError(f"ViT `stem` must be one of {STEMS}, got {stem!r}.")
-        if stem == "conv":
-            conv_stem_widths(dim, patch_size)
         self.dtype = parse_dtype(dtype)
         param_dtype = None if self.dtype is None else DTYPES[self.dtype]
 
