@@ -132,10 +132,12 @@ def test_gradient_matches_finite_differences(name, seed):
     _check_gradient(name, seed)
 
 
+@pytest.mark.parametrize("option", [{"pool": "avg"}, {"stem": "conv"}], ids=str)
 @settings(max_examples=4)
 @given(seed=seeds)
-def test_mean_pooled_vit_gradient_matches_finite_differences(seed):
-    _check_gradient("vit_patch4_28", seed, pool="avg")
+def test_vit_options_gradients_match_finite_differences(option, seed):
+    """The ViT options no preset uses: mean pooling and the conv stem."""
+    _check_gradient("vit_patch4_28", seed, **option)
 
 
 def _check_gradient(name: str, seed: int, **overrides) -> None:
