@@ -7,6 +7,8 @@ import jax
 import numpy as np
 from jaxtyping import Bool, Int, Shaped
 
+from ._host_arrays import stack
+
 ArrayOnHostOrDevice = np.ndarray | jax.Array
 
 
@@ -43,7 +45,7 @@ class Chunk(NamedTuple):
     @classmethod
     def stack(cls, batches: list[Batch]) -> "Chunk":
         """Stack host batches into a host chunk of ``len(batches)`` steps."""
-        return cls(*(np.stack(field) for field in zip(*batches, strict=True)))
+        return cls(*(stack(list(field)) for field in zip(*batches, strict=True)))
 
     @property
     def steps(self) -> int:

@@ -35,6 +35,7 @@ import numpy as np
 from ._batch import Batch, Chunk
 from ._chunked import ChunkedBatches
 from ._datasets import ArrayDataset
+from ._host_arrays import take_rows
 
 Record: TypeAlias = dict[str, np.ndarray]
 """A batch inside a pipeline, as Grain transforms (augmentations) see it:
@@ -188,7 +189,7 @@ class _Gather:
         """``count`` full batches of ``rows`` (``count * B`` of them, in order)
         stacked ``(count, B, ...)``: ``Chunk.stack`` of their batches."""
         size = self.batch_size
-        inputs = np.take(self.inputs, rows, axis=0)
+        inputs = take_rows(self.inputs, rows)
         inputs = inputs.reshape(count, size, *inputs.shape[1:])
         if self.scale:
             inputs = _scale(inputs)
