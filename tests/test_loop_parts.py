@@ -5,6 +5,7 @@ import os
 import pathlib
 import re
 import struct
+import threading
 
 import equinox as eqx
 import jax
@@ -14,6 +15,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import zoo
+import zoo.train._loop as loop
 from zoo.data import ArrayDataset, Chunk, train_pipeline
 from zoo.train import (
     Callback,
@@ -233,6 +235,42 @@ def test_feed_prefetch_holds_the_next_chunk_and_keeps_the_position(small_train):
     ):
         np.testing.assert_array_equal(x, want)
         assert (step, state) == (want_step, want_state)
+
+
+def test_fit_gathers_its_first_chunk_while_the_step_compiles(small_train, monkeypatch):
+    """Nothing else would hide the first chunk's gather (for an MNIST epoch
+    of an MLP, 5-7 % of its time): ``fit`` takes it on another thread while
+    the step compiles, and trains on exactly the batches it would otherwise."""
+    events = []
+    prefetch, compile_step = DeviceFeed.prefetch, loop._compile
+
+    def recorded_prefetch(self):
+        events.append(
+            ("prefetch", threading.current_thread() is threading.main_thread())
+        )
+        prefetch(self)
+
+    def recorded_compile(*args):
+        events.append(("compile starts", None))
+        out = compile_step(*args)
+        events.append(("compile ends", None))
+        return out
+
+    model, state = small_mlp()
+    args = dict(epochs=2, batch_size=64, seed=3, steps_per_call=5, **QUIET)
+    before = fit(model, state, small_train, optax.sgd(0.1), **args)  # pyright: ignore[reportArgumentType]
+    monkeypatch.setattr(DeviceFeed, "prefetch", recorded_prefetch)
+    monkeypatch.setattr(loop, "_compile", recorded_compile)
+    after = fit(model, state, small_train, optax.sgd(0.1), **args)  # pyright: ignore[reportArgumentType]
+    first = events.index(("prefetch", False))  # on a thread of its own
+    assert first < events.index(("compile ends", None))
+    assert events.index(("compile starts", None)) < events.index(("compile ends", None))
+    for a, b in zip(
+        params_of(after.train_state.model),
+        params_of(before.train_state.model),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_feed_takes_chunks_from_the_pipeline_at_once(small_train):

@@ -6,6 +6,7 @@ The parts are the same a user writes a loop with (see the training guide):
 checkpoints; everything else ``fit`` does is a [`Callback`][zoo.train.Callback].
 """
 
+import concurrent.futures
 import contextlib
 import functools
 import os
@@ -239,7 +240,12 @@ def fit(
                 start_step=start_step, put=put, augment=device_augment, key=key,
             )  # fmt: skip
             example = functools.partial(_example_chunk, train_data, local_batch, feed)
-        programs, compile_seconds = _compile(step_fn, ts, example, spe, k)
+        # The first chunk is gathered while the step compiles: nothing else
+        # would hide its gather, and the feed hides every later one.
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+            first_chunk = pool.submit(feed.prefetch)
+            programs, compile_seconds = _compile(step_fn, ts, example, spe, k)
+            first_chunk.result()
         run = RunInfo(
             epochs, spe, batch_size, k, feed.step, compile_seconds, main, data_feed
         )
