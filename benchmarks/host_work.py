@@ -28,7 +28,7 @@ The figure of each contender is the fastest of the rounds, and each ratio is a
 quotient of two fastest rounds. Prints one JSON line.
 
 Run:
-    ZOO_DATA_DIR=/path/to/data python benchmarks/host_work.py [--epochs 5]
+    ZOO_DATA_DIR=/path/to/data python benchmarks/host_work.py [--epochs 15]
 """
 
 import functools
@@ -217,7 +217,7 @@ def fastest(times: dict[str, list[float]]) -> dict[str, float]:
 
 def main() -> None:
     args = h.parse_args(
-        h.parser("fit's host work on a model that costs almost nothing.", epochs=5)
+        h.parser("fit's host work on a model that costs almost nothing.", epochs=15)
     )
     train = load_mnist("train", data_dir=args.data_dir)
     b128 = Setup(train, 128, args.limit_steps)
