@@ -32,7 +32,7 @@ import math
 import pathlib
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any, Literal
 
 import grain
@@ -123,6 +123,12 @@ class Config:
     decoupled (AdamW) with adam, added to the gradient with sgd and momentum."""
     label_smoothing: float = 0.0
     """Train against targets smoothed by this amount (0: one-hot)."""
+    teacher: Annotated[str | None, _default("none")] = None
+    """Distil from this preset's shipped weights for --dataset, e.g. resnet20."""
+    distill_temperature: float = 4.0
+    """With --teacher: the temperature that softens both models' outputs."""
+    distill_weight: float = 0.9
+    """With --teacher: the soft term's share of the loss (the rest: the labels)."""
     seed: int = 0
     """Seeds the initial parameters, the data order, the augmentation and dropout."""
     shift: Annotated[int | None, PerDataset] = None
@@ -198,6 +204,20 @@ class Config:
             raise ValueError(
                 f"--label-smoothing must be in [0, 1), got {self.label_smoothing}"
             )
+        temperature = self.distill_temperature
+        if not (math.isfinite(temperature) and temperature > 0):
+            raise ValueError(
+                f"--distill-temperature must be a positive number, got {temperature}"
+            )
+        if not 0.0 <= self.distill_weight <= 1.0:
+            raise ValueError(
+                f"--distill-weight must be in [0, 1], got {self.distill_weight}"
+            )
+        if self.teacher is not None:
+            try:
+                zoo.models.model_spec(self.teacher)
+            except KeyError as error:
+                raise ValueError(f"--teacher: {error.args[0]}") from None
         if self.erasing is not None and not 0.0 <= self.erasing <= 1.0:
             raise ValueError(
                 f"--erasing must be a probability in [0, 1], got {self.erasing}"
@@ -410,6 +430,26 @@ def write_figures(
     save_png(zoo.plot.plot_confusion(counts, class_names=names), out / "confusion.png")
 
 
+def distil(
+    config: Config, train: ArrayDataset, say: Callable[..., None]
+) -> tuple[ArrayDataset, zoo.train.Distillation]:
+    """The training set with the teacher's logits as targets, and the loss."""
+    name = str(config.teacher)
+    teacher, state = zoo.create_model(
+        name, pretrained=config.dataset, key=jax.random.key(0)
+    )
+    card = zoo.model_card(name, config.dataset)
+    say(f"distilling from {name} ({100 * card.test_accuracy:.2f} % on "
+        f"{config.dataset}), temperature {config.distill_temperature}, "
+        f"weight {config.distill_weight}")  # fmt: skip
+    logits = zoo.train.teacher_logits(teacher, state, train)
+    loss = zoo.train.distillation(
+        config.distill_temperature, config.distill_weight,
+        smoothing=config.label_smoothing,
+    )  # fmt: skip
+    return train.with_targets(logits), loss
+
+
 def resume_hint(argv: Sequence[str]) -> str:
     """How to go on after an interrupted run of ``argv``: its command again with
     ``--resume`` where it wrote checkpoints (``--out``), else that none were kept."""
@@ -459,6 +499,8 @@ def main(argv: Sequence[str] | None = None) -> float:
         if config.label_smoothing
         else zoo.train.softmax_cross_entropy
     )
+    if config.teacher is not None:
+        train, loss = distil(config, train, say)
     # Files are checked writable here, before anything trains.
     callbacks = zoo.train.default_callbacks(progress=config.progress)
     checkpointer = None

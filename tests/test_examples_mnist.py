@@ -109,6 +109,9 @@ def _error_text(capsys: pytest.CaptureFixture[str]) -> str:
             "--process-id must be in 0..1, got 2",
         ),
         (["--shfit", "1"], "Unrecognized options: --shfit"),
+        (["--teacher", "resnet21"], "--teacher: "),
+        (["--distill-temperature", "0"], "--distill-temperature must be a positive"),
+        (["--distill-weight", "1.5"], "--distill-weight must be in [0, 1], got 1.5"),
     ],
 )
 def test_bad_command_line_values_are_refused_naming_the_option(
@@ -279,6 +282,25 @@ def test_label_smoothing_picks_the_smoothed_loss(example, monkeypatch):
     with pytest.raises(SystemExit):
         example.main(argv)
     assert seen["loss"] is zoo.train.softmax_cross_entropy
+
+
+def test_a_teacher_trains_the_student_on_its_logits(example, monkeypatch, capsys):
+    seen = {}
+
+    def record_fit(*args, **kwargs):
+        seen["train"], seen["loss"] = args[2], args[3].loss
+        raise SystemExit(0)
+
+    monkeypatch.setattr(example, "fit", record_fit)
+    argv = [*TINY, "--epochs", "1", "--no-progress", "--label-smoothing", "0.1"]
+    with pytest.raises(SystemExit):
+        example.main([*argv, "--teacher", "mlp", "--distill-temperature", "2"])
+    assert "distilling from mlp (" in capsys.readouterr().out
+    assert seen["loss"] == zoo.train.distillation(2.0, 0.9, smoothing=0.1)
+    teacher, state = zoo.create_model("mlp", pretrained="mnist", key=jax.random.key(0))
+    train = seen["train"]
+    expected = zoo.train.teacher_logits(teacher, state, train.take(len(train)))
+    np.testing.assert_array_equal(train.targets, expected)
 
 
 def _documented_commands() -> list[tuple[str, list[str]]]:

@@ -61,7 +61,9 @@ def test_epoch_of_step() -> None:
 
 def test_train_batch_format(mnist_train: ArrayDataset) -> None:
     batch = next(iter(train_pipeline(mnist_train, batch_size=128, seed=0)))
-    assert isinstance(batch, Batch) and batch._fields == ("inputs", "labels", "mask")
+    assert isinstance(batch, Batch)
+    assert batch._fields == ("inputs", "labels", "mask", "targets")
+    assert batch.targets is None  # the dataset has none
     assert batch.inputs.shape == (128, 1, 28, 28)
     assert batch.inputs.dtype == np.uint8
     assert batch.labels.shape == (128,)

@@ -29,6 +29,9 @@ class ArrayDataset:
         labels: integer class labels, ``int32``, shape ``(N,)``.
         class_names: one human-readable name per class, indexed by label.
         name: the dataset's name and split, e.g. ``"mnist/train"``.
+        targets: ``None``, or a float32 row per example ``(N, T)`` that a
+            [`TargetLoss`][zoo.train.TargetLoss] receives beside the labels:
+            e.g. a teacher's logits, for [`distillation`][zoo.train.distillation].
 
     Example:
         >>> import numpy as np
@@ -41,6 +44,7 @@ class ArrayDataset:
     labels: np.ndarray
     class_names: tuple[str, ...]
     name: str
+    targets: np.ndarray | None
 
     def __init__(
         self,
@@ -48,6 +52,8 @@ class ArrayDataset:
         labels: Any,
         class_names: Sequence[str] | None = None,
         name: str = "arrays",
+        *,
+        targets: Any = None,
     ) -> None:
         """Check and hold ``inputs`` and ``labels``.
 
@@ -60,12 +66,14 @@ class ArrayDataset:
             class_names: one name per class, indexed by label; by default
                 ``"0"``, ``"1"``, ... up to the largest label.
             name: the dataset's name in messages and records (``"arrays"``).
+            targets: optional float rows ``(N, T)``, one per example, all
+                finite (e.g. a teacher's logits); held as float32.
 
         Raises:
             TypeError: ``inputs`` or ``labels`` is not an array, ``labels``
                 are not integers, or ``class_names``/``name`` are not strings.
             ValueError: ``labels`` do not have shape ``(N,)`` or do not fit in
-                ``int32``.
+                ``int32``; ``targets`` are not ``(N, T)`` or not all finite.
         """
         if not isinstance(name, str):
             raise TypeError(f"ArrayDataset: name must be a str, got {name!r}.")
@@ -85,6 +93,9 @@ class ArrayDataset:
         object.__setattr__(self, "labels", labels)
         object.__setattr__(self, "class_names", tuple(class_names))
         object.__setattr__(self, "name", name)
+        if targets is not None:
+            targets = _as_targets(_as_array(targets, "targets", name), labels, name)
+        object.__setattr__(self, "targets", targets)
 
     def __len__(self) -> int:
         """The number of examples."""
@@ -103,6 +114,13 @@ class ArrayDataset:
             inputs=self.inputs[:n],
             labels=self.labels[:n],
             name=f"{self.name}[:{n}]",
+            targets=None if self.targets is None else self.targets[:n],
+        )
+
+    def with_targets(self, targets: Any) -> "ArrayDataset":
+        """This dataset with a float row per example ``(N, T)`` (see ``targets``)."""
+        return ArrayDataset(
+            self.inputs, self.labels, self.class_names, self.name, targets=targets
         )
 
     def __getitem__(self, index: int) -> dict[str, np.ndarray]:
@@ -113,15 +131,21 @@ class ArrayDataset:
 
         Returns:
             ``inputs`` with the example's shape (e.g. ``(1, 28, 28)``) and
-            ``labels`` as a 0-d ``int32`` array.
+            ``labels`` as a 0-d ``int32`` array; ``targets`` ``(T,)`` too if
+            the dataset has them.
         """
-        return {"inputs": self.inputs[index], "labels": self.labels[index]}
+        record = {"inputs": self.inputs[index], "labels": self.labels[index]}
+        if self.targets is not None:
+            record["targets"] = self.targets[index]
+        return record
 
     def __repr__(self) -> str:
         return (
             f"ArrayDataset(name={self.name!r}, inputs={self.inputs.dtype}"
             f"{list(self.inputs.shape)}, labels={self.labels.dtype}"
-            f"{list(self.labels.shape)}, classes={len(self.class_names)})"
+            f"{list(self.labels.shape)}, classes={len(self.class_names)}"
+            + ("" if self.targets is None else f", targets={list(self.targets.shape)}")
+            + ")"
         )
 
 
@@ -167,3 +191,28 @@ def _as_labels(labels: np.ndarray, inputs: np.ndarray, name: str) -> np.ndarray:
             "instance with np.unique(y, return_inverse=True))."
         )
     return labels.astype(np.int32)
+
+
+def _as_targets(targets: np.ndarray, labels: np.ndarray, name: str) -> np.ndarray:
+    """``targets`` checked to be a finite float row per example, held as float32."""
+    if targets.ndim != 2 or targets.shape[0] != labels.shape[0]:
+        raise ValueError(
+            f"ArrayDataset {name!r}: targets have shape {targets.shape}, expected "
+            f"({labels.shape[0]}, T): one row of T floats per example (for "
+            "distillation, the teacher's logits, (N, classes))."
+        )
+    if not np.issubdtype(targets.dtype, np.floating):
+        raise TypeError(
+            f"ArrayDataset {name!r}: targets must be floating point, got dtype "
+            f"{targets.dtype}: for hard labels use labels; convert float rows "
+            "with targets.astype(np.float32)."
+        )
+    targets = targets.astype(np.float32, copy=False)
+    if not np.isfinite(targets).all():
+        rows = np.flatnonzero(~np.isfinite(targets).all(axis=1))
+        raise ValueError(
+            f"ArrayDataset {name!r}: targets of {rows.size} examples are not "
+            f"finite (first: example {rows[0]}); every target must be a finite "
+            "float."
+        )
+    return targets

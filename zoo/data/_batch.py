@@ -5,7 +5,7 @@ from typing import NamedTuple
 
 import jax
 import numpy as np
-from jaxtyping import Bool, Int, Shaped
+from jaxtyping import Bool, Float, Int, Shaped
 
 from ._host_arrays import stack
 
@@ -25,11 +25,15 @@ class Batch(NamedTuple):
     """Integer classes ``(B,)``."""
     mask: Bool[ArrayOnHostOrDevice, " batch"]
     """``True`` for real examples ``(B,)``."""
+    targets: Float[ArrayOnHostOrDevice, "batch targets"] | None = None
+    """The dataset's float rows ``(B, T)`` (e.g. a teacher's logits), if any."""
 
     @classmethod
     def from_record(cls, record: Mapping[str, np.ndarray]) -> "Batch":
-        """The batch of a pipeline record ``{"inputs", "labels", "mask"}``."""
-        return cls(record["inputs"], record["labels"], record["mask"])
+        """The batch of a pipeline record ``{"inputs", "labels", "mask"}`` (and
+        ``"targets"`` where the dataset has them)."""
+        targets = record.get("targets")
+        return cls(record["inputs"], record["labels"], record["mask"], targets)
 
 
 class Chunk(NamedTuple):
@@ -41,11 +45,19 @@ class Chunk(NamedTuple):
     """Integer classes."""
     mask: Bool[ArrayOnHostOrDevice, "steps batch"]
     """``True`` for real examples."""
+    targets: Float[ArrayOnHostOrDevice, "steps batch targets"] | None = None
+    """The dataset's float rows (e.g. a teacher's logits), if any."""
 
     @classmethod
     def stack(cls, batches: list[Batch]) -> "Chunk":
         """Stack host batches into a host chunk of ``len(batches)`` steps."""
-        return cls(*(stack(list(field)) for field in zip(*batches, strict=True)))
+        inputs, labels, mask, targets = zip(*batches, strict=True)
+        return cls(
+            stack(list(inputs)),
+            stack(list(labels)),
+            stack(list(mask)),
+            None if targets[0] is None else stack(list(targets)),
+        )
 
     @property
     def steps(self) -> int:
@@ -54,4 +66,5 @@ class Chunk(NamedTuple):
 
     def batch(self, i: int) -> Batch:
         """Batch ``i`` of the chunk."""
-        return Batch(self.inputs[i], self.labels[i], self.mask[i])
+        targets = None if self.targets is None else self.targets[i]
+        return Batch(self.inputs[i], self.labels[i], self.mask[i], targets)

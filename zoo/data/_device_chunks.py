@@ -9,7 +9,7 @@ turns either into a plain [`Chunk`][zoo.data.Chunk].
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Int, PRNGKeyArray, Shaped
+from jaxtyping import Array, Float, Int, PRNGKeyArray, Shaped
 
 from ._batch import Chunk
 from ._device_augment import AbstractDeviceAugment
@@ -19,9 +19,10 @@ from ._device_batch import draw_batch
 class IndexedChunk(eqx.Module):
     """``K`` batches given as rows of a training set held on the device.
 
-    Batch ``i`` is ``inputs[rows[i]]`` and ``labels[rows[i]]`` (every row
-    real, no padding), gathered inside the compiled step, all ``K`` at once
-    before the steps, so only the ``(K, B)`` row numbers cross from the host.
+    Batch ``i`` is ``inputs[rows[i]]`` and ``labels[rows[i]]`` (and
+    ``targets[rows[i]]`` if given; every row real, no padding), gathered
+    inside the compiled step, all ``K`` at once before the steps, so only
+    the ``(K, B)`` row numbers cross from the host.
     """
 
     inputs: Shaped[Array, "examples ..."]
@@ -30,6 +31,8 @@ class IndexedChunk(eqx.Module):
     """Its integer classes."""
     rows: Int[Array, "steps batch"]
     """The rows of each batch."""
+    targets: Float[Array, "examples targets"] | None = None
+    """Its float rows (e.g. a teacher's logits), if it has them."""
 
     @property
     def steps(self) -> int:
@@ -40,7 +43,10 @@ class IndexedChunk(eqx.Module):
         """The ``K`` batches as a [`Chunk`][zoo.data.Chunk] ``(K, B, ...)``."""
         inputs = jnp.take(self.inputs, self.rows, axis=0)
         labels = jnp.take(self.labels, self.rows, axis=0)
-        return Chunk(inputs, labels, jnp.ones(self.rows.shape, jnp.bool_))
+        targets = None
+        if self.targets is not None:
+            targets = jnp.take(self.targets, self.rows, axis=0)
+        return Chunk(inputs, labels, jnp.ones(self.rows.shape, jnp.bool_), targets)
 
 
 class AugmentedChunk(eqx.Module):
@@ -81,7 +87,7 @@ class AugmentedChunk(eqx.Module):
             lambda step: draw_batch(augment, jax.random.fold_in(key, step), shape)
         )(steps)
         inputs = jax.vmap(jax.vmap(augment.apply))(draws, inputs)
-        return Chunk(inputs, chunk.labels, chunk.mask)
+        return chunk._replace(inputs=inputs)
 
 
 AnyChunk = Chunk | IndexedChunk | AugmentedChunk

@@ -160,30 +160,32 @@ class _Gather:
     def __init__(self, dataset: ArrayDataset, batch_size: int, scale: bool) -> None:
         self.inputs = dataset.inputs
         self.labels = dataset.labels
+        self.targets = dataset.targets
         self.batch_size = batch_size
         self.scale = scale
 
     def __call__(self, rows: np.ndarray | slice) -> Record:
+        fields = {"inputs": self.inputs, "labels": self.labels}
+        if self.targets is not None:
+            fields["targets"] = self.targets
         if isinstance(rows, slice):
-            inputs, labels = self.inputs[rows], self.labels[rows]
+            record = {k: v[rows] for k, v in fields.items()}
         else:  # np.take: a third faster than fancy indexing for MNIST rows
-            inputs = np.take(self.inputs, rows, axis=0)
-            labels = np.take(self.labels, rows)
-        real = labels.shape[0]
+            record = {k: np.take(v, rows, axis=0) for k, v in fields.items()}
+        real = record["labels"].shape[0]
         mask = np.ones(self.batch_size, dtype=np.bool_)
         if real < self.batch_size:
             pad = self.batch_size - real
-            inputs = np.concatenate(
-                [inputs, np.zeros((pad, *inputs.shape[1:]), inputs.dtype)]
-            )
-            labels = np.concatenate([labels, np.zeros(pad, labels.dtype)])
+            record = {
+                k: np.concatenate([v, np.zeros((pad, *v.shape[1:]), v.dtype)])
+                for k, v in record.items()
+            }
             mask[real:] = False
         elif isinstance(rows, slice):
-            inputs = inputs.copy()
-            labels = labels.copy()
+            record = {k: v.copy() for k, v in record.items()}
         if self.scale:
-            inputs = _scale(inputs)
-        return {"inputs": inputs, "labels": labels, "mask": mask}
+            record["inputs"] = _scale(record["inputs"])
+        return {**record, "mask": mask}
 
     def stacked(self, rows: np.ndarray, count: int) -> Chunk:
         """``count`` full batches of ``rows`` (``count * B`` of them, in order)
@@ -194,7 +196,11 @@ class _Gather:
         if self.scale:
             inputs = _scale(inputs)
         labels = np.take(self.labels, rows).reshape(count, size)
-        return Chunk(inputs, labels, np.ones((count, size), dtype=np.bool_))
+        targets = None
+        if self.targets is not None:
+            targets = take_rows(self.targets, rows).reshape(count, size, -1)
+        mask = np.ones((count, size), dtype=np.bool_)
+        return Chunk(inputs, labels, mask, targets)
 
 
 class _TrainBatch:

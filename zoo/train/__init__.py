@@ -29,6 +29,11 @@ from ._checkpoint import (
     load_model as load_model,
     save_checkpoint as save_checkpoint,
 )
+from ._distill import (
+    Distillation as Distillation,
+    distillation as distillation,
+    teacher_logits as teacher_logits,
+)
 from ._evaluate import evaluate as evaluate
 from ._events import (
     ChunkEnd as ChunkEnd,
@@ -40,8 +45,10 @@ from ._events import (
 from ._feed import DeviceFeed as DeviceFeed, ResidentFeed as ResidentFeed
 from ._loop import fit as fit
 from ._metrics import (
+    AnyLoss as AnyLoss,
     LossFn as LossFn,
     Metrics as Metrics,
+    TargetLoss as TargetLoss,
     confusion_matrix as confusion_matrix,
     label_smoothing as label_smoothing,
     softmax_cross_entropy as softmax_cross_entropy,

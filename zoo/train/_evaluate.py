@@ -11,7 +11,7 @@ from ..data import ArrayDataset, eval_pipeline
 from ..models import AbstractModel
 from ._data_arg import as_dataset
 from ._labels import check_labels
-from ._metrics import LossFn, Metrics, softmax_cross_entropy
+from ._metrics import AnyLoss, Metrics, softmax_cross_entropy
 from ._parallel import process_shard, shard_batch
 from ._precision import Precision, check_precision
 from ._step import eval_step
@@ -29,7 +29,7 @@ def evaluate(
     *,
     batch_size: int = EVAL_BATCH_SIZE,
     mesh: Mesh | None = None,
-    loss: LossFn = softmax_cross_entropy,
+    loss: AnyLoss = softmax_cross_entropy,
     precision: Precision = "float32",
 ) -> dict[str, float]:
     """Exact loss and accuracy of ``model`` (inference mode) over all of ``dataset``.

@@ -213,7 +213,7 @@ class ResidentFeed(DeviceFeed):
     Args:
         batches: an iterator over ``train_pipeline(dataset, ...)`` without
             ``augment`` and with ``prefetch=0`` (it has ``next_rows``).
-        dataset: the pipeline's dataset: its inputs and labels are put on
+        dataset: the pipeline's dataset: its inputs, labels (and targets) are put on
             the device here.
         steps_per_call: as for ``DeviceFeed``.
         steps_per_epoch: as for ``DeviceFeed``.
@@ -249,8 +249,8 @@ class ResidentFeed(DeviceFeed):
                 "(its iterators name their rows); augment on the device instead."
             )
         self._next_rows: Callable[[int], np.ndarray | None] = next_rows
-        self.inputs, self.labels = jax.device_put(
-            (dataset.inputs, dataset.labels.astype(np.int32))
+        self.inputs, self.labels, self.targets = jax.device_put(
+            (dataset.inputs, dataset.labels.astype(np.int32), dataset.targets)
         )
 
     def __iter__(self) -> "ResidentFeed":
@@ -260,9 +260,8 @@ class ResidentFeed(DeviceFeed):
         rows = self._next_rows(steps)
         if rows is None:
             raise StopIteration
-        return IndexedChunk(
-            self.inputs, self.labels, jax.device_put(rows.astype(np.int32))
-        )
+        rows = jax.device_put(rows.astype(np.int32))
+        return IndexedChunk(self.inputs, self.labels, rows, self.targets)
 
 
 AUGMENT_STREAM = 2**31 - 1
@@ -290,6 +289,8 @@ def data_placement(
     gets the draw of a run on one device).
     """
     nbytes = dataset.inputs.nbytes + dataset.labels.nbytes
+    if dataset.targets is not None:
+        nbytes += dataset.targets.nbytes
     size = f"{nbytes / 1e6:.1f} MB"
     on_device_augment = isinstance(augment, AbstractDeviceAugment)
     blockers = []

@@ -6,6 +6,8 @@ import numpy as np
 
 from ..data import ArrayDataset
 from ..models._apply import output_size
+from ._distill import Distillation
+from ._metrics import AnyLoss, TargetLoss
 
 
 def check_labels(model: Any, data: ArrayDataset, name: str, state: Any = None) -> None:
@@ -38,3 +40,38 @@ def check_labels(model: Any, data: ArrayDataset, name: str, state: Any = None) -
             f"{name} has labels in [{labels.min()}, {labels.max()}] but the model "
             f"has {classes} outputs: labels must be in [0, {classes})."
         )
+
+
+def check_targets(loss: AnyLoss, data: ArrayDataset, model: Any, state: Any) -> None:
+    """Refuse training data whose ``targets`` the step's loss would not read, or
+    a ``TargetLoss`` with no targets (or, for ``distillation``, targets that
+    are not one logit per class).
+
+    Raises:
+        ValueError: the data and the loss disagree; the message says how to
+            make them agree.
+    """
+    targets = data.targets
+    if targets is not None and not isinstance(loss, TargetLoss):
+        raise ValueError(
+            f"train_data has targets {targets.shape} but the step's loss takes "
+            "(logits, labels) only: train with a zoo.train.TargetLoss (e.g. "
+            "make_train_step(optimizer, loss=zoo.train.distillation())), or "
+            "without targets."
+        )
+    if targets is None and isinstance(loss, TargetLoss):
+        raise ValueError(
+            f"the step's loss {type(loss).__name__} reads each example's targets "
+            "but train_data has none: give them with train_data.with_targets(...) "
+            "(for distillation, zoo.train.teacher_logits(teacher, state, "
+            "train_data))."
+        )
+    if targets is not None and isinstance(loss, Distillation):
+        classes = output_size(model, state, data.inputs[:1])
+        if targets.shape[1] != classes:
+            raise ValueError(
+                f"distillation reads the teacher's logits as targets, one per "
+                f"class, but train_data's targets have {targets.shape[1]} "
+                f"columns and the model {classes} outputs: the teacher must "
+                "classify the same classes."
+            )

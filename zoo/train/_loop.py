@@ -57,7 +57,7 @@ from ._feed import (
     chunk_lengths,
     data_placement,
 )
-from ._labels import check_labels
+from ._labels import check_labels, check_targets
 from ._metrics import Metrics
 from ._parallel import (
     check_batch_size,
@@ -180,6 +180,7 @@ def fit(
     _check_arguments(
         model, state, train_data, test_data, epochs, batch_size, steps_per_call
     )
+    check_targets(step_fn.loss, train_data, model, state)
     if mesh is not None:
         check_batch_size(mesh, batch_size)
     on_device, data_feed = data_placement(
@@ -351,10 +352,14 @@ def _example_chunk(
     data: ArrayDataset, batch: int, feed: DeviceFeed, steps: int
 ) -> AnyChunk:
     """A chunk of zeros as the host feed gives: ``steps`` batches of ``batch``."""
+    targets = data.targets
     chunk = Chunk(
         np.zeros((steps, batch, *data.inputs.shape[1:]), data.inputs.dtype),
         np.zeros((steps, batch), np.int32),
         np.zeros((steps, batch), np.bool_),
+        None
+        if targets is None
+        else np.zeros((steps, batch, targets.shape[1]), targets.dtype),
     )
     return feed.augmented(feed.put(chunk), 0)
 
@@ -362,7 +367,8 @@ def _example_chunk(
 def _example_rows(feed: ResidentFeed, batch: int, steps: int) -> AnyChunk:
     """A chunk as ``feed`` gives, naming row 0 ``steps x batch`` times."""
     rows = jnp.zeros((steps, batch), jnp.int32)
-    return feed.augmented(IndexedChunk(feed.inputs, feed.labels, rows), 0)
+    chunk = IndexedChunk(feed.inputs, feed.labels, rows, feed.targets)
+    return feed.augmented(chunk, 0)
 
 
 def _compile(

@@ -1,5 +1,6 @@
 """Loss and metrics, summed on the device so they are exact over any batching."""
 
+import abc
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -64,6 +65,36 @@ shape, e.g. with optax: ``lambda logits, labels: optax.sigmoid_focal_loss(...)``
 """
 
 
+class TargetLoss(abc.ABC):
+    """A per-example loss that also reads each example's row of the dataset's
+    ``targets`` (see [`ArrayDataset`][zoo.data.ArrayDataset]), e.g.
+    [`distillation`][zoo.train.distillation]'s teacher logits.
+
+    ``loss(logits (B, C), labels (B,), targets (B, T)) -> losses (B,)``; where
+    the data have no targets (evaluation), ``on_labels(logits, labels)``
+    stands in. A subclass must be hashable (the step caches its traces by it).
+    """
+
+    @abc.abstractmethod
+    def __call__(
+        self,
+        logits: Float[Array, "batch classes"],
+        labels: Int[Array, " batch"],
+        targets: Float[Array, "batch targets"],
+    ) -> Float[Array, " batch"]:
+        """The loss of each example, given its target row."""
+
+    @abc.abstractmethod
+    def on_labels(
+        self, logits: Float[Array, "batch classes"], labels: Int[Array, " batch"]
+    ) -> Float[Array, " batch"]:
+        """The loss of each example from its label alone: data without targets."""
+
+
+AnyLoss = LossFn | TargetLoss
+"""A step's loss: of ``(logits, labels)``, or a [`TargetLoss`][zoo.train.TargetLoss]."""
+
+
 def softmax_cross_entropy(
     logits: Float[Array, "batch classes"], labels: Int[Array, " batch"]
 ) -> Float[Array, " batch"]:
@@ -112,18 +143,21 @@ def label_smoothing(smoothing: float) -> LossFn:
 
 @checked
 def masked_loss(
-    loss_fn: LossFn,
+    loss_fn: AnyLoss,
     logits: Float[Array, "batch classes"],
     labels: Int[Array, " batch"],
     mask: Bool[Array, " batch"],
+    targets: Float[Array, "batch targets"] | None = None,
 ) -> tuple[Float[Array, ""], Metrics]:
     """Mean of ``loss_fn`` over the real examples, and their summed metrics.
 
     Args:
-        loss_fn: per-example loss, ``(logits, labels) -> (batch,)``.
+        loss_fn: per-example loss, ``(logits, labels) -> (batch,)``, or a
+            ``TargetLoss``.
         logits: unnormalised scores ``(batch, classes)``.
         labels: integer classes ``(batch,)`` in ``[0, classes)``.
         mask: ``True`` for real examples, ``False`` for padding rows.
+        targets: the batch's target rows, for a ``TargetLoss``.
 
     Returns:
         ``(loss, metrics)``: the mean loss over real examples (0 if there are
@@ -132,7 +166,7 @@ def masked_loss(
     Raises:
         ValueError: ``loss_fn`` does not return one loss per example.
     """
-    per_example = _per_example(loss_fn, logits, labels)
+    per_example = _per_example(loss_fn, logits, labels, targets)
     losses, correct = _example_terms(per_example, logits, labels, mask)
     count = jnp.sum(mask, dtype=jnp.int32)
     loss_sum = jnp.sum(losses)
@@ -141,10 +175,27 @@ def masked_loss(
 
 
 def _per_example(
-    loss_fn: LossFn, logits: Float[Array, "batch classes"], labels: Int[Array, " batch"]
+    loss_fn: AnyLoss,
+    logits: Float[Array, "batch classes"],
+    labels: Int[Array, " batch"],
+    targets: Float[Array, "batch targets"] | None,
 ) -> Float[Array, " batch"]:
-    """``loss_fn``'s losses as float32, checked to be one per example."""
-    per_example = loss_fn(logits, labels)
+    """``loss_fn``'s losses as float32, checked to be one per example. A
+    ``TargetLoss`` gets the targets, or stands in with ``on_labels``."""
+    if isinstance(loss_fn, TargetLoss):
+        per_example = (
+            loss_fn.on_labels(logits, labels)
+            if targets is None
+            else loss_fn(logits, labels, targets)
+        )
+    elif targets is not None:
+        raise ValueError(
+            "The data have targets but the loss takes (logits, labels) only: use "
+            "a zoo.train.TargetLoss such as zoo.train.distillation(...), or data "
+            "without targets."
+        )
+    else:
+        per_example = loss_fn(logits, labels)
     if per_example.shape != labels.shape:
         raise ValueError(
             f"The loss function returned shape {per_example.shape}; a LossFn "
@@ -190,11 +241,12 @@ class ExampleTotals(NamedTuple):
 
 
 def weighted_loss(
-    loss_fn: LossFn,
+    loss_fn: AnyLoss,
     logits: Float[Array, "batch classes"],
     labels: Int[Array, " batch"],
     mask: Bool[Array, " batch"],
     weights: Float[Array, " batch"],
+    targets: Float[Array, "batch targets"] | None = None,
 ) -> tuple[Float[Array, ""], ExampleTotals]:
     """``sum(loss_fn(logits, labels) * weights)`` and each example's terms.
 
@@ -203,7 +255,7 @@ def weighted_loss(
     for bit (each weight is ``1 / count`` or 0 either way), and no reduction
     over the batch in the step.
     """
-    per_example = _per_example(loss_fn, logits, labels)
+    per_example = _per_example(loss_fn, logits, labels, targets)
     loss = jnp.sum(per_example * weights)
     return loss, ExampleTotals(*_example_terms(per_example, logits, labels, mask))
 

@@ -30,8 +30,8 @@ from .._inputs import model_inputs
 from ..data import AnyChunk, Batch, Chunk
 from ..models import AbstractModel, apply
 from ._metrics import (
+    AnyLoss,
     ExampleTotals,
-    LossFn,
     Metrics,
     masked_loss,
     softmax_cross_entropy,
@@ -67,7 +67,7 @@ def weighted_loss_and_totals(
     batch: Batch,
     weights: Float[Array, " batch"],
     key: PRNGKeyArray | None,
-    loss_fn: LossFn = softmax_cross_entropy,
+    loss_fn: AnyLoss = softmax_cross_entropy,
     precision: Precision = "float32",
 ) -> tuple[Float[Array, ""], tuple[eqx.nn.State | None, ExampleTotals]]:
     """What the training step differentiates: the masked mean loss of one
@@ -81,7 +81,8 @@ def weighted_loss_and_totals(
     logits, new_state = apply(cast_model(model, precision), inputs, state, key=key)
     logits = logits.astype(at_least_float32(logits.dtype))
     labels, mask = jnp.asarray(batch.labels), jnp.asarray(batch.mask)
-    loss, totals = weighted_loss(loss_fn, logits, labels, mask, weights)
+    targets = None if batch.targets is None else jnp.asarray(batch.targets)
+    loss, totals = weighted_loss(loss_fn, logits, labels, mask, weights, targets)
     return loss, (new_state if new_state is not None else state, totals)
 
 
@@ -121,7 +122,7 @@ class TrainStep:
         self,
         jitted: Any,
         optimizer: optax.GradientTransformation,
-        loss: LossFn,
+        loss: AnyLoss,
         trainable: FilterSpec,
         batch_norm_examples: int = PRECISE_BN_EXAMPLES,
         precision: Precision = "float32",
@@ -241,7 +242,7 @@ def abstract_values(tree: Any) -> Any:
 
 
 def traced_gradient(
-    loss: LossFn,
+    loss: AnyLoss,
     static: Any,
     params: Any,
     frozen: Any,
@@ -305,7 +306,7 @@ def split_model(model: Any, trainable: FilterSpec) -> tuple[Any, Any, Any]:
 def make_train_step(
     optimizer: optax.GradientTransformation,
     *,
-    loss: LossFn = softmax_cross_entropy,
+    loss: AnyLoss = softmax_cross_entropy,
     max_traces: int | None = None,
     unroll: bool | None = None,
     trainable: FilterSpec = True,
@@ -436,7 +437,7 @@ def eval_step(
     model: AbstractModel | eqx.Module,
     state: eqx.nn.State | None,
     batch: Batch,
-    loss: LossFn = softmax_cross_entropy,
+    loss: AnyLoss = softmax_cross_entropy,
     precision: Precision = "float32",
 ) -> Metrics:
     """Summed loss and accuracy of ``model`` in inference mode on one batch.

@@ -17,7 +17,7 @@ from jax.extend.core import ClosedJaxpr
 
 from ..data import Batch
 from ..models import AbstractModel
-from ._metrics import LossFn, softmax_cross_entropy
+from ._metrics import AnyLoss, softmax_cross_entropy
 from ._state import FilterSpec
 from ._step import (
     abstract_values,
@@ -67,7 +67,7 @@ def _traced_step(
     state: eqx.nn.State | None,
     example: Any,
     batch_size: int,
-    loss: LossFn,
+    loss: AnyLoss,
     trainable: FilterSpec,
 ) -> tuple[ClosedJaxpr, Callable[..., Any], tuple[Any, ...]]:
     """One gradient step's trace (shared with the training step), its replay,
@@ -90,7 +90,7 @@ def step_cost(
     state: eqx.nn.State | None,
     example: Any,
     batch_size: int,
-    loss: LossFn = softmax_cross_entropy,
+    loss: AnyLoss = softmax_cross_entropy,
     trainable: FilterSpec = True,
 ) -> StepCost:
     """The cost of one gradient step of ``model`` on batches of ``example``.
@@ -159,7 +159,7 @@ def steps_per_call(
     *,
     batch_size: int,
     steps_per_epoch: int,
-    loss: LossFn = softmax_cross_entropy,
+    loss: AnyLoss = softmax_cross_entropy,
     trainable: FilterSpec = True,
     total_steps: int | None = None,
 ) -> int:
