@@ -5,6 +5,7 @@ import importlib.util
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 import types
@@ -18,7 +19,8 @@ import numpy as np
 
 import zoo
 
-EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
+REPO = pathlib.Path(__file__).resolve().parent.parent
+EXAMPLES = REPO / "examples"
 
 
 SMALL_IMAGE = 32
@@ -168,3 +170,11 @@ def require(module: str) -> types.ModuleType:
     if os.environ.get("ZOO_REQUIRE_INTEROP") == "1":
         return importlib.import_module(module)
     return pytest.importorskip(module)
+
+
+def docs_block(page: str, marker: str) -> str:
+    """The Python block after ``<!-- test: marker -->`` in ``docs/<page>``."""
+    text = (REPO / "docs" / page).read_text(encoding="utf-8")
+    match = re.search(rf"<!-- test: {marker} -->\n```python\n(.*?)```", text, re.S)
+    assert match is not None, f"docs/{page} has no block marked {marker}"
+    return match.group(1)

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import zoo
+from tests import helpers
 from zoo.data import ArrayDataset, DeviceShift, RandomShift
 from zoo.train import DeviceFeed, ResidentFeed
 from zoo.train._feed import augment_key
@@ -233,3 +234,12 @@ def test_fit_refuses_targets_and_losses_that_disagree(small_train):
         _fit(data, zoo.train.distillation())
     with pytest.raises(ValueError, match="3 columns and the model 10 outputs"):
         _fit(data.with_targets(np.zeros((256, 3))), zoo.train.distillation())
+
+
+def test_the_docs_distillation_block_runs():
+    scope: dict[str, Any] = {}
+    code = helpers.docs_block("training.md", "distillation")
+    exec(compile(code, "docs/training.md", "exec"), scope)
+    result = scope["result"]
+    assert scope["train"].targets.shape == (1024, 10)
+    assert np.isfinite(result.history[-1].train_loss)

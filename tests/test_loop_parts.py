@@ -16,6 +16,7 @@ from hypothesis import given, settings, strategies as st
 
 import zoo
 import zoo.train._loop as loop
+from tests import helpers
 from zoo.data import ArrayDataset, Chunk, train_pipeline
 from zoo.train import (
     Callback,
@@ -53,10 +54,7 @@ def params_of(tree) -> list[np.ndarray]:
 
 def docs_block(marker: str) -> str:
     """The Python block after ``<!-- test: marker -->`` in docs/training.md."""
-    text = (REPO / "docs" / "training.md").read_text(encoding="utf-8")
-    match = re.search(rf"<!-- test: {marker} -->\n```python\n(.*?)```", text, re.S)
-    assert match is not None, f"docs/training.md has no block marked {marker}"
-    return match.group(1)
+    return helpers.docs_block("training.md", marker)
 
 
 def poisoned(data: ArrayDataset, rows: list[int]) -> ArrayDataset:
