@@ -58,7 +58,10 @@ RECIPE = (
     "model", "dataset", "epochs", "batch_size", "optimizer", "lr", "schedule",
     "warmup_epochs", "weight_decay", "label_smoothing", "seed", "shift", "flip",
     "crop_padding", "erasing", "augment_on", "precision", "train_examples",
+    "teacher", "distill_temperature", "distill_weight",
 )  # fmt: skip
+DISTILLATION = ("distill_temperature", "distill_weight")
+"""Options that mean something only with a teacher: left out without one."""
 
 
 def command_of(config: dict[str, Any], run_dir: pathlib.Path) -> str:
@@ -69,6 +72,8 @@ def command_of(config: dict[str, Any], run_dir: pathlib.Path) -> str:
     """
     words = ["python", "examples/mnist.py"]
     for name in RECIPE:
+        if name in DISTILLATION and config.get("teacher") is None:
+            continue
         value = config.get(name)
         flag = "--" + name.replace("_", "-")
         if isinstance(value, bool):
@@ -194,6 +199,21 @@ def near_ties(model, state, test: ArrayDataset) -> int:
     return count
 
 
+def teacher_note(config: dict[str, Any]) -> str:
+    """What the card says of the teacher a run was distilled from, if any."""
+    teacher = config.get("teacher")
+    if teacher is None:
+        return ""
+    card = zoo.model_card(teacher, config["dataset"])
+    return (
+        f" Distilled from the shipped {teacher} {config['dataset']} weights "
+        f"({100 * card.test_accuracy:.2f} %, sha256 {card.sha256[:16]}...), "
+        f"temperature {config['distill_temperature']:g}, weight "
+        f"{config['distill_weight']:g}: their logits for the training images, "
+        "computed once before training, are the soft targets."
+    )
+
+
 def publish(run_dir: pathlib.Path, weights_dir: pathlib.Path) -> zoo.models.ModelCard:
     """Write the weight file and card of the run in ``run_dir``; return the card."""
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -237,6 +257,7 @@ def publish(run_dir: pathlib.Path, weights_dir: pathlib.Path) -> zoo.models.Mode
             f"float32, XLA:CPU, JAX {jax.__version__}). {ties} test image(s) have "
             f"their two largest logits within {NEAR_TIE:g} (relative) of each other, "
             "so another CPU may count that many more or fewer correct."
+            + teacher_note(config)
         ),
         provenance=provenance(),
     )

@@ -110,6 +110,22 @@ def test_the_command_is_rerun_into_the_folder_given(reproduce, tmp_path):
         reproduce.rerun_args("rm -rf /", tmp_path, None)
 
 
+def test_a_distilled_runs_command_names_its_teacher_and_no_other_does(reproduce):
+    publish = reproduce.publish_weights
+    run = pathlib.Path("runs/x")
+    plain = {"model": "mlp", "dataset": "mnist", "epochs": 2, "teacher": None,
+             "distill_temperature": 4.0, "distill_weight": 0.9}  # fmt: skip
+    assert "--teacher" not in publish.command_of(plain, run)
+    assert "distill" not in publish.command_of(plain, run)
+    assert publish.teacher_note(plain) == ""
+    taught = {**plain, "teacher": "cnn", "distill_temperature": 2.0}
+    command = publish.command_of(taught, run)
+    assert "--teacher cnn --distill-temperature 2 --distill-weight 0.9" in command
+    note = publish.teacher_note(taught)
+    assert "Distilled from the shipped cnn mnist weights" in note
+    assert _card("cnn-mnist").sha256[:16] in note
+
+
 def test_cards_without_provenance_still_load_and_bad_ones_are_refused():
     data = _card("mlp-mnist").to_json()
     old = {k: v for k, v in data.items() if k != "provenance"}
