@@ -56,11 +56,11 @@ def test_default_steps_per_call_fuses_more_steps_in_a_rolled_loop():
     assert default_steps_per_call(6e9) == 2  # the cnn preset: still fused
     assert default_steps_per_call(1e9) == 4
     assert default_steps_per_call(1e3) == 16
-    # Rolled loop: about 64 GFLOP per call, 2 to 256 steps.
+    # Rolled loop: about 64 GFLOP per call, 2 to 4096 steps.
     assert default_steps_per_call(40e9, unrolled=False) == 2
     assert default_steps_per_call(6e9, unrolled=False) == 10
     assert default_steps_per_call(1e9, unrolled=False) == 64
-    assert default_steps_per_call(1e3, unrolled=False) == 256
+    assert default_steps_per_call(1e3, unrolled=False) == 4096
     # A chunk of inputs stays within 256 MiB, even below 2 steps.
     mib = 2**20
     assert default_steps_per_call(1e3, unrolled=False, batch_bytes=8 * mib) == 32
@@ -129,7 +129,7 @@ def test_a_short_run_fuses_fewer_steps():
             total_steps=total,
         )  # fmt: skip
 
-    assert rolled(16) == rolled(63) == 234  # 468 / 2: at most 256 a call
+    assert rolled(16) == rolled(63) == 468  # the whole epoch a call
     assert rolled(64) == rolled(10 * 468) == rolled(None) == 117
 
 
