@@ -10,10 +10,12 @@ prefetching, checkpointing and sharding; NumPy moves the bytes.
 
 Batches are typed [`Batch`][zoo.data.Batch] tuples of NumPy arrays::
 
-    Batch(inputs=(B, ...) uint8 or float32, labels=(B,) int32, mask=(B,) bool)
+    Batch(inputs=(B, ...) uint8 or float32, labels=(B,) int32, mask=(B,) bool,
+          targets=(B, T) float32 or None)
 
-``mask`` is ``True`` for real examples and ``False`` for padding rows (which hold
-zeros), so every batch has the same shape and a jitted step compiles once.
+``targets`` are the dataset's float rows where it has them. ``mask`` is
+``True`` for real examples and ``False`` for padding rows (which hold zeros),
+so every batch has the same shape and a jitted step compiles once.
 
 Epochs and steps: every epoch has exactly :func:`steps_per_epoch` batches
 (dropping or padding the remainder inside the epoch, never spanning two), so
@@ -39,8 +41,9 @@ from ._host_arrays import take_rows
 
 Record: TypeAlias = dict[str, np.ndarray]
 """A batch inside a pipeline, as Grain transforms (augmentations) see it:
-``{"inputs": (B, ...), "labels": (B,) int32, "mask": (B,) bool}``. Pipelines hand
-it out as a typed [`Batch`][zoo.data.Batch]."""
+``{"inputs": (B, ...), "labels": (B,) int32, "mask": (B,) bool}``, and
+``"targets": (B, T)`` where the dataset has them. Pipelines hand it out as a
+typed [`Batch`][zoo.data.Batch]."""
 
 _NO_SHARD = grain.sharding.ShardOptions(shard_index=0, shard_count=1)
 
