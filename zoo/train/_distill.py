@@ -59,6 +59,16 @@ class Distillation(TargetLoss):
         hard = self.on_labels(logits, labels)
         return (1.0 - self.weight) * hard + self.weight * (t * t) * kl
 
+    def check_targets(self, width: int, classes: int) -> None:
+        """Refuse targets that are not one teacher logit per class."""
+        if width != classes:
+            raise ValueError(
+                f"distillation reads the teacher's logits as targets, one per "
+                f"class, but train_data's targets have {width} columns and the "
+                f"model {classes} outputs: the teacher must classify the same "
+                "classes."
+            )
+
     def on_labels(
         self, logits: Float[Array, "batch classes"], labels: Int[Array, " batch"]
     ) -> Float[Array, " batch"]:

@@ -6,7 +6,6 @@ import numpy as np
 
 from ..data import ArrayDataset
 from ..models._apply import output_size
-from ._distill import Distillation
 from ._metrics import AnyLoss, TargetLoss
 
 
@@ -43,9 +42,9 @@ def check_labels(model: Any, data: ArrayDataset, name: str, state: Any = None) -
 
 
 def check_targets(loss: AnyLoss, data: ArrayDataset, model: Any, state: Any) -> None:
-    """Refuse training data whose ``targets`` the step's loss would not read, or
-    a ``TargetLoss`` with no targets (or, for ``distillation``, targets that
-    are not one logit per class).
+    """Refuse training data whose ``targets`` the step's loss would not read, a
+    ``TargetLoss`` with no targets, or targets its ``check_targets`` refuses
+    (for ``distillation``: not one logit per class).
 
     Raises:
         ValueError: the data and the loss disagree; the message says how to
@@ -66,12 +65,6 @@ def check_targets(loss: AnyLoss, data: ArrayDataset, model: Any, state: Any) -> 
             "(for distillation, zoo.train.teacher_logits(teacher, state, "
             "train_data))."
         )
-    if targets is not None and isinstance(loss, Distillation):
+    if targets is not None and isinstance(loss, TargetLoss):
         classes = output_size(model, state, data.inputs[:1])
-        if targets.shape[1] != classes:
-            raise ValueError(
-                f"distillation reads the teacher's logits as targets, one per "
-                f"class, but train_data's targets have {targets.shape[1]} "
-                f"columns and the model {classes} outputs: the teacher must "
-                "classify the same classes."
-            )
+        loss.check_targets(targets.shape[1], classes)

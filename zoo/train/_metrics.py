@@ -90,6 +90,12 @@ class TargetLoss(abc.ABC):
     ) -> Float[Array, " batch"]:
         """The loss of each example from its label alone: data without targets."""
 
+    def check_targets(self, width: int, classes: int) -> None:
+        """Refuse, before training, targets of ``width`` columns for a model of
+        ``classes`` outputs that this loss cannot read (``ValueError``, saying
+        why). Any width by default."""
+        del width, classes
+
 
 AnyLoss = LossFn | TargetLoss
 """A step's loss: of ``(logits, labels)``, or a [`TargetLoss`][zoo.train.TargetLoss]."""
