@@ -135,11 +135,24 @@ def _install(session: nox.Session, *groups: str, extras: str = "") -> None:
     session.install("-e", f".[{extras}]" if extras else ".", *deps)
 
 
+# Tests that a nox session of their own already covers, left out of ``tests``
+# when it runs with no arguments: ``reproduce`` re-makes the mlp-mnist card
+# with the same script (and two more cards).
+COVERED_BY_SESSIONS = [
+    "tests/test_reproduce.py::test_the_mlp_mnist_card_reproduces_bit_for_bit",
+]
+
+
 @nox.session
 def tests(session: nox.Session) -> None:
     """The test suite (pass extra pytest arguments after ``--``)."""
     _install(session, "dev")
-    session.run("pytest", "-n", "2", "-m", "not interop", *session.posargs, env=ENV)
+    covered = [f"--deselect={test}" for test in COVERED_BY_SESSIONS]
+    arguments = session.posargs or covered
+    session.run(
+        "pytest", "-n", "2", "--dist", "worksteal", "-m", "not interop", *arguments,
+        env=ENV,
+    )  # fmt: skip
 
 
 # The tests of code that meets every device or places data on one: meshes
@@ -160,6 +173,12 @@ TWO_DEVICE_TESTS = [
     "tests/test_examples_mnist.py",
     "tests/test_export.py",
 ]
+# Their tests of every preset's maths (a checkpoint's round trip, an export
+# run without zoo) place nothing on a second device: they run once, in ``tests``.
+PER_PRESET_TESTS = [
+    "tests/test_checkpoint.py::test_round_trip_every_model_is_bitwise",
+    "tests/test_export.py::test_every_preset_exports_and_runs_without_zoo_at_any_batch",
+]
 
 
 @nox.session
@@ -173,9 +192,12 @@ def tests_two_devices(session: nox.Session) -> None:
     """
     _install(session, "dev")
     flags = "--xla_force_host_platform_device_count=2"
+    paths = session.posargs or [
+        *TWO_DEVICE_TESTS,
+        *(f"--deselect={t}" for t in PER_PRESET_TESTS),
+    ]
     session.run(
-        "pytest", "-n", "2", "-m", "not interop",
-        *(session.posargs or TWO_DEVICE_TESTS),
+        "pytest", "-n", "2", "--dist", "worksteal", "-m", "not interop", *paths,
         env={**ENV, "XLA_FLAGS": flags},
     )  # fmt: skip
 
