@@ -279,9 +279,9 @@ def bench(session: nox.Session) -> None:
 def accuracy(session: nox.Session) -> None:
     """Train the README's runs; fail where one misses the accuracy promised.
 
-    About 2.7 hours on 2 CPU cores for all of them (each ``resnet20`` run 42-55
-    minutes); name some after ``--`` to run those alone (``nox -s accuracy --
-    mlp stax_cnn``). Outputs: runs/accuracy/.
+    About 4.5 hours on 2 CPU cores for all of them (each ``resnet20`` and
+    ``vit_patch4_28`` run 42-71 minutes); name some after ``--`` to run those
+    alone (``nox -s accuracy -- mlp stax_cnn``). Outputs: runs/accuracy/.
     """
     _install(session, "dev")
     unknown = set(session.posargs) - set(README_RUNS)

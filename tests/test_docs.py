@@ -215,3 +215,39 @@ def test_the_index_lists_every_preset_and_example():
     examples = readme[readme.index("## Examples and documentation") :]
     for script in ["mnist.py", "finetune.py", "toy.py"]:
         assert f"python examples/{script}" in examples, script
+
+
+def test_the_data_page_runs_top_to_bottom(capsys):
+    # docs/data.md is one session: each block uses what the blocks above made.
+    blocks = re.findall(
+        r"```python\n(.*?)```", (DOCS / "data.md").read_text(encoding="utf-8"), re.S
+    )
+    scope: dict = {}
+    for number, code in enumerate(blocks):
+        exec(compile(code, f"docs/data.md block {number + 1}", "exec"), scope)
+    out = capsys.readouterr().out
+    assert "'inputs': (dtype('uint8'), (128, 1, 28, 28))" in out, out
+    assert "'labels': (dtype('int32'), (128,))" in out, out
+    assert "468" in out.split(), out
+
+
+def test_the_shape_errors_the_docs_quote_are_the_real_ones():
+    import jax
+    import jax.numpy as jnp
+
+    import zoo
+
+    model = zoo.MLP(784, 10, width_size=[8], key=jax.random.key(0))
+
+    def message(shape: tuple[int, ...]) -> str:
+        with pytest.raises(ValueError) as error:
+            model(jnp.zeros(shape))
+        return " ".join(f"ValueError: {error.value}".split())
+
+    def flat(page: pathlib.Path) -> str:
+        return " ".join(page.read_text(encoding="utf-8").split())
+
+    assert message((783,)) in flat(DOCS / "conventions.md")
+    assert message((10, 784)) in flat(DOCS / "mlp-shapes.md")
+    start = message((783,)).split(" (its input_shape)")[0]
+    assert f"# {start} ..." in flat(REPO / "README.md")
