@@ -59,7 +59,7 @@ def docs_block(marker: str) -> str:
 
 def poisoned(data: ArrayDataset, rows: list[int]) -> ArrayDataset:
     inputs = data.inputs.astype(np.float32) / 255.0
-    inputs[rows] = np.nan
+    inputs[rows] = 3e38  # finite, but the forward pass overflows
     return ArrayDataset(inputs, data.labels, data.class_names, "poisoned")
 
 

@@ -74,6 +74,28 @@ def test_non_integer_labels_are_refused_saying_what_to_do(dtype):
         ArrayDataset(np.zeros((2, 2), np.float32), np.array([0, 1], dtype))
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_inputs_are_refused_naming_the_examples(bad, tmp_path):
+    # Trained on, one NaN pixel makes every weight NaN; evaluated, it makes
+    # a wrong count that looks like a result.
+    x = np.zeros((6, 1, 2, 2), np.float32)
+    x[2, 0, 1, 0] = x[4, 0, 0, 0] = bad
+    y = np.zeros(6, np.int32)
+    message = r"inputs of 2 example\(s\) hold a NaN or an infinity \(first: example 2\)"
+    with pytest.raises(ValueError, match=message + r".*np\.isfinite\(x\)\.all\("):
+        ArrayDataset(x, y)
+    model, state = zoo.create_model("mlp", in_size=4, out_size=2, key=jax.random.key(0))
+    for call in (
+        lambda: zoo.evaluate(model, state, (x, y)),
+        lambda: zoo.fit(model, state, (x, y), optax.sgd(0.1), epochs=1,
+                        batch_size=2, checkpoint_dir=tmp_path / "run"),
+    ):  # fmt: skip
+        with pytest.raises(ValueError, match=message):
+            call()
+    assert not (tmp_path / "run").exists()  # refused before anything is written
+    ArrayDataset(np.where(np.isfinite(x), x, 0), y)  # repaired, taken
+
+
 def test_bad_shapes_and_kinds_are_refused_clearly():
     x = np.zeros((3, 2), np.float32)
     with pytest.raises(ValueError, match=r"labels have shape \(4,\), expected \(3,\)"):

@@ -414,6 +414,54 @@ def test_resume_from_checkpoint_is_bitwise_identical(kind, small_train, tmp_path
         np.testing.assert_array_equal(a, b)
 
 
+def test_resume_refuses_a_run_of_other_batches_and_changes_nothing(
+    small_train, tmp_path
+):
+    # The saved step means other batches under another batch size, training
+    # set or seed: resuming would train on batches the run never had.
+    model, state = build("mlp")
+    ckpt = tmp_path / "ckpt"
+    common = dict(
+        optimizer=optax.sgd(0.01),
+        callbacks=[],
+        checkpoint_dir=ckpt,
+    )
+    fit(model, state, small_train, epochs=2, batch_size=128, seed=5, **common)  # pyright: ignore[reportArgumentType]
+    before = {p.name: p.read_bytes() for p in ckpt.rglob("*") if p.is_file()}
+    relabelled = ArrayDataset(
+        small_train.inputs, np.roll(small_train.labels, 1), small_train.class_names
+    )
+    refused = {
+        "differ in batch_size,": (small_train, 64, 5, 3),
+        "differ in seed,": (small_train, 128, 6, 3),
+        "differ in train_examples and the training labels,": (
+            small_train.take(896),
+            128,
+            5,
+            3,
+        ),
+        "differ in the training labels,": (relabelled, 128, 5, 3),
+        "past the 1 epoch": (small_train, 128, 5, 1),
+    }
+    for message, (data, batch_size, seed, epochs) in refused.items():
+        with pytest.raises(zoo.CheckpointError, match=message) as error:
+            fit(
+                model, state, data, epochs=epochs, batch_size=batch_size,
+                seed=seed, resume=True, **common,  # pyright: ignore[reportArgumentType]
+            )  # fmt: skip
+        assert "batch_size 128 over 1024 training examples with seed 5" in str(
+            error.value
+        ) or "ask for epochs=2 or more" in str(error.value)
+    after = {p.name: p.read_bytes() for p in ckpt.rglob("*") if p.is_file()}
+    assert after == before
+    # The same order resumes (here: a finished run, returned as it is).
+    done = fit(
+        model, state, small_train, epochs=2, batch_size=128, seed=5, resume=True,
+        **common,  # pyright: ignore[reportArgumentType]
+    )  # fmt: skip
+    assert done.step == 16
+
+
 def _run(args: list[str]) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=REPO)
     return subprocess.Popen(
@@ -455,7 +503,7 @@ def test_non_finite_loss_stops_with_step_and_epoch_and_keeps_checkpoint(
     small_train, tmp_path
 ):
     inputs = small_train.inputs.astype(np.float32) / 255.0
-    inputs[700:] = np.nan  # some batches of the first epoch are poisoned
+    inputs[700:] = 3e38  # finite, but the forward pass of those batches overflows
     poisoned = ArrayDataset(inputs, small_train.labels, small_train.class_names, "x")
     model, state = build("mlp")
     ckpt = tmp_path / "ckpt"
@@ -506,6 +554,32 @@ def test_fit_refuses_bad_arguments_up_front(kwargs, error, message, small_train)
     args = dict(optimizer=optax.sgd(0.1), epochs=1, callbacks=[])
     with pytest.raises(error, match=message):
         fit(model, state, small_train, **{**args, **kwargs})  # pyright: ignore[reportArgumentType]
+
+
+@pytest.mark.parametrize(
+    "augment, error, message",
+    [
+        (
+            zoo.data.RandomCrop(0, size=20), ValueError,
+            r"augment=RandomCrop turns training examples of shape \(1, 28, 28\) "
+            r"and dtype uint8 into \(1, 20, 20\) and uint8",
+        ),
+        (zoo.data.DeviceCrop(0, size=20), ValueError, r"into \(1, 20, 20\)"),
+        (zoo.data.RandomShift, TypeError, r"the class itself: build one"),
+        (lambda batch: batch, TypeError, r"augment takes a device augmentation"),
+    ],
+)  # fmt: skip
+def test_fit_refuses_an_augment_it_cannot_train_with_before_writing(
+    augment, error, message, small_train, tmp_path
+):
+    # Once a compiler error after the checkpoint folder was made.
+    model, state = build("batchnorm_cnn")
+    with pytest.raises(error, match=message):
+        fit(
+            model, state, small_train, optax.sgd(0.1), epochs=1, callbacks=[],
+            augment=augment, checkpoint_dir=tmp_path / "run",
+        )  # fmt: skip
+    assert not (tmp_path / "run").exists()
 
 
 def test_fit_refuses_out_of_range_labels_and_unwritable_dirs(small_train, tmp_path):

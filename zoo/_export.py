@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from ._files import atomic_write
+from ._files import atomic_write, user_path
 from .models._abstract import AbstractModel
 from .models._apply import apply
 from .models._safetensors import abstract_model
@@ -109,7 +109,7 @@ def export(
             f"zoo.export takes a zoo model (zoo.AbstractModel, whose input_shape "
             f"gives the input), got {type(model).__name__}."
         )
-    target = pathlib.Path(path)
+    target = user_path(path)
     if target.is_dir():
         raise IsADirectoryError(f"{target} is a folder: give the path of a file.")
     if not target.parent.is_dir():

@@ -19,6 +19,12 @@ FILE_MODE = 0o666
 """Mode requested for every file zoo writes; the umask applies."""
 
 
+def user_path(path: str | os.PathLike[str]) -> pathlib.Path:
+    """A path as the user gave it, ``~`` expanded as a shell would: every path
+    argument of zoo's public functions goes through it."""
+    return pathlib.Path(path).expanduser()
+
+
 def temporary_path(target: pathlib.Path, suffix: str = ".tmp") -> pathlib.Path:
     """A fresh hidden name beside ``target`` for writing it before the rename."""
     return target.with_name(f".{target.name}.{secrets.token_hex(8)}{suffix}")

@@ -73,12 +73,14 @@ class ArrayDataset:
             TypeError: ``inputs`` or ``labels`` is not an array, ``labels``
                 are not integers, or ``class_names``/``name`` are not strings.
             ValueError: ``labels`` do not have shape ``(N,)`` or do not fit in
-                ``int32``; ``targets`` are not ``(N, T)`` or not all finite.
+                ``int32``; floating-point ``inputs`` hold a NaN or an infinity;
+                ``targets`` are not ``(N, T)`` or not all finite.
         """
         if not isinstance(name, str):
             raise TypeError(f"ArrayDataset: name must be a str, got {name!r}.")
         inputs = _as_array(inputs, "inputs", name)
         labels = _as_labels(_as_array(labels, "labels", name), inputs, name)
+        _check_finite_inputs(inputs, name)
         if class_names is None:
             count = int(labels.max()) + 1 if labels.size else 0
             class_names = tuple(str(i) for i in range(max(count, 0)))
@@ -158,6 +160,20 @@ def _as_array(value: Any, what: str, name: str) -> np.ndarray:
     raise TypeError(
         f"ArrayDataset {name!r}: {what} must be a NumPy or JAX array, got "
         f"{type(value).__name__}: convert it with np.asarray(...)."
+    )
+
+
+def _check_finite_inputs(inputs: np.ndarray, name: str) -> None:
+    """Refuse floating-point inputs with a NaN or an infinity, naming the rows:
+    trained on, they make every weight NaN; evaluated, a wrong count."""
+    if not np.issubdtype(inputs.dtype, np.inexact) or np.isfinite(inputs).all():
+        return
+    rows = np.flatnonzero(~np.isfinite(inputs.reshape(len(inputs), -1)).all(axis=1))
+    axes = 1 if inputs.ndim == 2 else tuple(range(1, inputs.ndim))
+    raise ValueError(
+        f"ArrayDataset {name!r}: inputs of {rows.size} example(s) hold a NaN or "
+        f"an infinity (first: example {rows[0]}). Drop or repair them first, "
+        f"e.g. keep = np.isfinite(x).all(axis={axes}); x, y = x[keep], y[keep]."
     )
 
 

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from safetensors.numpy import load as load_bytes, save as save_bytes
 
-from .._files import atomic_write
+from .._files import atomic_write, user_path
 from ._abstract import AbstractModel
 from ._registry import build_model
 
@@ -110,7 +110,7 @@ def save_safetensors(
     # One metadata entry: safetensors writes several in no fixed order, and
     # the same model must always give the same bytes (and SHA-256).
     metadata = {"config": json.dumps(model.config(), sort_keys=True)}
-    return atomic_write(path, save_bytes(tensors, metadata=metadata))
+    return atomic_write(user_path(path), save_bytes(tensors, metadata=metadata))
 
 
 _DTYPES = {
@@ -137,7 +137,7 @@ def read_safetensors_header(
         ValueError: the file is not a readable safetensors file.
         FileNotFoundError: there is no such file.
     """
-    path = pathlib.Path(path)
+    path = user_path(path)
 
     def bad(reason: str) -> ValueError:
         return ValueError(
@@ -190,7 +190,7 @@ def read_safetensors(
         FileNotFoundError: there is no such file.
     """
     _, metadata = read_safetensors_header(path)
-    data = pathlib.Path(path).read_bytes()
+    data = user_path(path).read_bytes()
     try:
         tensors = load_bytes(data)
     except Exception as error:  # safetensors raises its own error types

@@ -8,7 +8,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from .._files import atomic_write
+from .._files import atomic_write, user_path
 
 Arr = np.ndarray | jax.Array
 """The arrays the plots take: NumPy or JAX."""
@@ -47,7 +47,7 @@ def save_png(
         ValueError: ``path`` does not end in ``.png``.
         OSError: the folder cannot be created or written.
     """
-    out = pathlib.Path(path)
+    out = user_path(path)
     if out.suffix.lower() != ".png":
         raise ValueError(
             f"save_png writes PNG files: the path must end in '.png', got {str(out)!r}."

@@ -22,10 +22,17 @@ from typing import ClassVar
 import numpy as np
 from tqdm.auto import tqdm
 
-from .._files import atomic_write
+from .._files import atomic_write, user_path
 from ._checkpoint import save_checkpoint
 from ._checkpoint_dir import os_reason
-from ._events import ChunkEnd, EpochEnd, EpochRecord, FitResult, RunInfo
+from ._events import (
+    BATCH_ORDER_KEY,
+    ChunkEnd,
+    EpochEnd,
+    EpochRecord,
+    FitResult,
+    RunInfo,
+)
 from ._metrics import Metrics
 from ._parallel import local_copy
 from ._state import TrainState
@@ -230,9 +237,10 @@ class Checkpointer(Callback):
 
     At the end of every epoch, and also at the first chunk end at or after each
     multiple of ``every`` steps. A checkpoint holds the train state, the data
-    pipeline's position, the history and the epoch's partial metrics, so
-    ``fit(..., resume=True)`` continues bitwise where it stopped. It reads the
-    loss before each save and raises
+    pipeline's position, the history, the epoch's partial metrics and the
+    run's batch order (``RunInfo.batch_order``), so ``fit(..., resume=True)``
+    continues bitwise where it stopped, and refuses a run of another order.
+    It reads the loss before each save and raises
     [`NonFiniteLossError`][zoo.train.NonFiniteLossError] instead of saving a
     diverged model. Give it to ``fit`` as ``checkpoint_dir=``.
 
@@ -252,17 +260,21 @@ class Checkpointer(Callback):
         keep: int = 2,
         config: Mapping[str, object] | None = None,
     ):
-        self.directory = pathlib.Path(directory)  # checked by fit, before any work
+        self.directory = user_path(directory)  # checked by fit, before any work
         self.every = every
         self.keep = keep
         self.config = dict(config or {})
         self.history: tuple[EpochRecord, ...] = ()
+        self.batch_order: dict[str, object] = {}
         if every is not None and every < 1:
             raise ValueError(f"Checkpointer every must be >= 1 or None, got {every}.")
         if keep < 1:
             raise ValueError(f"Checkpointer keep must be >= 1, got {keep}.")
 
     main_process_only = True
+
+    def on_train_start(self, run: RunInfo, train_state: TrainState) -> None:
+        self.batch_order = dict(run.batch_order)
 
     def _save(
         self, ts: TrainState, data_state: object, partial: Metrics, step: int
@@ -275,6 +287,7 @@ class Checkpointer(Callback):
                 "history": [r.to_json() for r in self.history],
                 "partial_epoch": [np.asarray(local_copy(v)).item() for v in partial],
                 "config": self.config,
+                BATCH_ORDER_KEY: self.batch_order,
             },
             keep=self.keep,
         )
@@ -373,7 +386,7 @@ def write_json(path: pathlib.Path, payload: object) -> None:
 def _writable_file(path: str | os.PathLike[str]) -> pathlib.Path:
     """``path`` as a file this process can write, checked now (its folder is
     created), so a bad path fails before training, naming the file."""
-    path = pathlib.Path(path)
+    path = user_path(path)
     if path.is_dir():
         raise ValueError(f"{path} is a directory; give a file name.")
     probe = path.parent / f".write-test-{uuid.uuid4().hex}.tmp"

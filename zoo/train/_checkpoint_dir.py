@@ -31,7 +31,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any, BinaryIO
 
-from .._files import atomic_write, create_file, fsync_dir, os_error_in
+from .._files import atomic_write, create_file, fsync_dir, os_error_in, user_path
 
 FORMAT = "zoo-checkpoint"
 FORMAT_VERSION = 1
@@ -94,7 +94,7 @@ def ensure_writable(directory: str | os.PathLike[str]) -> pathlib.Path:
             is in the way) or written to (for instance permission denied); the
             message names the path and the operating system's error.
     """
-    path = pathlib.Path(directory)
+    path = user_path(directory)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
@@ -335,7 +335,7 @@ def latest_checkpoint(directory: str | os.PathLike[str]) -> pathlib.Path | None:
     Returns:
         The path of the current version, or ``None``.
     """
-    root = pathlib.Path(directory)
+    root = user_path(directory)
     if not root.is_dir():
         return None
     return _resolve(root)[0]
@@ -356,7 +356,7 @@ def read_version(directory: str | os.PathLike[str]) -> Version:
             ``LATEST`` names is missing, truncated or corrupt (named, with what
             to do).
     """
-    root = pathlib.Path(directory)
+    root = user_path(directory)
     if (root / MANIFEST).is_file():
         return _verify(root)  # a version directory itself
     if not root.exists():

@@ -52,6 +52,10 @@ class EpochRecord:
         return cls(**{**values, "epoch": int(data["epoch"]) - 1})
 
 
+BATCH_ORDER_KEY = "batch_order"
+"""The metadata entry of ``fit``'s checkpoints that holds ``RunInfo.batch_order``."""
+
+
 @dataclasses.dataclass(frozen=True)
 class RunInfo:
     """Facts of a training run that do not change while it runs.
@@ -66,6 +70,9 @@ class RunInfo:
         main_process: whether this process logs and writes files (process 0).
         data_feed: where the training batches come from, as a phrase ("on the
             device (...)" or "from the host (...)").
+        batch_order: what fixes the batches step by step, as JSON: the global
+            batch size, the training set's size and labels' SHA-256, and the
+            seed (``fit``'s checkpoints store it; a resumed run must match).
     """
 
     epochs: int
@@ -76,6 +83,9 @@ class RunInfo:
     compile_seconds: float
     main_process: bool = True
     data_feed: str = ""
+    batch_order: Mapping[str, object] = dataclasses.field(
+        default_factory=dict, hash=False
+    )
 
     @property
     def total_steps(self) -> int:

@@ -33,6 +33,7 @@ from ..data import (
     train_pipeline,
 )
 from ..models import AbstractModel
+from ._augment_arg import check_augment
 from ._callbacks import (
     Callback,
     Checkpointer,
@@ -40,17 +41,11 @@ from ._callbacks import (
     StopTraining,
     default_callbacks,
 )
-from ._checkpoint import (
-    CheckpointError,
-    ensure_writable,
-    latest_checkpoint,
-    load_checkpoint,
-)
+from ._checkpoint import CheckpointError, ensure_writable, latest_checkpoint
 from ._data_arg import as_dataset
 from ._evaluate import EVAL_BATCH_SIZE, evaluate
 from ._events import ChunkEnd, EpochEnd, EpochRecord, FitResult, RunInfo
 from ._feed import (
-    BatchIterator,
     DeviceFeed,
     ResidentFeed,
     augment_key,
@@ -67,6 +62,7 @@ from ._parallel import (
     shard_batch,
 )
 from ._precise_bn import recompute_batch_norm
+from ._resume import batch_order, resume as resume_run
 from ._run_lock import run_lock
 from ._state import TrainState
 from ._step import TrainStep, make_train_step
@@ -155,7 +151,7 @@ def fit(
             (``zoo.data.DeviceShift(2)``, ...), run inside the compiled step,
             or a Grain transform (``zoo.data.RandomShift(2)``, ...), run on the
             host batch by batch (the data is then fed from the host). The two
-            draw differently.
+            draw differently. Either must keep the examples' shape and dtype.
 
     Returns:
         The final train state, the history, the compile time, the steps per
@@ -164,11 +160,12 @@ def fit(
 
     Raises:
         TypeError: data that is neither a dataset nor ``(x, y)`` arrays.
-        ValueError: bad arguments (before any work is done), e.g. a device
-            augmentation where the data must stay on the host.
+        ValueError: bad arguments (before any work is done), e.g. an
+            augmentation that changes the examples' shape.
         zoo.train.CheckpointError: an unwritable ``checkpoint_dir``, one with
-            checkpoints but no ``resume``, or a checkpoint that does not match
-            this model on resume.
+            checkpoints but no ``resume``, or on resume a checkpoint that does
+            not match this model, was written with another batch size,
+            training set or seed, or is past ``epochs``.
         NonFiniteLossError: a NaN or infinite loss; the message names the epoch
             and steps, and the last checkpoint is left as it was.
     """
@@ -180,6 +177,7 @@ def fit(
     _check_arguments(
         model, state, train_data, test_data, epochs, batch_size, steps_per_call
     )
+    check_augment(augment, train_data)
     check_targets(step_fn.loss, train_data, model, state)
     if mesh is not None:
         check_batch_size(mesh, batch_size)
@@ -214,11 +212,13 @@ def fit(
         )  # fmt: skip
         history: list[EpochRecord] = []
         partial = Metrics.zero()
+        order = batch_order(train_data, batch_size, seed)
         if resume and checkpointer is not None:
             log = next((cb.log for cb in cbs if isinstance(cb, EpochLogger)), None)
-            ts, history, partial = _resume(
-                checkpointer.directory, ts, batches, spe, log
-            )
+            ts, history, partial = resume_run(
+                checkpointer.directory, ts, batches, order=order,
+                steps_per_epoch=spe, epochs=epochs, log=log,
+            )  # fmt: skip
         put = jax.device_put
         if mesh is not None:
             ts, partial = replicate((ts, partial), mesh)
@@ -248,8 +248,9 @@ def fit(
             programs, compile_seconds = _compile(step_fn, ts, example, spe, k)
             first_chunk.result()
         run = RunInfo(
-            epochs, spe, batch_size, k, feed.step, compile_seconds, main, data_feed
-        )
+            epochs, spe, batch_size, k, feed.step, compile_seconds, main, data_feed,
+            order,
+        )  # fmt: skip
         for cb in cbs:
             cb.on_train_start(run, ts)
         stop_reason = None
@@ -389,44 +390,6 @@ def _compile(
     for length in sorted(chunk_lengths(k, spe)):
         programs[length] = step_fn.lower(ts, example(length)).compile()
     return programs, time.perf_counter() - start
-
-
-def _resume(
-    directory: str | os.PathLike[str],
-    ts: TrainState,
-    batches: BatchIterator,
-    steps_per_epoch: int,
-    log: Callable[[str], object] | None,
-) -> tuple[TrainState, list[EpochRecord], Metrics]:
-    """The state, history and partial-epoch metrics to continue a run from.
-
-    A checkpoint that ``fit`` did not write (one saved by a custom loop) has
-    no history or partial metrics: training continues from its step and data
-    position (or the data position of its step), and the current epoch's
-    training metrics cover only the steps after it.
-    """
-    if latest_checkpoint(directory) is None:
-        return ts, [], Metrics.zero()
-    ckpt = load_checkpoint(directory, like=ts)
-    loaded = ckpt.train_state
-    if loaded.opt_state is None:  # saved without optimiser state
-        loaded = TrainState(
-            loaded.model, loaded.model_state, ts.opt_state, loaded.key, loaded.step
-        )
-    step = int(loaded.step)
-    meta = ckpt.metadata
-    history = [EpochRecord.from_json(r) for r in meta.get("history", [])]
-    partial = Metrics.zero()
-    if "partial_epoch" in meta:
-        loss_sum, correct, examples = meta["partial_epoch"]
-        partial = Metrics(
-            jnp.float32(loss_sum), jnp.int32(correct), jnp.int32(examples)
-        )
-    batches.set_state(ckpt.data_state or {"next_index": step})
-    if log is not None:
-        epoch = step // steps_per_epoch + 1
-        log(f"resumed from step {step} (epoch {epoch}) in {directory}")
-    return loaded, history, partial
 
 
 def _check_arguments(

@@ -3,6 +3,7 @@
 import os
 from typing import Any
 
+from .._files import user_path
 from ._callbacks import Callback, _host_float
 from ._events import ChunkEnd, EpochEnd, FitResult, RunInfo
 from ._state import TrainState
@@ -38,7 +39,7 @@ class TensorBoardWriter(Callback):
                 '"typed-zoo[tensorboard]" (or pip install tensorboardX).',
                 name=error.name,
             ) from error
-        self.logdir = os.fspath(logdir)
+        self.logdir = os.fspath(user_path(logdir))
         self.every_seconds = every_seconds
         self._writer_class = SummaryWriter
         self.writer: Any = None
