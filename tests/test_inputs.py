@@ -100,6 +100,20 @@ def test_one_example_channels_last_gets_the_single_image_transpose(cnn):
         frozen(np.zeros((28, 28, 1), np.float32), state)  # pyright: ignore[reportCallIssue]
 
 
+def test_one_example_where_a_batch_goes_is_told_to_add_the_batch_axis(cnn):
+    model, state = cnn
+    one = np.zeros((1, 28, 28), np.float32)  # the model's input_shape itself
+    for entry in (
+        lambda x: zoo.predict(model, state, x),
+        lambda x: zoo.apply(eqx.nn.inference_mode(model), x, state),
+        lambda x: zoo.features(model, x, state),
+    ):
+        with pytest.raises(ValueError, match=r"This is ONE example: add a batch "
+                           r"axis, x\[None\]"):  # fmt: skip
+            entry(one)
+    assert zoo.predict(model, state, one[None]).shape == (1,)
+
+
 def test_only_a_model_that_declares_it_flattens_its_input():
     mlp, _ = zoo.create_model("mlp", key=jax.random.key(0))
     assert mlp.flattens_input

@@ -684,3 +684,32 @@ def test_epoch_record_history_json_counts_from_one_and_reads_back():
     data = record.to_json()
     assert data["epoch"] == 1 and "test_loss" not in data
     assert zoo.train.EpochRecord.from_json(json.loads(json.dumps(data))) == record
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: zoo.train.make_train_step(optax.adam), r"got the function adam: "  # pyright: ignore[reportArgumentType]
+         r"call it to build one, e\.g\. optax\.adam\(1e-3\)"),
+        (lambda: zoo.train.make_train_step(0.01), r"got the number 0\.01: a "  # pyright: ignore[reportArgumentType]
+         r"learning rate goes into one, e\.g\. optax\.adam\(0\.01\)"),
+        (lambda: zoo.train.make_train_step(optax.sgd(0.1), loss="cross_entropy"),  # pyright: ignore[reportArgumentType]
+         r"loss must be a function"),
+        (lambda: zoo.train.TrainState.init(*build("mlp"), optax.sgd,  # pyright: ignore[reportArgumentType]
+                                           key=jax.random.key(0)),
+         r"TrainState\.init takes an optax transformation, got the function sgd"),
+        (lambda: zoo.train.TrainState.init(*build("mlp"), optax.sgd(0.1), key=0),  # pyright: ignore[reportArgumentType]
+         r"TrainState\.init: key must be a JAX PRNG key, e\.g\. "
+         r"key=jax\.random\.key\(0\)"),
+        (lambda: zoo.create_model("mlp", key=0),  # pyright: ignore[reportArgumentType]
+         r"create_model: key must be a JAX PRNG key"),
+    ],
+)  # fmt: skip
+def test_a_mistaken_optimizer_loss_or_key_is_named_where_it_is_given(call, message):
+    # Each used to pass here and fail later, deep in optax or JAX, or blame
+    # the model's config.
+    with pytest.raises(TypeError, match=message):
+        call()
+    # Raw keys of jax.random.PRNGKey still build models and train states.
+    model, state = zoo.create_model("mlp", key=jax.random.PRNGKey(0))
+    zoo.train.TrainState.init(model, state, optax.sgd(0.1), key=jax.random.PRNGKey(1))

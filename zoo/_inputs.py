@@ -68,6 +68,8 @@ def model_inputs(model: Any, x: Any, *, batched: bool) -> jax.Array:
             f" These look like channels-last images (height, width, channels): "
             f"transpose them with x.transpose{order}."
         )
+    elif batched and tuple(x.shape) == expected:
+        message += " This is ONE example: add a batch axis, x[None]."
     elif not batched and example[1:] == expected:
         message += (
             " Models take ONE example: batch with jax.vmap(model)(xs) or "

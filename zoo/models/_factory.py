@@ -10,6 +10,7 @@ from typing import Any
 import equinox as eqx
 from jaxtyping import PRNGKeyArray
 
+from .._keys import check_key
 from ._abstract import AbstractModel
 from ._pretrained import load_pretrained
 from ._registry import build_model, model_spec
@@ -58,12 +59,14 @@ def create_model(
 
     Raises:
         KeyError: no such preset (the message suggests the nearest names).
+        TypeError: ``key`` is not a JAX PRNG key.
         ValueError: bad overrides; with ``pretrained``, no weights for that
             dataset (the message lists those with weights), a weight file whose
             SHA-256 differs from its card (or, from the Hub, from the one
             recorded), a timm file that does not fit the preset (every
             mismatched key named), or overrides that change the backbone.
     """
+    check_key(key, "create_model")
     if pretrained is not None and is_timm_source(pretrained):
         return load_timm_pretrained(name, pretrained, key=key, **overrides)
     if pretrained is not None:

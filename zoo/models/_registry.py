@@ -17,6 +17,7 @@ from typing import Any, cast
 import equinox as eqx
 from jaxtyping import PRNGKeyArray
 
+from .._keys import check_key
 from ._abstract import AbstractModel
 from ._cards import available_weights
 from ._cnn import CNN
@@ -156,7 +157,9 @@ def build_model(
 
     Raises:
         ValueError: unknown family or invalid arguments for it.
+        TypeError: ``key`` is not a JAX PRNG key.
     """
+    check_key(key, "build_model")
     kwargs = copy.deepcopy(dict(config))
     family = _family(kwargs)
     del kwargs["family"]

@@ -10,6 +10,7 @@ import optax
 from jaxtyping import Array, Int, PRNGKeyArray
 
 from .._compiler_options import initialiser_options, jit_with_options
+from .._keys import check_key
 
 FilterSpec = bool | Callable[[Any], bool] | Any
 """An Equinox filter spec: a bool, a callable on leaves, or a pytree prefix of them."""
@@ -113,12 +114,38 @@ class TrainState(eqx.Module, Generic[M]):
                 The optimiser state covers only these; pass the same spec to
                 ``make_train_step``. ``True`` (default): every inexact array.
         """
+        check_key(key, "TrainState.init")
         opt_state = None
         if optimizer is not None:
+            check_optimizer(optimizer, "TrainState.init")
             params, _ = partition_trainable(model, trainable)
             with jax.numpy_dtype_promotion("standard"):  # optax mixes dtypes
                 opt_state = _init_optimizer(optimizer, cast(optax.Params, params))
         return cls(model, model_state, opt_state, key, jnp.int32(0))
+
+
+def check_optimizer(optimizer: object, caller: str) -> None:
+    """Refuse (``TypeError``) what is not an optax transformation (an object
+    with ``init`` and ``update``), saying what was likely meant."""
+    if callable(getattr(optimizer, "init", None)) and callable(
+        getattr(optimizer, "update", None)
+    ):
+        return
+    if isinstance(optimizer, int | float) and not isinstance(optimizer, bool):
+        got = f"the number {optimizer}: a learning rate goes into one"
+        example = f"optax.adam({optimizer})"
+    elif callable(optimizer):
+        name = getattr(optimizer, "__name__", type(optimizer).__name__)
+        got = f"the function {name}: call it to build one"
+        example = f"optax.{name}(1e-3)"
+    else:
+        got, example = (
+            f"{type(optimizer).__name__} {optimizer!r}"[:200],
+            "optax.adam(1e-3)",
+        )
+    raise TypeError(
+        f"{caller} takes an optax transformation, got {got}, e.g. {example}."
+    )
 
 
 def _init_optimizer(

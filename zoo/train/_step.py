@@ -45,7 +45,7 @@ from ._precision import (
     cast_model,
     check_precision,
 )
-from ._state import FilterSpec, TrainState, partition_trainable
+from ._state import FilterSpec, TrainState, check_optimizer, partition_trainable
 
 
 def prepare_inputs(
@@ -367,9 +367,17 @@ def make_train_step(
             a few test images lower at the end of a recipe.
 
     Raises:
+        TypeError: ``optimizer`` is not an optax transformation (e.g. the
+            function ``optax.adam`` itself), or ``loss`` is not a function.
         ValueError: ``batch_norm_examples`` or ``batch_norm_steps`` below 0,
             or another ``precision``.
     """
+    check_optimizer(optimizer, "make_train_step")
+    if not callable(loss):
+        raise TypeError(
+            f"make_train_step's loss must be a function (logits, labels) -> "
+            f"losses, e.g. zoo.train.label_smoothing(0.1), got {loss!r}."
+        )
     check_precision(precision)
     if batch_norm_examples < 0:
         raise ValueError(
