@@ -156,3 +156,28 @@ def test_a_header_that_lies_about_its_length_is_refused(tmp_path: pathlib.Path):
     path.write_bytes(struct.pack("<Q", 1 << 40) + b"{}")
     with pytest.raises(ValueError, match="past the end of its 10 bytes"):
         zoo.load_safetensors(path)
+
+
+def test_save_refuses_what_it_cannot_write_and_writes_nothing(tmp_path: pathlib.Path):
+    # Each once failed deep inside with a KeyError or an AttributeError, or
+    # named a hidden temporary file.
+    cnn, _ = zoo.create_model("stax_cnn", key=jax.random.key(0))
+    mlp, mlp_state = zoo.create_model("mlp", key=jax.random.key(0))
+    file = tmp_path / "m.safetensors"
+    refused = [
+        ((file, cnn, mlp_state), ValueError, r"The state passed is not CNN's"),
+        ((file, cnn, None), ValueError, r"CNN is stateful \(BatchNorm\): pass"),
+        ((mlp, mlp_state, file), TypeError, r"got State \(the arguments are \(path"),
+        ((file, eqx.nn.Linear(2, 2, key=jax.random.key(0)), None), TypeError,
+         r"save_safetensors takes a zoo model"),
+        ((tmp_path / "no" / "m.safetensors", mlp, mlp_state), FileNotFoundError,
+         r"The folder .*no does not exist: create it first"),
+        ((tmp_path, mlp, mlp_state), IsADirectoryError, r"is a folder"),
+    ]  # fmt: skip
+    for args, error, message in refused:
+        with pytest.raises(error, match=message):
+            zoo.save_safetensors(*args)  # pyright: ignore[reportArgumentType]
+    assert list(tmp_path.iterdir()) == []
+    zoo.save_safetensors(file, mlp, None)  # a stateless model needs no state
+    again, _ = zoo.load_safetensors(file)
+    assert again.config() == mlp.config()

@@ -21,17 +21,16 @@ import os
 import pathlib
 import warnings
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from ._files import atomic_write, user_path
+from ._files import atomic_write
 from .models._abstract import AbstractModel
 from .models._apply import apply
-from .models._safetensors import abstract_model
+from .models._model_args import check_zoo_model, checked_state, file_target
 
 EXPORT_FORMATS: tuple[str, ...] = ("jax", "onnx")
 """The formats ``zoo.export`` writes."""
@@ -104,20 +103,9 @@ def export(
             f"batch_size must be an int >= 1, or None for a symbolic batch; got "
             f"{batch_size!r}."
         )
-    if not isinstance(model, AbstractModel):
-        raise TypeError(
-            f"zoo.export takes a zoo model (zoo.AbstractModel, whose input_shape "
-            f"gives the input), got {type(model).__name__}."
-        )
-    target = user_path(path)
-    if target.is_dir():
-        raise IsADirectoryError(f"{target} is a folder: give the path of a file.")
-    if not target.parent.is_dir():
-        raise FileNotFoundError(
-            f"The folder {target.parent} does not exist: create it first "
-            f"(mkdir -p {target.parent}), then export to {target}."
-        )
-    state = _checked_state(model, state)
+    model = check_zoo_model(model, "zoo.export")
+    target = file_target(path)
+    state = checked_state(model, state)
     fn = _inference_function(model, state)
     if format == "jax":
         data = _to_jax(fn, model, batch_size)
@@ -136,69 +124,6 @@ def _inference_function(
         return apply(inference, x, state)[0]
 
     return logits
-
-
-def _checked_state(
-    model: AbstractModel, state: eqx.nn.State | None
-) -> eqx.nn.State | None:
-    """``state``, checked to be the one ``model`` takes (entries and shapes).
-
-    Raises:
-        ValueError: a stateful model without state, or a state whose entries
-            or shapes are not the model's.
-    """
-    name = type(model).__name__
-    if state is not None and not isinstance(state, eqx.nn.State):
-        raise ValueError(
-            f"state must be the eqx.nn.State of the model (or None for a "
-            f"stateless one), got {type(state).__name__}."
-        )
-    if not model.stateful:
-        if state is not None and jax.tree.leaves(state):
-            raise ValueError(
-                f"{name} is stateless, but the state passed has entries "
-                f"{sorted(_entries(state))}: it belongs to another model."
-            )
-        return None
-    if state is None:
-        raise ValueError(
-            f"{name} is stateful (BatchNorm): pass the `state` returned by "
-            "zoo.create_model or eqx.nn.make_with_state."
-        )
-    try:
-        _, expected = abstract_model(model.config())
-    except ValueError:  # a model zoo cannot rebuild: tracing checks the state
-        return state
-    want, got = _entries(expected), _entries(state)
-    wrong = sorted(
-        (set(want) ^ set(got)) | {k for k in set(want) & set(got) if want[k] != got[k]}
-    )
-    if wrong:
-        shown = ", ".join(
-            f"{k}: model {want.get(k, 'absent')}, state {got.get(k, 'absent')}"
-            for k in wrong[:4]
-        )
-        raise ValueError(
-            f"The state passed is not {name}'s ({len(wrong)} entries differ: "
-            f"{shown}). Pass the state that was created or loaded with this model."
-        )
-    return state
-
-
-def _entries(state: Any) -> dict[str, str]:
-    """``{entry: "shapes dtypes"}`` of an ``eqx.nn.State``, one per layer's
-    entry (named as Equinox names them, e.g. ``CNN.blocks[0].norm.batch_counter``)."""
-    entries = jax.tree_util.tree_flatten(state, is_leaf=lambda n: n is not state)[0]
-    node = jax.tree.structure(state).node_data()
-    keys = node[1] if node is not None else None
-    if not (isinstance(keys, tuple) and len(keys) == len(entries)):
-        keys = [f"entry {i}" for i in range(len(entries))]
-    return {
-        str(key): " ".join(
-            f"{leaf.dtype}{list(leaf.shape)}" for leaf in jax.tree.leaves(entry)
-        )
-        for key, entry in zip(keys, entries, strict=True)
-    }
 
 
 def _to_jax(

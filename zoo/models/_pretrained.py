@@ -58,9 +58,9 @@ from ._cards import (
     weights_file_name,
 )
 from ._hub import check_url, download_card, http_allowed, join, opener
+from ._model_args import abstract_model
 from ._registry import build_model, model_spec
 from ._safetensors import (
-    abstract_model,
     check_tensors,
     file_config,
     fill_arrays,

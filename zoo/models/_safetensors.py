@@ -31,7 +31,7 @@ from safetensors.numpy import load as load_bytes, save as save_bytes
 
 from .._files import atomic_write, user_path
 from ._abstract import AbstractModel
-from ._registry import build_model
+from ._model_args import abstract_model, check_zoo_model, checked_state, file_target
 
 STATE_PREFIX = "state:"
 """Prefix of the names of state entries (BatchNorm statistics) in a file."""
@@ -81,7 +81,7 @@ def named_arrays(model: AbstractModel, state: eqx.nn.State) -> dict[str, jax.Arr
 
 
 def save_safetensors(
-    path: str | os.PathLike[str], model: AbstractModel, state: eqx.nn.State
+    path: str | os.PathLike[str], model: AbstractModel, state: eqx.nn.State | None
 ) -> pathlib.Path:
     """Write ``model``'s parameters and ``state`` to a safetensors file, atomically.
 
@@ -98,11 +98,20 @@ def save_safetensors(
         path: the file to write (its folder must exist); an existing file is
             replaced only once the new one is complete.
         model: any zoo model.
-        state: its state (empty for stateless models).
+        state: its state (empty, or ``None``, for stateless models).
 
     Returns:
         ``path`` as a ``pathlib.Path``.
+
+    Raises:
+        TypeError: ``model`` is not a zoo model.
+        ValueError: ``state`` is not the model's.
+        FileNotFoundError: the folder of ``path`` does not exist.
+        IsADirectoryError: ``path`` is a folder.
     """
+    model = check_zoo_model(model, "save_safetensors")
+    target = file_target(path)
+    state = checked_state(model, state) or eqx.nn.State(model)
     tensors = {
         name: np.asarray(jax.device_get(array))
         for name, array in named_arrays(model, state).items()
@@ -110,7 +119,7 @@ def save_safetensors(
     # One metadata entry: safetensors writes several in no fixed order, and
     # the same model must always give the same bytes (and SHA-256).
     metadata = {"config": json.dumps(model.config(), sort_keys=True)}
-    return atomic_write(user_path(path), save_bytes(tensors, metadata=metadata))
+    return atomic_write(target, save_bytes(tensors, metadata=metadata))
 
 
 _DTYPES = {
@@ -228,26 +237,6 @@ def file_config(path: str | os.PathLike[str], metadata: Mapping[str, str]) -> An
     if not isinstance(config, dict):
         raise ValueError(f"{path}: its model config is not a JSON object.")
     return config
-
-
-def abstract_model(
-    config: Mapping[str, Any], *, source: str = "The config"
-) -> tuple[AbstractModel, eqx.nn.State]:
-    """The model and state ``config`` builds, as shapes only: nothing is allocated.
-
-    Every array is a ``jax.ShapeDtypeStruct`` (``eqx.filter_eval_shape``), so a
-    config can be checked against the tensors a file holds before the model is
-    built.
-
-    Raises:
-        ValueError: the config builds no model (``source`` names where it is).
-    """
-    try:
-        return eqx.filter_eval_shape(build_model, config, key=jax.random.key(0))
-    except (ValueError, TypeError, KeyError) as error:
-        raise ValueError(
-            f"{source} describes no model zoo can build: {error}"
-        ) from None
 
 
 def check_tensors(

@@ -33,10 +33,10 @@ from jaxtyping import PRNGKeyArray
 from ..data._preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from ._abstract import AbstractModel
 from ._hub import HF_HUB_PREFIX, hub_file
+from ._model_args import abstract_model
 from ._registry import build_model, model_spec
 from ._resnet import ResNet
 from ._safetensors import (
-    abstract_model,
     fill_arrays,
     is_array_like,
     named_arrays,

@@ -1,0 +1,125 @@
+"""The model, state and file a user hands to a function that writes a model:
+checked to be a zoo model, its own state and a writable file path, each
+refused with what to pass instead."""
+
+import os
+import pathlib
+from collections.abc import Mapping
+from typing import Any
+
+import equinox as eqx
+import jax
+
+from .._files import user_path
+from ._abstract import AbstractModel
+from ._registry import build_model
+
+
+def abstract_model(
+    config: Mapping[str, Any], *, source: str = "The config"
+) -> tuple[AbstractModel, eqx.nn.State]:
+    """The model and state ``config`` builds, as shapes only: nothing is allocated.
+
+    Every array is a ``jax.ShapeDtypeStruct`` (``eqx.filter_eval_shape``), so a
+    config can be checked against the tensors a file holds before the model is
+    built.
+
+    Raises:
+        ValueError: the config builds no model (``source`` names where it is).
+    """
+    try:
+        return eqx.filter_eval_shape(build_model, config, key=jax.random.key(0))
+    except (ValueError, TypeError, KeyError) as error:
+        raise ValueError(
+            f"{source} describes no model zoo can build: {error}"
+        ) from None
+
+
+def check_zoo_model(model: object, caller: str) -> AbstractModel:
+    """``model``, refused (``TypeError``) unless it is a zoo model."""
+    if isinstance(model, AbstractModel):
+        return model
+    swapped = " (the arguments are (path, model, state)?)"
+    raise TypeError(
+        f"{caller} takes a zoo model (zoo.AbstractModel, which knows its config "
+        f"and input_shape), got {type(model).__name__}"
+        f"{swapped if isinstance(model, eqx.nn.State) else ''}."
+    )
+
+
+def file_target(path: str | os.PathLike[str]) -> pathlib.Path:
+    """``path`` (``~`` expanded) as a file to write: its folder must exist and
+    it must not be a folder itself."""
+    target = user_path(path)
+    if target.is_dir():
+        raise IsADirectoryError(f"{target} is a folder: give the path of a file.")
+    if not target.parent.is_dir():
+        raise FileNotFoundError(
+            f"The folder {target.parent} does not exist: create it first "
+            f"(mkdir -p {target.parent}), then write {target}."
+        )
+    return target
+
+
+def checked_state(
+    model: AbstractModel, state: eqx.nn.State | None
+) -> eqx.nn.State | None:
+    """``state``, checked to be the one ``model`` takes (entries and shapes);
+    ``None`` for a stateless model.
+
+    Raises:
+        ValueError: a stateful model without state, or a state whose entries
+            or shapes are not the model's.
+    """
+    name = type(model).__name__
+    if state is not None and not isinstance(state, eqx.nn.State):
+        raise ValueError(
+            f"state must be the eqx.nn.State of the model (or None for a "
+            f"stateless one), got {type(state).__name__}."
+        )
+    if not model.stateful:
+        if state is not None and jax.tree.leaves(state):
+            raise ValueError(
+                f"{name} is stateless, but the state passed has entries "
+                f"{sorted(_entries(state))}: it belongs to another model."
+            )
+        return None
+    if state is None:
+        raise ValueError(
+            f"{name} is stateful (BatchNorm): pass the `state` returned by "
+            "zoo.create_model or eqx.nn.make_with_state."
+        )
+    try:
+        _, expected = abstract_model(model.config())
+    except ValueError:  # a model zoo cannot rebuild: tracing checks the state
+        return state
+    want, got = _entries(expected), _entries(state)
+    wrong = sorted(
+        (set(want) ^ set(got)) | {k for k in set(want) & set(got) if want[k] != got[k]}
+    )
+    if wrong:
+        shown = ", ".join(
+            f"{k}: model {want.get(k, 'absent')}, state {got.get(k, 'absent')}"
+            for k in wrong[:4]
+        )
+        raise ValueError(
+            f"The state passed is not {name}'s ({len(wrong)} entries differ: "
+            f"{shown}). Pass the state that was created or loaded with this model."
+        )
+    return state
+
+
+def _entries(state: Any) -> dict[str, str]:
+    """``{entry: "shapes dtypes"}`` of an ``eqx.nn.State``, one per layer's
+    entry (named as Equinox names them, e.g. ``CNN.blocks[0].norm.batch_counter``)."""
+    entries = jax.tree_util.tree_flatten(state, is_leaf=lambda n: n is not state)[0]
+    node = jax.tree.structure(state).node_data()
+    keys = node[1] if node is not None else None
+    if not (isinstance(keys, tuple) and len(keys) == len(entries)):
+        keys = [f"entry {i}" for i in range(len(entries))]
+    return {
+        str(key): " ".join(
+            f"{leaf.dtype}{list(leaf.shape)}" for leaf in jax.tree.leaves(entry)
+        )
+        for key, entry in zip(keys, entries, strict=True)
+    }
