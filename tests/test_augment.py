@@ -10,6 +10,7 @@ from hypothesis import given, strategies as st
 from zoo.data import (
     ArrayDataset,
     Compose,
+    DeviceShift,
     RandomCrop,
     RandomErasing,
     RandomFlip,
@@ -255,6 +256,10 @@ def test_sharded_augmentation_transforms_each_example_as_unsharded(count: int):
         (lambda: RandomErasing(scale=(0.5, 0.2)), "scale must satisfy"),
         (lambda: RandomErasing(ratio=(0.0, 1.0)), "ratio must satisfy"),
         (lambda: RandomErasing(value="noise"), "value must be a number or 'random'"),
+        (lambda: RandomErasing(value=float("nan")), r"value must be finite"),
+        (lambda: RandomShift(2.5), r"max_shift must be a whole number of pixels"),  # pyright: ignore[reportArgumentType]
+        (lambda: RandomShift(True), r"max_shift must be a whole number of pixels"),
+        (lambda: RandomCrop(1.5), r"padding must be a whole number of pixels"),  # pyright: ignore[reportArgumentType]
     ],
 )
 def test_bad_arguments_are_refused_with_the_reason(make, message):
@@ -274,3 +279,12 @@ def test_bad_inputs_are_refused_with_the_reason():
         RandomCrop(5, padding_mode="reflect").random_map(_batch(), rng)
     with pytest.raises(ValueError, match=r"does not fit uint8 images"):
         RandomErasing(1.0, value=300).random_map(_batch(), rng)
+    # A shift as large as the image could move it out of the frame entirely.
+    with pytest.raises(ValueError, match=r"RandomShift\(max_shift=5\) can move 7x5"):
+        RandomShift(5).random_map(_batch(), rng)
+    RandomShift(4).random_map(_batch(), rng)
+
+
+def test_a_pipeline_refuses_a_device_augmentation_naming_its_twin(small_train):
+    with pytest.raises(TypeError, match=r"a device augmentation.*fit\(augment="):
+        train_pipeline(small_train, batch_size=8, seed=0, augment=DeviceShift(2))  # pyright: ignore[reportArgumentType]

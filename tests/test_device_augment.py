@@ -310,6 +310,12 @@ def test_bad_arguments_say_what_to_do():
         DeviceErasing(scale=(0.5, 0.1))
     with pytest.raises(ValueError, match="max_shift must be >= 0"):
         DeviceShift(-2)
+    with pytest.raises(ValueError, match="max_shift must be a whole number"):
+        DeviceShift(2.5)  # pyright: ignore[reportArgumentType]
+    with pytest.raises(ValueError, match=r"DeviceErasing value must be finite"):
+        DeviceErasing(value=float("inf"))
+    with pytest.raises(ValueError, match=r"DeviceShift\(max_shift=\d+\) can move"):
+        DeviceShift(max(image.shape[1:]))(key, image)
     with pytest.raises(ValueError, match=r"ONE image.*augment_batch"):
         DeviceShift(1)(key, image[None])
     with pytest.raises(ValueError, match=r"fill 300 does not fit uint8.*\[0, 255\]"):

@@ -21,6 +21,27 @@ import numpy as np
 from ._pipeline import _NO_SHARD, Record, _ShardAware
 
 
+def _whole_pixels(value: object, what: str) -> int:
+    """``value`` as a count of pixels >= 0; refused (``ValueError``) otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise ValueError(
+            f"{what} must be a whole number of pixels >= 0, got {value!r}."
+        )
+    if value < 0:
+        raise ValueError(f"{what} must be >= 0, got {value}.")
+    return int(value)
+
+
+def check_shift_fits(name: str, max_shift: int, height: int, width: int) -> None:
+    """Refuse a shift that can move an image out of its frame entirely."""
+    if max_shift >= min(height, width):
+        raise ValueError(
+            f"{name}(max_shift={max_shift}) can move {height}x{width} images out "
+            f"of the frame entirely; use a max_shift below {min(height, width)} "
+            "(2 for 28x28 digits)."
+        )
+
+
 class _BatchAugment(grain.transforms.RandomMap):
     """Shared parts: the shard whose rows are kept, and the input check."""
 
@@ -90,9 +111,7 @@ class RandomShift(_BatchAugment):
         """Args:
         max_shift: the largest shift in pixels, along each axis (>= 0).
         """
-        if max_shift < 0:
-            raise ValueError(f"max_shift must be >= 0, got {max_shift}.")
-        self.max_shift = max_shift
+        self.max_shift = _whole_pixels(max_shift, "max_shift")
 
     def __repr__(self) -> str:
         return f"RandomShift(max_shift={self.max_shift})"
@@ -107,6 +126,7 @@ class RandomShift(_BatchAugment):
         if m == 0:
             return element
         batch, _, height, width = images.shape
+        check_shift_fits("RandomShift", m, height, width)
         padded = np.pad(images, ((0, 0), (0, 0), (m, m), (m, m)))
         top = self._draw(batch, lambda n: rng.integers(0, 2 * m + 1, size=n))
         left = self._draw(batch, lambda n: rng.integers(0, 2 * m + 1, size=n))
@@ -186,8 +206,7 @@ class RandomCrop(_BatchAugment):
         padding_mode: ``"constant"`` (``fill``), ``"edge"`` (repeat the border
             pixel) or ``"reflect"`` (mirror without repeating the border).
         """
-        if padding < 0:
-            raise ValueError(f"RandomCrop padding must be >= 0, got {padding}.")
+        padding = _whole_pixels(padding, "RandomCrop padding")
         if padding_mode not in _PAD_MODES:
             raise ValueError(
                 f"RandomCrop padding_mode must be one of {_PAD_MODES}, got "
@@ -292,6 +311,11 @@ class RandomErasing(_BatchAugment):
         if isinstance(value, str) and value != "random":
             raise ValueError(
                 f"RandomErasing value must be a number or 'random', got {value!r}."
+            )
+        if not isinstance(value, str) and not np.isfinite(value):
+            raise ValueError(
+                f"RandomErasing value must be finite (or 'random'), got {value!r}: "
+                "it would put a NaN or an infinity into the images."
             )
         self.p = p
         self.scale = (float(scale[0]), float(scale[1]))

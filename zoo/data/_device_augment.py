@@ -22,7 +22,13 @@ import numpy as np
 from jaxtyping import Array, PRNGKeyArray, Shaped
 
 from .._checks import checked
-from ._augment import RandomCrop, RandomErasing, RandomFlip, RandomShift
+from ._augment import (
+    RandomCrop,
+    RandomErasing,
+    RandomFlip,
+    RandomShift,
+    check_shift_fits,
+)
 
 Image = Shaped[Array, "channels height width"]
 Shape = tuple[int, int, int]
@@ -168,6 +174,7 @@ class DeviceShift(AbstractDeviceAugment):
     def apply(self, draws: Array, image: Image) -> Image:
         """``image`` shifted by ``max_shift - draws``."""
         m = self.max_shift
+        check_shift_fits("DeviceShift", m, image.shape[1], image.shape[2])
         return _crop_apply("DeviceShift", draws, image, m, None, 0, "constant")
 
 

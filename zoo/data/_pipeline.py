@@ -363,10 +363,26 @@ def train_pipeline(
         ValueError: bad sizes or options, e.g. an epoch too small for one batch
             with ``drop_remainder=True``, or ``scale=True`` on non-``uint8``
             inputs.
+        TypeError: ``augment`` is not a Grain ``RandomMap`` (e.g. a device
+            augmentation).
     """
     _check_common(dataset, batch_size, scale)
     if seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed}.")
+    if augment is not None and not isinstance(augment, grain.transforms.RandomMap):
+        device = hasattr(augment, "draw") and hasattr(augment, "apply")
+        raise TypeError(
+            f"train_pipeline's augment takes a Grain RandomMap over whole batches "
+            f"(zoo.data.RandomShift(2), ...), got {augment!r}"
+            + (
+                ": a device augmentation, which runs inside a step. Pass it to "
+                "fit(augment=...) or use zoo.data.augment_batch in your step, or "
+                "give the pipeline its host twin of the same parameters "
+                "(RandomShift for DeviceShift, ...)."
+                if device
+                else "."
+            )
+        )
     if num_epochs is not None and num_epochs < 1:
         raise ValueError(f"num_epochs must be positive or None, got {num_epochs}.")
     shard = shard or _NO_SHARD
