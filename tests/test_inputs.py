@@ -126,3 +126,10 @@ def test_only_a_model_that_declares_it_flattens_its_input():
     assert not cnn.flattens_input
     with pytest.raises(ValueError, match="but CNN takes"):
         zoo.apply(cnn, flat.reshape(3, 28, 28), state)
+
+
+def test_a_state_where_the_inputs_go_is_told_the_order(cnn):
+    model, state = cnn
+    order = r"got State: the state went where the inputs go: the order is predict"
+    with pytest.raises(TypeError, match=order):
+        zoo.predict(model, np.zeros((2, 1, 28, 28), np.uint8), state)  # pyright: ignore[reportArgumentType]

@@ -17,6 +17,7 @@
 import math
 from typing import Any
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -31,9 +32,14 @@ def model_inputs(model: Any, x: Any, *, batched: bool) -> jax.Array:
     """
     name = type(model).__name__
     if not isinstance(x, jax.Array | np.ndarray):
+        fix = "wrap it with jnp.asarray(...)"
+        if isinstance(x, eqx.nn.State):
+            fix = (
+                "the state went where the inputs go: the order is "
+                "predict(model, state, inputs) and apply(model, inputs, state)"
+            )
         raise TypeError(
-            f"{name} takes a NumPy or JAX array, got {type(x).__name__}: wrap it "
-            "with jnp.asarray(...)."
+            f"{name} takes a NumPy or JAX array, got {type(x).__name__}: {fix}."
         )
     if x.dtype == np.uint8:
         x = jnp.asarray(x).astype(jnp.float32) / 255.0
