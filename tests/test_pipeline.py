@@ -461,3 +461,11 @@ def test_random_shift_refuses_bad_arguments():
         RandomShift(1).random_map(
             {"inputs": np.zeros((4, 784), np.uint8)}, np.random.default_rng(0)
         )
+
+
+def test_a_pipeline_refuses_arrays_and_a_batch_size_that_is_no_int():
+    x, y = np.zeros((8, 2), np.float32), np.zeros(8, np.int32)
+    with pytest.raises(TypeError, match=r"reads a zoo\.data\.ArrayDataset, got tuple"):
+        train_pipeline((x, y), batch_size=4, seed=0)  # pyright: ignore[reportArgumentType]
+    with pytest.raises(TypeError, match=r"batch_size must be an int >= 1, got '4'"):
+        eval_pipeline(ArrayDataset(x, y), batch_size="4")  # pyright: ignore[reportArgumentType]

@@ -547,6 +547,11 @@ def test_non_finite_loss_stops_with_step_and_epoch_and_keeps_checkpoint(
         ({"batch_size": True}, ValueError, "batch_size must be an int"),
         ({"epochs": None}, ValueError, "epochs must be an int"),
         ({"epochs": 2.0}, ValueError, "epochs must be an int"),
+        (
+            {"callbacks": zoo.train.ProgressBar()},
+            TypeError,
+            r"callbacks takes a list of callbacks: callbacks=\[ProgressBar\(\.\.\.\)\]",
+        ),
     ],
 )
 def test_fit_refuses_bad_arguments_up_front(kwargs, error, message, small_train):

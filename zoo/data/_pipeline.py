@@ -146,6 +146,13 @@ def _scale(inputs: np.ndarray) -> np.ndarray:
 
 
 def _check_common(dataset: ArrayDataset, batch_size: int, scale: bool) -> None:
+    if not isinstance(dataset, ArrayDataset):
+        raise TypeError(
+            f"A pipeline reads a zoo.data.ArrayDataset, got {type(dataset).__name__}"
+            ": wrap arrays as zoo.data.ArrayDataset(x, y)."
+        )
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer):
+        raise TypeError(f"batch_size must be an int >= 1, got {batch_size!r}.")
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
     if len(dataset) == 0:

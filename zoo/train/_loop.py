@@ -178,6 +178,12 @@ def fit(
         model, state, train_data, test_data, epochs, batch_size, steps_per_call
     )
     check_augment(augment, train_data)
+    if isinstance(callbacks, Callback):
+        raise TypeError(
+            "callbacks takes a list of callbacks: callbacks="
+            f"[{type(callbacks).__name__}(...)], or zoo.train.default_callbacks() "
+            "+ [...] to keep the defaults."
+        )
     check_targets(step_fn.loss, train_data, model, state)
     if mesh is not None:
         check_batch_size(mesh, batch_size)
