@@ -718,3 +718,17 @@ def test_a_mistaken_optimizer_loss_or_key_is_named_where_it_is_given(call, messa
     # Raw keys of jax.random.PRNGKey still build models and train states.
     model, state = zoo.create_model("mlp", key=jax.random.PRNGKey(0))
     zoo.train.TrainState.init(model, state, optax.sgd(0.1), key=jax.random.PRNGKey(1))
+
+
+def test_a_batch_order_is_compared_on_what_this_version_records(tmp_path):
+    from zoo.train._resume import check_batch_order
+
+    order = {"batch_size": 128, "train_examples": 1024, "seed": 5}
+    check_batch_order(tmp_path, None, order)  # a custom loop's checkpoint
+    check_batch_order(tmp_path, {**order, "a later entry": 1}, order)
+    with pytest.raises(zoo.CheckpointError, match=r"differ in batch_size and seed,"):
+        check_batch_order(tmp_path, {**order, "batch_size": 64, "seed": 1}, order)
+    with pytest.raises(zoo.CheckpointError, match=r"differ in train_examples,"):
+        check_batch_order(
+            tmp_path, {k: order[k] for k in ("batch_size", "seed")}, order
+        )

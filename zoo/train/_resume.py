@@ -52,14 +52,17 @@ def check_batch_order(
 ) -> None:
     """Refuse (``CheckpointError``) a checkpoint written by a run whose batches
     came in another order; ``saved`` is ``None`` for a checkpoint that does not
-    say (written by a custom loop), which is taken as it is."""
-    if saved is None or dict(saved) == dict(current):
+    say (written by a custom loop), which is taken as it is. Only the entries
+    of ``current`` are compared."""
+    if saved is None:
         return
     differ = [
         "the training labels" if key == "train_labels_sha256" else key
         for key in current
         if saved.get(key) != current[key]
     ]
+    if not differ:
+        return
     what = " and ".join(filter(None, [", ".join(differ[:-1]), differ[-1]]))
     raise CheckpointError(
         f"The checkpoint in {directory} continues a run of {_describe(saved)}, "
