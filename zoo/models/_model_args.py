@@ -1,6 +1,9 @@
-"""The model, state and file a user hands to a function that writes a model:
-checked to be a zoo model, its own state and a writable file path, each
-refused with what to pass instead."""
+"""What a model-file function is given, checked before it reads or writes.
+
+``abstract_model`` builds a config's model as shapes only, to check a file or
+a state against it; ``check_zoo_model``, ``checked_state`` and ``file_target``
+check a zoo model, its own state and a writable file path, each refused with
+what to pass instead (``save_safetensors`` and ``export`` share them)."""
 
 import os
 import pathlib
