@@ -132,6 +132,14 @@ def test_the_xla_conv_path_exports_the_same_logits(tmp_path):
     helpers.assert_close(got, _reference(model, state, x), rtol=1e-5)
 
 
+def _nan_mean(state: eqx.nn.State) -> eqx.nn.State:
+    """``state`` with its first floating-point entry (a running mean) NaN."""
+    leaves, treedef = jax.tree.flatten(state)
+    first = next(i for i, x in enumerate(leaves) if x.dtype == jnp.float32)
+    leaves[first] = leaves[first] * jnp.nan
+    return jax.tree.unflatten(treedef, leaves)
+
+
 def _bad_exports(tmp_path: pathlib.Path) -> list:
     cnn, cnn_state = zoo.create_model("cnn", key=jax.random.key(0))
     _, stax_state = zoo.create_model("stax_cnn", key=jax.random.key(0))
@@ -152,6 +160,8 @@ def _bad_exports(tmp_path: pathlib.Path) -> list:
         ((mlp, stax_state, file), {}, ValueError, "MLP is stateless"),
         ((eqx.nn.Linear(2, 2, key=jax.random.key(0)), None, file), {}, TypeError,
          "takes a zoo model"),
+        ((cnn, _nan_mean(cnn_state), file), {}, ValueError,
+         r"zoo.export: the weights hold NaN .* in state"),
     ]  # fmt: skip
 
 

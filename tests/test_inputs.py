@@ -133,3 +133,20 @@ def test_a_state_where_the_inputs_go_is_told_the_order(cnn):
     order = r"got State: the state went where the inputs go: the order is predict"
     with pytest.raises(TypeError, match=order):
         zoo.predict(model, np.zeros((2, 1, 28, 28), np.uint8), state)  # pyright: ignore[reportArgumentType]
+
+
+def test_predict_refuses_outputs_no_class_describes(cnn):
+    # argmax of a NaN row is 0: these batches were once "predicted" as class 0.
+    model, state = cnn
+    xs = np.random.default_rng(0).random((6, 1, 28, 28), np.float32)
+    xs[[1, 4], 0, 3, 5] = np.nan
+    with pytest.raises(ValueError, match=r"NaN or infinite for 2 of 6 examples "
+                       r"\(1, 4\).*the inputs of 2 of them hold NaN"):  # fmt: skip
+        zoo.predict(model, state, xs)
+    broken = eqx.tree_at(lambda m: m.output.bias, model, model.output.bias * jnp.nan)
+    with pytest.raises(ValueError, match=r"for 6 of 6 examples .*inputs are finite"
+                       r", so the model's weights or state hold NaN"):  # fmt: skip
+        zoo.predict(broken, state, np.nan_to_num(xs))
+    # Inside a user's jit the values are not known: predict gives the classes.
+    inside = jax.jit(lambda x: zoo.predict(model, state, x))(np.nan_to_num(xs))
+    np.testing.assert_array_equal(inside, zoo.predict(model, state, np.nan_to_num(xs)))

@@ -6,6 +6,7 @@ import struct
 
 import equinox as eqx
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.core import Tracer
@@ -181,3 +182,20 @@ def test_save_refuses_what_it_cannot_write_and_writes_nothing(tmp_path: pathlib.
     zoo.save_safetensors(file, mlp, None)  # a stateless model needs no state
     again, _ = zoo.load_safetensors(file)
     assert again.config() == mlp.config()
+
+
+def test_weights_holding_nan_are_refused_and_nothing_is_written(tmp_path):
+    model, state = zoo.create_model("stax_cnn", key=jax.random.key(0))
+    assert isinstance(model, zoo.CNN)
+    weight = model.blocks[1].conv.weight
+    broken = eqx.tree_at(lambda m: m.blocks[1].conv.weight, model,
+                         weight.at[0, 0, 0, :2].set(jnp.inf))  # fmt: skip
+    file = tmp_path / "m.safetensors"
+    file.write_bytes(b"an earlier file")
+    message = (r"save_safetensors: the weights hold NaN or infinite values, in "
+               r"model\.blocks\[1\]\.conv\.weight \(2 of \d+\); nothing was "
+               r"written")  # fmt: skip
+    with pytest.raises(ValueError, match=message):
+        zoo.save_safetensors(file, broken, state)
+    assert file.read_bytes() == b"an earlier file"
+    assert list(tmp_path.iterdir()) == [file]

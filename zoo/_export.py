@@ -30,7 +30,12 @@ from jaxtyping import Array, Float
 from ._files import atomic_write
 from .models._abstract import AbstractModel
 from .models._apply import apply
-from .models._model_args import check_zoo_model, checked_state, file_target
+from .models._model_args import (
+    check_finite_weights,
+    check_zoo_model,
+    checked_state,
+    file_target,
+)
 
 EXPORT_FORMATS: tuple[str, ...] = ("jax", "onnx")
 """The formats ``zoo.export`` writes."""
@@ -82,8 +87,9 @@ def export(
 
     Raises:
         ValueError: an unknown format, a ``batch_size`` below 1, a state that
-            is not the model's, or a model ``jax2onnx`` cannot convert with a
-            symbolic batch (the message says to pass ``batch_size``).
+            is not the model's, weights or state holding NaN or infinity
+            (nothing is written), or a model ``jax2onnx`` cannot convert with
+            a symbolic batch (the message says to pass ``batch_size``).
         TypeError: ``model`` is not a zoo model.
         FileNotFoundError: the folder of ``path`` does not exist.
         IsADirectoryError: ``path`` is a folder.
@@ -106,6 +112,7 @@ def export(
     model = check_zoo_model(model, "zoo.export")
     target = file_target(path)
     state = checked_state(model, state)
+    check_finite_weights(model, state, "zoo.export")
     fn = _inference_function(model, state)
     if format == "jax":
         data = _to_jax(fn, model, batch_size)

@@ -1,9 +1,10 @@
 """What a model-file function is given, checked before it reads or writes.
 
 ``abstract_model`` builds a config's model as shapes only, to check a file or
-a state against it; ``check_zoo_model``, ``checked_state`` and ``file_target``
-check a zoo model, its own state and a writable file path, each refused with
-what to pass instead (``save_safetensors`` and ``export`` share them)."""
+a state against it; ``check_zoo_model``, ``checked_state``,
+``check_finite_weights`` and ``file_target`` check a zoo model, its own state,
+that neither holds NaN or infinity, and a writable file path, each refused
+with what to do instead (``save_safetensors`` and ``export`` share them)."""
 
 import os
 import pathlib
@@ -12,6 +13,7 @@ from typing import Any
 
 import equinox as eqx
 import jax
+import jax.numpy as jnp
 
 from .._files import user_path
 from ._abstract import AbstractModel
@@ -110,6 +112,40 @@ def checked_state(
             f"{shown}). Pass the state that was created or loaded with this model."
         )
     return state
+
+
+def check_finite_weights(
+    model: AbstractModel, state: eqx.nn.State | None, caller: str
+) -> None:
+    """Refuse (``ValueError``) a model or state holding NaN or infinity: a file
+    of such weights predicts nothing, and would be shared as if it did.
+
+    The message names up to four arrays (their paths in the pytree) and how
+    many values of each are not finite.
+    """
+    leaves = [
+        (owner + jax.tree_util.keystr(path), leaf)
+        for owner, tree in (("model", model), ("state", state))
+        for path, leaf in jax.tree_util.tree_flatten_with_path(
+            eqx.filter(tree, eqx.is_inexact_array)
+        )[0]
+    ]
+    counts = jax.device_get([jnp.sum(~jnp.isfinite(leaf)) for _, leaf in leaves])
+    bad = [
+        (name, int(count), leaf.size)
+        for (name, leaf), count in zip(leaves, counts, strict=True)
+        if count
+    ]
+    if not bad:
+        return
+    shown = ", ".join(f"{name} ({count} of {size})" for name, count, size in bad[:4])
+    more = f" and {len(bad) - 4} more arrays" if len(bad) > 4 else ""
+    raise ValueError(
+        f"{caller}: the weights hold NaN or infinite values, in {shown}{more}; "
+        "nothing was written. The model diverged (or was loaded from a broken "
+        "file): train it again, e.g. with a lower learning rate, or from the "
+        "last good checkpoint."
+    )
 
 
 def _entries(state: Any) -> dict[str, str]:

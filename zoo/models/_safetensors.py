@@ -31,7 +31,13 @@ from safetensors.numpy import load as load_bytes, save as save_bytes
 
 from .._files import atomic_write, user_path
 from ._abstract import AbstractModel
-from ._model_args import abstract_model, check_zoo_model, checked_state, file_target
+from ._model_args import (
+    abstract_model,
+    check_finite_weights,
+    check_zoo_model,
+    checked_state,
+    file_target,
+)
 
 STATE_PREFIX = "state:"
 """Prefix of the names of state entries (BatchNorm statistics) in a file."""
@@ -105,13 +111,15 @@ def save_safetensors(
 
     Raises:
         TypeError: ``model`` is not a zoo model.
-        ValueError: ``state`` is not the model's.
+        ValueError: ``state`` is not the model's, or either holds NaN or
+            infinity (nothing is written).
         FileNotFoundError: the folder of ``path`` does not exist.
         IsADirectoryError: ``path`` is a folder.
     """
     model = check_zoo_model(model, "save_safetensors")
     target = file_target(path)
     state = checked_state(model, state) or eqx.nn.State(model)
+    check_finite_weights(model, state, "save_safetensors")
     tensors = {
         name: np.asarray(jax.device_get(array))
         for name, array in named_arrays(model, state).items()

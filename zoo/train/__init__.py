@@ -60,6 +60,7 @@ from ._parallel import (
     shard_batch as shard_batch,
 )
 from ._precise_bn import recompute_batch_norm as recompute_batch_norm
+from ._predict import predict as predict
 from ._state import (
     FilterSpec as FilterSpec,
     TrainState as TrainState,
@@ -69,7 +70,6 @@ from ._step import (
     TrainStep as TrainStep,
     eval_step as eval_step,
     make_train_step as make_train_step,
-    predict as predict,
 )
 from ._tensorboard import TensorBoardWriter as TensorBoardWriter
 from ._tuning import steps_per_call as steps_per_call

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import optax
 from jax import lax
 from jax.extend.core import ClosedJaxpr, Jaxpr, Primitive, jaxpr_as_fun, subjaxprs
-from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray, Shaped
+from jaxtyping import Array, Bool, Float, PRNGKeyArray, Shaped
 
 from .._compiler_options import compiler_options, jit_with_options
 from .._inputs import model_inputs
@@ -461,15 +461,3 @@ def eval_step(
     labels, mask = jnp.asarray(batch.labels), jnp.asarray(batch.mask)
     _, metrics = masked_loss(loss, logits, labels, mask)
     return metrics
-
-
-@jit_with_options(lambda: compiler_options(inference=True))
-def predict(
-    model: AbstractModel | eqx.Module,
-    state: eqx.nn.State | None,
-    inputs: Shaped[Array, "batch ..."],
-) -> Int[Array, " batch"]:
-    """Predicted classes of a batch, in inference mode."""
-    model = eqx.nn.inference_mode(model)
-    logits, _ = apply(model, prepare_inputs(model, inputs), state)
-    return jnp.argmax(logits, axis=-1)
