@@ -27,6 +27,7 @@ from zoo import _compiler_options
 from zoo._compiler_options import jit_with_options
 from zoo.data import Batch, Chunk
 from zoo.train import TrainState, eval_step, make_train_step, predict
+from zoo.train._predict import predict_program
 
 pytestmark = pytest.mark.skipif(
     jax.default_backend() != "cpu", reason="the option is for XLA:CPU"
@@ -119,8 +120,8 @@ def test_each_program_compiles_with_its_options(name: str):
     step.lower(ts, chunk)
     assert _compiled_with(step) == [YNN]  # XLA's default emitters
     eval_step.lower(model, state, batch)
-    predict.lower(model, state, jnp.asarray(batch.inputs))
-    for program in (eval_step, predict):
+    predict_program.lower(model, state, jnp.asarray(batch.inputs))
+    for program in (eval_step, predict_program):
         assert _compiled_with(program) == [{**YNN, **CLASSIC}]
 
 
@@ -188,7 +189,7 @@ def test_zoo_programs_leave_convolutions_to_xla(name: str):
     batch = Batch(chunk.inputs[0], chunk.labels[0], chunk.mask[0])
     evaluation = _text(eval_step.lower(model, state, batch))
     assert _ynnpack_convolutions(evaluation) == 0
-    inference = _text(predict.lower(model, state, jnp.asarray(batch.inputs)))
+    inference = _text(predict_program.lower(model, state, jnp.asarray(batch.inputs)))
     assert _ynnpack_convolutions(inference) == 0
 
 

@@ -19,12 +19,13 @@ from ._step import prepare_inputs
 
 
 @jit_with_options(lambda: compiler_options(inference=True))
-def _classes(
+def predict_program(
     model: AbstractModel | eqx.Module,
     state: eqx.nn.State | None,
     inputs: Shaped[Array, "batch ..."],
 ) -> tuple[Int[Array, " batch"], Bool[Array, " batch"], Bool[Array, " batch"]]:
-    """Classes, and whether each example's inputs and logits are all finite."""
+    """The program behind ``predict``: the classes, and whether each example's
+    inputs and logits are all finite."""
     model = eqx.nn.inference_mode(model)
     x = prepare_inputs(model, inputs)
     logits, _ = apply(model, x, state)
@@ -50,7 +51,7 @@ def predict(
             inputs or the model's weights hold the NaN); also the input
             errors of [`apply`][zoo.apply].
     """
-    classes, inputs_finite, outputs_finite = _classes(model, state, inputs)
+    classes, inputs_finite, outputs_finite = predict_program(model, state, inputs)
     if isinstance(outputs_finite, jax.core.Tracer):  # inside the user's jit
         return classes
     bad = np.flatnonzero(~np.asarray(outputs_finite))
