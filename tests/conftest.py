@@ -81,3 +81,34 @@ def small_train(mnist_train: ArrayDataset) -> ArrayDataset:
 def small_test(mnist_test: ArrayDataset) -> ArrayDataset:
     """The first 1,000 MNIST test images."""
     return mnist_test.take(1000)
+
+
+MAPS = pathlib.Path("/proc/self/maps")
+MAX_MAP_COUNT = pathlib.Path("/proc/sys/vm/max_map_count")
+
+
+def _map_limit() -> int | None:
+    """Half of Linux's limit on a process's memory maps; None off Linux."""
+    try:
+        return int(MAX_MAP_COUNT.read_text()) // 2
+    except (OSError, ValueError):
+        return None
+
+
+_MAP_LIMIT = _map_limit()
+
+
+@pytest.fixture(autouse=True)
+def _release_compiled_programs():
+    """Free JAX's compiled programs once a worker holds too many memory maps.
+
+    XLA:CPU maps about six regions per compiled program, and JAX keeps every
+    program it compiled. A test worker that runs a few thousand tests reaches
+    Linux's ``vm.max_map_count`` (65,530 by default), and the next compile
+    dies with a segmentation fault in XLA. Past half the limit this clears
+    JAX's caches (``jax.clear_caches``), which unmaps them; tests compile
+    again what they need.
+    """
+    yield
+    if _MAP_LIMIT is not None and MAPS.read_bytes().count(b"\n") > _MAP_LIMIT:
+        jax.clear_caches()
