@@ -29,7 +29,7 @@ def predict_program(
     model = eqx.nn.inference_mode(model)
     x = prepare_inputs(model, inputs)
     logits, _ = apply(model, x, state)
-    inputs_finite = jnp.all(jnp.isfinite(x.reshape(x.shape[0], -1)), axis=1)
+    inputs_finite = jnp.all(jnp.isfinite(x), axis=tuple(range(1, x.ndim)))
     return (
         jnp.argmax(logits, axis=-1),
         inputs_finite,
