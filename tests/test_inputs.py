@@ -150,3 +150,4 @@ def test_predict_refuses_outputs_no_class_describes(cnn):
     # Inside a user's jit the values are not known: predict gives the classes.
     inside = jax.jit(lambda x: zoo.predict(model, state, x))(np.nan_to_num(xs))
     np.testing.assert_array_equal(inside, zoo.predict(model, state, np.nan_to_num(xs)))
+    assert zoo.predict(model, state, xs[:0]).shape == (0,)  # nothing to refuse
