@@ -284,11 +284,21 @@ def test_every_cnn_is_the_same_function_on_every_path(name, seed):
         path: _on_path(path, model, state, xs, labels, key)
         for path in ("xla", *FAST_PATHS)
     }
-    (_, (logits, new_state)), grads = results["xla"]
+    # Gradients are compared on a smooth twin (softplus, average pooling):
+    # where a ReLU's input or two values of a max-pooling window sit within
+    # rounding of zero or of each other, each path's last bits decide where
+    # the gradient goes (cnn, seeds 12463 and 342: 1.2x and 4 % on the first
+    # conv's weights). Max pooling's own gradient is checked on ties above.
+    smooth, _ = make_model(name, seed, pooling="avg", activation="softplus")
+    gradients = {
+        path: _on_path(path, smooth, state, xs, labels, key)[1]
+        for path in ("xla", *FAST_PATHS)
+    }
+    (_, (logits, new_state)), _ = results["xla"]
     for path in FAST_PATHS:
-        (_, (other_logits, other_state)), other_grads = results[path]
+        (_, (other_logits, other_state)), _ = results[path]
         assert_close(other_logits, logits)
-        for a, b in zip(params(other_grads), params(grads), strict=True):
+        for a, b in zip(params(gradients[path]), params(gradients["xla"]), strict=True):
             assert_close(a, b, rtol=5e-4)
         for a, b in zip(
             jax.tree.leaves(other_state), jax.tree.leaves(new_state), strict=True
